@@ -1,0 +1,375 @@
+"""The database schema: typed SQLAlchemy models for every table the dialer keeps.
+
+Schema changes go through Alembic (``migrations/``); ``dialer db check`` fails
+when these models and the migrations disagree.
+
+All timestamps are naive UTC ``datetime`` values. Every set of allowed values
+(campaign states, lead states, attempt states, dispositions, supervisor
+commands) is a ``StrEnum`` here and a CHECK constraint in the database.
+
+Campaign states::
+
+    stopped  --start-->  running  --pause-->  paused  --resume-->  running
+    running/paused  --stop-->  stopping  --(calls in flight ended)-->  stopped
+    running  --(no lead left to dial, nothing in flight)-->  done
+    done  --start (after new leads were loaded)-->  running
+
+Lead states (``next_attempt_at`` is set exactly when the lead waits to be dialed,
+i.e. in ``new`` and ``retry``)::
+
+    new        loaded, never dialed; due from ``next_attempt_at`` (the load time)
+    retry      dialed before; due again at ``next_attempt_at``
+    claimed    leased by an engine (``lease_owner`` until ``lease_expires_at``)
+    dialing    a call attempt for it is in flight
+    done       reached a final disposition (no retry rule applies)
+    exhausted  ``max_attempts`` reached without a final disposition
+    dnc        its number was put on the do-not-call list after it was loaded
+
+Call attempt states (each step has its own timestamp column)::
+
+    queued -> originated -> ringing -> answered -> connected -> ended
+    (any state may go straight to ended; ``disposition`` is set when it does)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# 64-bit ids on PostgreSQL; SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+# JSON documents: jsonb on PostgreSQL, JSON text on SQLite.
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+# Longest E.164 number is 15 digits, plus the leading '+'.
+E164_LENGTH = 16
+
+
+class CampaignState(enum.StrEnum):
+    STOPPED = "stopped"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    DONE = "done"
+
+
+class DialMode(enum.StrEnum):
+    PROGRESSIVE = "progressive"
+    PREDICTIVE = "predictive"
+    UNATTENDED = "unattended"
+
+
+class LeadState(enum.StrEnum):
+    NEW = "new"
+    RETRY = "retry"
+    CLAIMED = "claimed"
+    DIALING = "dialing"
+    DONE = "done"
+    EXHAUSTED = "exhausted"
+    DNC = "dnc"
+
+
+class AttemptState(enum.StrEnum):
+    QUEUED = "queued"
+    ORIGINATED = "originated"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+class Disposition(enum.StrEnum):
+    """How a call attempt ended.
+
+    connected       answered and connected to an agent (or, in unattended mode,
+                    answered and sent to the connect target)
+    dropped         answered but not connected to an agent within 2 s (abandoned)
+    no_answer       rang until the ring timeout, or hung up before answering
+    busy            the called party was busy
+    congestion      congestion or carrier failure
+    invalid_number  the number does not exist or cannot be routed
+    failed          the Originate failed for another reason
+    unknown         the end of the call was never seen and Asterisk could not tell
+    """
+
+    CONNECTED = "connected"
+    DROPPED = "dropped"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    CONGESTION = "congestion"
+    INVALID_NUMBER = "invalid_number"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class SupervisorCommandName(enum.StrEnum):
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    STOP = "stop"
+
+
+def _one_of(column: str, values: type[enum.StrEnum]) -> str:
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return f"{column} IN ({allowed})"
+
+
+def utcnow() -> dt.datetime:
+    """The current time as a naive UTC datetime, the form the database stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        dt.datetime: DateTime(),
+        dt.time: Time(),
+        dict[str, Any]: Json,
+        list[Any]: Json,
+    }
+
+
+class Campaign(Base):
+    """A campaign and its settings (see :mod:`dialer.campaigns` for their meaning)."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=CampaignState.STOPPED.value)
+
+    mode: Mapped[str] = mapped_column(String(16))
+    dial_ratio: Mapped[float] = mapped_column(Float)
+    max_dial_level: Mapped[float] = mapped_column(Float)
+    abandon_target: Mapped[float] = mapped_column(Float)
+    channel: Mapped[str] = mapped_column(String(255))
+    context: Mapped[str] = mapped_column(String(80))
+    exten: Mapped[str] = mapped_column(String(80))
+    priority: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str | None] = mapped_column(String(80))
+    caller_id: Mapped[str | None] = mapped_column(String(255))
+    ring_timeout: Mapped[int] = mapped_column(Integer)
+    calling_window_start: Mapped[dt.time] = mapped_column()
+    calling_window_end: Mapped[dt.time] = mapped_column()
+    # Weekday numbers, 0 = Monday .. 6 = Sunday, sorted.
+    calling_days: Mapped[list[Any]] = mapped_column()
+    # ISO dates ('2026-12-25'), sorted.
+    holidays: Mapped[list[Any]] = mapped_column()
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    # Disposition name -> seconds until the next attempt; no entry means no retry.
+    retry_delays: Mapped[dict[str, Any]] = mapped_column()
+    max_concurrent: Mapped[int] = mapped_column(Integer)
+
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("state", CampaignState), name="state"),
+        CheckConstraint(_one_of("mode", DialMode), name="mode"),
+        CheckConstraint("ring_timeout >= 15", name="ring_timeout"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        CheckConstraint("max_concurrent >= 1", name="max_concurrent"),
+        CheckConstraint("abandon_target > 0 AND abandon_target < 1", name="abandon_target"),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Campaign {self.name!r} {self.state}>"
+
+
+class Lead(Base):
+    """One number to call in one campaign."""
+
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE")
+    )
+    phone_e164: Mapped[str] = mapped_column(String(E164_LENGTH))
+    first_name: Mapped[str | None] = mapped_column(Text)
+    last_name: Mapped[str | None] = mapped_column(Text)
+    # IANA zone key; a number spanning several zones stores all, '|'-joined, sorted.
+    timezone: Mapped[str] = mapped_column(String(255))
+    # The CSV's state/province column (not the lead's dialing state).
+    region: Mapped[str | None] = mapped_column(Text)
+    postal_code: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default=LeadState.NEW.value)
+    # Higher is dialed first among leads due at the same time.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column()
+    last_disposition: Mapped[str | None] = mapped_column(String(16))
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column()
+    # The CSV's extra columns, by header name.
+    custom: Mapped[dict[str, Any] | None] = mapped_column()
+    source_file: Mapped[str | None] = mapped_column(Text)
+    source_line: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    campaign: Mapped[Campaign] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "phone_e164"),
+        # The hopper: due leads of a campaign in one time zone, oldest first.
+        Index(None, "campaign_id", "timezone", "next_attempt_at", "priority"),
+        # Expired leases, for reclaiming leads of an engine that died.
+        Index(None, "lease_expires_at"),
+        CheckConstraint(_one_of("state", LeadState), name="state"),
+        CheckConstraint(
+            "(next_attempt_at IS NULL) = (state NOT IN ('new', 'retry'))",
+            name="next_attempt_at",
+        ),
+        CheckConstraint(
+            "last_disposition IS NULL OR " + _one_of("last_disposition", Disposition),
+            name="last_disposition",
+        ),
+    )
+
+    def __repr__(self) -> str:
+        return f"<Lead {self.id} {self.phone_e164} {self.state}>"
+
+
+class CallAttempt(Base):
+    """One dial: created before the Originate leaves, updated from AMI events."""
+
+    __tablename__ = "call_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE")
+    )
+    phone_e164: Mapped[str] = mapped_column(String(E164_LENGTH))
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    action_id: Mapped[str] = mapped_column(String(64), unique=True)
+    channel_id: Mapped[str] = mapped_column(String(64), unique=True)
+    other_channel_id: Mapped[str | None] = mapped_column(String(64))
+    engine_id: Mapped[str] = mapped_column(String(100))
+    server: Mapped[str] = mapped_column(String(100))
+    connection: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default=AttemptState.QUEUED.value)
+
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    originated_at: Mapped[dt.datetime | None] = mapped_column()
+    ringing_at: Mapped[dt.datetime | None] = mapped_column()
+    answered_at: Mapped[dt.datetime | None] = mapped_column()
+    queue_joined_at: Mapped[dt.datetime | None] = mapped_column()
+    connected_at: Mapped[dt.datetime | None] = mapped_column()
+    ended_at: Mapped[dt.datetime | None] = mapped_column()
+
+    disposition: Mapped[str | None] = mapped_column(String(16))
+    cause: Mapped[int | None] = mapped_column(Integer)
+    cause_txt: Mapped[str | None] = mapped_column(String(100))
+    originate_reason: Mapped[int | None] = mapped_column(Integer)
+    uniqueid: Mapped[str | None] = mapped_column(String(64))
+    agent: Mapped[str | None] = mapped_column(String(100))
+    time_to_agent: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index(None, "lead_id"),
+        Index(None, "campaign_id", "ended_at"),
+        Index(None, "campaign_id", "disposition"),
+        # No repeat call within 72 h of an abandoned one, across campaigns.
+        Index(None, "phone_e164", "ended_at"),
+        # In-flight attempts of one engine, reconciled on restart.
+        Index(None, "engine_id", "ended_at"),
+        CheckConstraint(_one_of("state", AttemptState), name="state"),
+        CheckConstraint(
+            "disposition IS NULL OR " + _one_of("disposition", Disposition),
+            name="disposition",
+        ),
+    )
+
+    def __repr__(self) -> str:
+        return f"<CallAttempt {self.action_id} {self.state} {self.disposition}>"
+
+
+class CallEvent(Base):
+    """Append-only log of the AMI events the engine acted on."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    attempt_id: Mapped[int | None] = mapped_column(
+        ForeignKey("call_attempts.id", ondelete="CASCADE")
+    )
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    event: Mapped[str] = mapped_column(String(64))
+    # The event's headers, in order, as [[key, value], ...] or {key: value}.
+    data: Mapped[Any] = mapped_column(Json)
+
+    __table_args__ = (Index(None, "attempt_id"),)
+
+
+class DncNumber(Base):
+    """A number that must never be dialed."""
+
+    __tablename__ = "dnc_numbers"
+
+    phone_e164: Mapped[str] = mapped_column(String(E164_LENGTH), primary_key=True)
+    source: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class SupervisorCommand(Base):
+    """A supervisor's start/pause/resume/stop, applied by the engine."""
+
+    __tablename__ = "supervisor_commands"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE")
+    )
+    command: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    issued_by: Mapped[str] = mapped_column(String(255))
+    issued_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[dt.datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index(None, "campaign_id", "applied_at"),
+        CheckConstraint(_one_of("command", SupervisorCommandName), name="command"),
+    )
+
+
+class AmiConnectionStats(Base):
+    """Counters per AMI connection of each engine, upserted by the engine."""
+
+    __tablename__ = "ami_connection_stats"
+
+    engine_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    server: Mapped[str] = mapped_column(String(100), primary_key=True)
+    connection: Mapped[str] = mapped_column(String(100), primary_key=True)
+    originates_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
+    reconnects: Mapped[int] = mapped_column(Integer, default=0)
+    rate_cap: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,172 @@
+"""The schema, its migrations and ``dialer db``."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from dialer import db
+from dialer.cli import main
+from dialer.errors import UserError
+from dialer.models import Base
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), out, err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_fixture_database_is_at_head_without_drift(engine):
+    assert db.current_revision(engine) == db.head_revision()
+    assert db.schema_drift(engine) == []
+    tables = set(sa.inspect(engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+
+
+def test_check_reports_drift_when_a_model_column_has_no_migration(engine):
+    table = Base.metadata.tables["dnc_numbers"]
+    extra = sa.Column("not_migrated", sa.Integer, nullable=True)
+    table.append_column(extra)
+    try:
+        drift = db.schema_drift(engine)
+    finally:
+        table._columns.remove(extra)
+    assert any(d[0] == "add_column" and d[3].name == "not_migrated" for d in drift)
+    assert db.schema_drift(engine) == []
+
+
+def test_upgrade_downgrade_upgrade_round_trip(db_url):
+    engine = db.create_engine(db_url)
+    try:
+        db.downgrade(engine, "base")
+        assert db.current_revision(engine) is None
+        assert "campaigns" not in sa.inspect(engine).get_table_names()
+        db.upgrade(engine)
+        assert db.current_revision(engine) == db.head_revision()
+        assert db.schema_drift(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_cli_upgrade_current_check_on_empty_sqlite_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    status, out, err = run_cli("db", "current", "--db", url)
+    assert status == 1 and "empty" in out and err == ""
+    status, out, err = run_cli("db", "upgrade", "--db", url)
+    assert status == 0, err
+    assert f"upgraded from empty to {db.head_revision()}" in out
+    status, out, err = run_cli("db", "upgrade", "--db", url)
+    assert status == 0 and "already at revision" in out
+    status, out, err = run_cli("db", "current", "--db", url)
+    assert (status, out) == (0, f"{db.head_revision()} (head)\n")
+    status, out, err = run_cli("db", "check", "--db", url)
+    assert status == 0 and "no drift" in out, err
+
+
+@pytest.mark.postgres
+def test_cli_upgrade_and_check_on_postgres(pg_url):
+    status, out, err = run_cli("db", "downgrade", "base", "--db", pg_url)
+    assert status == 0, err
+    status, out, err = run_cli("db", "upgrade", "--db", pg_url)
+    assert status == 0, err
+    assert "upgraded from empty" in out
+    status, out, err = run_cli("db", "check", "--db", pg_url)
+    assert status == 0, err
+
+
+def test_sqlite_connection_pragmas(sqlite_url):
+    engine = db.create_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.SQLITE_BUSY_TIMEOUT_MS
+    finally:
+        engine.dispose()
+
+
+def test_foreign_keys_are_enforced(engine):
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO supervisor_commands (campaign_id, command, issued_by, issued_at)"
+                    " VALUES (12345, 'start', 'a@b', '2026-01-01 00:00:00')"
+                )
+            )
+
+
+def test_check_constraints_are_enforced(engine):
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO campaigns (name, state, mode, dial_ratio, max_dial_level,"
+                    " abandon_target, channel, context, exten, priority, ring_timeout,"
+                    " calling_window_start, calling_window_end, calling_days, holidays,"
+                    " max_attempts, retry_delays, max_concurrent, created_at, updated_at)"
+                    " VALUES ('c', 'stopped', 'progressive', 1, 3, 0.03, 'X', 'c', 's', 1,"
+                    " 25, '08:00:00', '21:00:00', '[]', '[]', 3, '{}', 10,"
+                    " '2026-01-01', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO supervisor_commands (campaign_id, command, issued_by, issued_at)"
+                    " SELECT id, 'explode', 'a@b', '2026-01-01' FROM campaigns"
+                )
+            )
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("mysql://u@h/db", "unsupported database 'mysql'"),
+        ("not a url", "not a database URL"),
+        ("postgresql+asyncpg://u@h/db", "unsupported PostgreSQL driver"),
+    ],
+)
+def test_bad_database_url_is_one_line_naming_the_option(url, message):
+    status, out, err = run_cli("db", "current", "--db", url)
+    assert status == 1
+    assert err.startswith("dialer: --db: ") and message in err and err.count("\n") == 1
+
+
+def test_missing_sqlite_directory_is_refused(tmp_path):
+    status, out, err = run_cli("db", "upgrade", "--db", f"sqlite:///{tmp_path}/nope/x.db")
+    assert status == 1 and "does not exist" in err and err.startswith("dialer: --db:")
+
+
+def test_unreachable_postgres_is_one_line():
+    # Port 1 on loopback: nothing listens there.
+    status, out, err = run_cli("db", "current", "--db", "postgresql://u@127.0.0.1:1/x")
+    assert status == 1
+    assert err.startswith("dialer: --db: cannot connect to postgresql+psycopg://u@127.0.0.1:1/x")
+    assert err.count("\n") == 1
+
+
+def test_postgres_url_without_driver_uses_psycopg():
+    assert db.parse_url("postgresql://u:p@h/d").drivername == "postgresql+psycopg"
+
+
+def test_open_database_refuses_unmigrated_database(tmp_path):
+    with pytest.raises(UserError, match="no dialer schema; run 'dialer db upgrade' first"):
+        db.open_database(f"sqlite:///{tmp_path / 'empty.db'}")
+
+
+def test_db_upgrade_as_a_subprocess_uses_dialer_db_env(tmp_path):
+    env = {"DIALER_DB": f"sqlite:///{tmp_path / 'env.db'}", "PATH": "/usr/bin:/bin"}
+    dialer = Path(sys.executable).parent / "dialer"
+    proc = subprocess.run([str(dialer), "db", "upgrade"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "env.db").exists()
+    proc = subprocess.run([str(dialer), "db", "check"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "no drift" in proc.stdout
