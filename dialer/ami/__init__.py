@@ -1,0 +1,1 @@
+"""The Asterisk Manager Interface: a sans-IO codec and a trio client."""
