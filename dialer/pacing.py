@@ -1,0 +1,583 @@
+"""How many calls to place now: the pacing policy.
+
+:func:`decide` (and its shorthand :func:`calls_to_place`) is a pure function
+from the live figures of one campaign (:class:`PacingStats`) and its settings
+(:class:`PacingSettings`) to a :class:`PacingDecision`. It reads no clock and
+keeps no state; the engine calls it every second and whenever an agent or a
+call changes state, and places ``decision.calls`` new calls, which the rate
+caps may delay but never increase. :class:`CallStatsEstimator` is the small
+stateful part: the engine feeds it each call's outcome and it produces the
+recent answer rate, time-to-answer and talk-time distributions
+(:class:`CallEstimates`) that go into the figures.
+
+Modes
+-----
+progressive
+    ``free agents x dial_ratio`` minus the calls already placed for them (still
+    ringing, or answered and waiting for an agent).
+unattended
+    No agents: as many calls as ``max_concurrent`` allows.
+predictive
+    The model below, never slower than progressive 1:1, never faster than
+    ``max_dial_level`` lines per logged-in agent.
+
+The predictive model, in plain words
+------------------------------------
+A call placed now is answered, if at all, somewhere in the next 5-25 seconds
+(the measured time-to-answer), and must then find a free agent within 2
+seconds or it counts as abandoned. So the question is not "how many agents
+are free now" but "how many agents will be free at the moments the calls
+placed now are answered, after the calls already ringing have taken theirs".
+
+For a few moments t spread over the time-to-answer distribution (its
+quartile midpoints) the model estimates:
+
+* agents free by t + 2 s: the free agents, plus each agent in wrap-up whose
+  wrap-up will be over, plus each talking agent with the probability that
+  their call ends and their wrap-up is over by then. That probability comes
+  from the campaign's talk-time distribution *conditioned on how long the call
+  has lasted so far* (a call at 3 minutes is not "half done" the way one at
+  45 seconds is);
+* calls that will want an agent by t: the calls waiting for an agent, plus
+  each ringing call with the probability that it is answered by t given that
+  it has rung for so long without an answer (a call that has rung 20 s is
+  less likely to be answered than a fresh one).
+
+Each of these counts is a sum of independent yes/no events, so the spare
+agents at t (supply minus demand) have a known mean and variance; we treat
+them as normally distributed. Calls are then added one at a time: a new call
+is placed only while the chance that it, if answered, finds no agent
+(averaged over when it might be answered) stays below an allowed marginal drop
+probability. Each added call itself uses up part of the spare agents at every
+later t, so the count stops by itself. This is the Erlang-A idea (a queue
+whose callers hang up after a patience of 2 s) worked out for the next half
+minute from the actual state of every agent and call, rather than from
+steady-state averages, which is what lets it run agents busier than a dial
+level that only reacts to what happened in the last 15 seconds.
+
+The allowed marginal drop probability is the feedback on the abandon rule.
+It is largest when the measured abandon rate (the worse of the rolling 30
+days and the last 24 hours, drops / answered) is far below the target, and
+shrinks linearly to zero as the rate nears the target, where the dialer is
+back to one call per free agent. A rate at or above the target ("budget
+spent") makes the campaign dial progressive 1:1, which cannot abandon a call
+while agents stay logged in, until the rate is below the target again. While
+few calls have been answered the rate is taken over at least
+``abandon_min_sample`` answered calls, so that one early drop neither stops
+the campaign nor is ignored.
+
+Why this model: it uses everything the engine knows (per-agent talk time so
+far, per-call ring time so far, the measured distributions), so it needs no
+hand-tuned dial level and adapts within a second to agents logging in or out;
+its single control, the marginal drop probability, maps directly onto the
+regulatory figure it must respect; and it costs microseconds per call.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "Distribution",
+    "CallEstimates",
+    "PacingStats",
+    "PacingSettings",
+    "PacingDecision",
+    "decide",
+    "calls_to_place",
+    "CallStatsEstimator",
+]
+
+Mode = Literal["progressive", "predictive", "unattended"]
+MODES: tuple[str, ...] = ("progressive", "predictive", "unattended")
+
+_SQRT2 = math.sqrt(2.0)
+
+
+# --------------------------------------------------------------------------
+# Distributions of durations
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A duration distribution, as its CDF at whole seconds.
+
+    ``cdf[k]`` is P(X <= k seconds); past the end of the table the CDF is
+    taken as its last value. Build one with :meth:`lognormal`,
+    :meth:`uniform` or :meth:`from_samples`.
+    """
+
+    cdf: tuple[float, ...]
+    mean: float
+
+    def __post_init__(self) -> None:
+        if not self.cdf:
+            raise ValueError("a distribution needs at least one CDF point")
+
+    def at(self, seconds: float) -> float:
+        """P(X <= seconds), to the nearest whole second."""
+        k = int(seconds + 0.5)
+        if k < 0:
+            return 0.0
+        cdf = self.cdf
+        return cdf[k] if k < len(cdf) else cdf[-1]
+
+    def quantile(self, q: float) -> float:
+        """The smallest whole second s with P(X <= s) >= q."""
+        k = bisect.bisect_left(self.cdf, q)
+        return float(min(k, len(self.cdf) - 1))
+
+    @classmethod
+    def lognormal(cls, mean: float, sd: float, *, horizon: float | None = None) -> Distribution:
+        """A log-normal distribution with the given mean and standard deviation (seconds)."""
+        if mean <= 0 or sd <= 0:
+            raise ValueError(f"log-normal needs a positive mean and sd, got {mean}, {sd}")
+        sigma2 = math.log(1.0 + (sd / mean) ** 2)
+        mu = math.log(mean) - sigma2 / 2.0
+        sigma = math.sqrt(sigma2)
+        if horizon is None:
+            horizon = max(60.0, math.exp(mu + 4.5 * sigma))  # beyond 99.999 %
+        n = int(horizon) + 1
+        cdf = [0.0]
+        for k in range(1, n + 1):
+            cdf.append(0.5 * math.erfc(-(math.log(k) - mu) / (sigma * _SQRT2)))
+        return cls(cdf=tuple(cdf), mean=mean)
+
+    @classmethod
+    def uniform(cls, low: float, high: float) -> Distribution:
+        """Uniform between ``low`` and ``high`` seconds."""
+        if not 0 <= low < high:
+            raise ValueError(f"uniform needs 0 <= low < high, got {low}, {high}")
+        n = int(math.ceil(high))
+        cdf = tuple(min(1.0, max(0.0, (k - low) / (high - low))) for k in range(n + 1))
+        return cls(cdf=cdf, mean=(low + high) / 2.0)
+
+    @classmethod
+    def from_samples(cls, samples: list[float] | tuple[float, ...]) -> Distribution:
+        """The empirical distribution of observed durations (at least one)."""
+        if not samples:
+            raise ValueError("no samples")
+        ordered = sorted(max(0.0, s) for s in samples)
+        n = len(ordered)
+        top = int(math.ceil(ordered[-1]))
+        cdf = []
+        i = 0
+        for k in range(top + 1):
+            # P(X <= k) with each sample rounded to the nearest second, as at() reads it.
+            while i < n and ordered[i] < k + 0.5:
+                i += 1
+            cdf.append(i / n)
+        cdf[-1] = 1.0
+        return cls(cdf=tuple(cdf), mean=sum(ordered) / n)
+
+
+# --------------------------------------------------------------------------
+# Inputs and output
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallEstimates:
+    """Recent behaviour of the campaign's calls, from :class:`CallStatsEstimator`."""
+
+    answer_rate: float = 0.25
+    #: time from placing a call to its answer, for answered calls
+    answer_delay: Distribution = field(default_factory=lambda: Distribution.uniform(5, 25))
+    #: how long a call that is not answered rings before the dialer gives up
+    no_answer_timeout: float = 25.0
+    talk_time: Distribution = field(default_factory=lambda: Distribution.lognormal(90.0, 60.0))
+    wrapup_time: float = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacingStats:
+    """The live figures of one campaign at instant ``now`` (seconds, any origin).
+
+    Per-agent and per-call ages are in seconds. Abandon figures count answered
+    calls (connected or dropped) and drops (answered, not connected to an agent
+    within the deadline) over the rolling 30 days and the last 24 hours.
+    """
+
+    now: float
+    agents_logged_in: int
+    agents_free: int
+    #: for each agent on a call: how long the call has been connected
+    talk_elapsed: tuple[float, ...] = ()
+    #: for each agent in wrap-up: how long the wrap-up has lasted
+    wrapup_elapsed: tuple[float, ...] = ()
+    #: calls placed and not yet answered (originate sent, ringing)
+    calls_ringing: int = 0
+    #: how long each of those has been ringing; calls missing here count as just placed
+    ringing_elapsed: tuple[float, ...] = ()
+    #: answered calls not yet connected to an agent
+    calls_waiting: int = 0
+    #: every call of the campaign placed and not yet ended, including connected ones
+    in_flight: int = 0
+    #: how many more calls the rate caps and connections allow right now (None: no limit)
+    capacity: int | None = None
+    estimates: CallEstimates = field(default_factory=CallEstimates)
+    drops_30d: int = 0
+    answered_30d: int = 0
+    drops_24h: int = 0
+    answered_24h: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("agents_logged_in", "agents_free", "calls_ringing", "calls_waiting", "in_flight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PacingStats.{name} is negative: {getattr(self, name)}")
+        if len(self.ringing_elapsed) > self.calls_ringing:
+            raise ValueError(
+                f"PacingStats has {len(self.ringing_elapsed)} ringing ages "
+                f"for {self.calls_ringing} ringing calls"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacingSettings:
+    """A campaign's pacing settings."""
+
+    mode: Mode = "progressive"
+    #: progressive: calls per free agent
+    dial_ratio: float = 1.0
+    #: predictive: at most this many lines (calls in flight) per logged-in agent
+    max_dial_level: float = 4.0
+    #: the abandon rate (drops / answered) never to exceed
+    abandon_target: float = 0.03
+    #: calls in flight for this campaign, at most
+    max_concurrent: int = 100
+    #: seconds an answered call may wait for an agent before it counts as dropped
+    connect_deadline: float = 2.0
+    #: the abandon rate is taken over at least this many answered calls
+    abandon_min_sample: int = 100
+    #: predictive: the allowed marginal drop probability with the whole budget left
+    max_marginal_drop: float = 0.12
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"pacing mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if not self.dial_ratio > 0:
+            raise ValueError(f"dial_ratio must be positive, not {self.dial_ratio}")
+        if not self.max_dial_level >= 1:
+            raise ValueError(f"max_dial_level must be at least 1, not {self.max_dial_level}")
+        if not 0 < self.abandon_target < 1:
+            raise ValueError(f"abandon_target must be between 0 and 1, not {self.abandon_target}")
+        if self.max_concurrent < 0:
+            raise ValueError(f"max_concurrent must not be negative, not {self.max_concurrent}")
+        if not 0 <= self.max_marginal_drop < 1:
+            raise ValueError(f"max_marginal_drop must be in [0, 1), not {self.max_marginal_drop}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacingDecision:
+    """What :func:`decide` concluded, for the engine and the status display."""
+
+    calls: int
+    mode: str
+    #: short plain-words reason, e.g. "predictive" or "over abandon budget: 1:1"
+    reason: str
+    #: lines (calls in flight after placing these) per logged-in agent
+    dial_level: float
+    #: drops / answered the decision used (the worse window, over the minimum sample)
+    abandon_rate: float
+    #: predictive: the marginal drop probability allowed, else 0
+    allowed_drop: float = 0.0
+
+
+# --------------------------------------------------------------------------
+# The policy
+
+
+def calls_to_place(stats: PacingStats, settings: PacingSettings) -> int:
+    """How many new calls to place now."""
+    return decide(stats, settings).calls
+
+
+def abandon_rate(stats: PacingStats, settings: PacingSettings) -> float:
+    """The worse of the 30-day and 24-hour abandon rates, over at least the minimum sample."""
+    floor = max(1, settings.abandon_min_sample)
+    return max(
+        stats.drops_30d / max(stats.answered_30d, floor),
+        stats.drops_24h / max(stats.answered_24h, floor),
+    )
+
+
+def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
+    """Decide how many calls to place now; see the module docstring."""
+    rate = abandon_rate(stats, settings)
+    room = settings.max_concurrent - stats.in_flight
+    if stats.capacity is not None:
+        room = min(room, stats.capacity)
+    room = max(0, room)
+    agents = stats.agents_logged_in
+
+    def done(calls: int, reason: str, allowed: float = 0.0) -> PacingDecision:
+        capped = min(max(0, calls), room)
+        if capped < calls:
+            reason += "; capped by concurrency"
+        level = (stats.in_flight + capped) / agents if agents else 0.0
+        return PacingDecision(
+            calls=capped,
+            mode=settings.mode,
+            reason=reason,
+            dial_level=level,
+            abandon_rate=rate,
+            allowed_drop=allowed,
+        )
+
+    if settings.mode == "unattended":
+        return done(room, "unattended")
+
+    pending = stats.calls_ringing + stats.calls_waiting
+    if settings.mode == "progressive":
+        return done(_progressive(stats.agents_free, settings.dial_ratio, pending), "progressive")
+
+    # predictive
+    one_to_one = _progressive(stats.agents_free, 1.0, pending)
+    if agents == 0:
+        return done(0, "no agents")
+    target = settings.abandon_target
+    if rate >= target:
+        return done(one_to_one, "over abandon budget: 1:1")
+    allowed = settings.max_marginal_drop * (1.0 - rate / target)
+    line_cap = int(math.floor(settings.max_dial_level * agents + 1e-9)) - stats.in_flight
+    limit = max(0, min(room, line_cap))
+    n = _predictive(stats, settings.connect_deadline, allowed, limit)
+    if n <= one_to_one:
+        return done(one_to_one, "predictive: 1:1 floor", allowed)
+    reason = "predictive"
+    if n >= limit and limit == line_cap and line_cap < room:
+        reason += "; capped by max dial level"
+    return done(n, reason, allowed)
+
+
+def _progressive(free: int, ratio: float, pending: int) -> int:
+    return max(0, int(math.floor(free * ratio + 1e-9)) - pending)
+
+
+#: quantile midpoints of the time-to-answer distribution where the balance is checked
+_GRID = (0.125, 0.375, 0.625, 0.875)
+#: variance floor, so that a certain-looking forecast still leaves some doubt
+_VAR_FLOOR = 0.01
+
+
+def _predictive(stats: PacingStats, deadline: float, allowed: float, limit: int) -> int:
+    """The most calls such that the last one, if answered, finds no agent with probability <= allowed."""
+    if limit <= 0:
+        return 0
+    est = stats.estimates
+    p = min(1.0, max(0.005, est.answer_rate))
+    delay = est.answer_delay
+    dcdf = delay.cdf
+    dlen = len(dcdf)
+    dlast = dcdf[-1]
+    times = [delay.quantile(q) for q in _GRID]
+    horizons = [t + deadline for t in times]
+
+    # Supply: agents free by t + deadline.
+    mean = [float(stats.agents_free)] * len(times)
+    var = [0.0] * len(times)
+    wrap = est.wrapup_time
+    for u in stats.wrapup_elapsed:
+        left = wrap - u
+        for j, h in enumerate(horizons):
+            if left <= h:
+                mean[j] += 1.0
+    tcdf = est.talk_time.cdf
+    tlen = len(tcdf)
+    tlast = tcdf[-1]
+    for e in stats.talk_elapsed:
+        k = int(e + 0.5)
+        c0 = tcdf[k] if k < tlen else tlast
+        alive = 1.0 - c0
+        if alive <= 1e-9:
+            continue  # far beyond anything seen: do not count on it ending
+        for j, h in enumerate(horizons):
+            kk = int(e + h - wrap + 0.5)
+            if kk <= k:
+                continue
+            c1 = tcdf[kk] if kk < tlen else tlast
+            q = (c1 - c0) / alive
+            mean[j] += q
+            var[j] += q * (1.0 - q)
+
+    # Demand: calls that will want an agent by t.
+    for j in range(len(times)):
+        mean[j] -= stats.calls_waiting
+    ages: dict[int, int] = {}
+    for r in stats.ringing_elapsed:
+        k = int(r + 0.5)
+        ages[k] = ages.get(k, 0) + 1
+    fresh = stats.calls_ringing - len(stats.ringing_elapsed)
+    if fresh:
+        ages[0] = ages.get(0, 0) + fresh
+    timeout = est.no_answer_timeout
+    for k, count in ages.items():
+        g0 = dcdf[k] if k < dlen else dlast
+        still = p * (1.0 - g0) + ((1.0 - p) if k < timeout else 0.0)
+        if still <= 1e-12:
+            continue
+        for j, t in enumerate(times):
+            kk = int(k + t + 0.5)
+            g1 = dcdf[kk] if kk < dlen else dlast
+            a = p * (g1 - g0) / still
+            mean[j] -= count * a
+            var[j] += count * a * (1.0 - a)
+
+    # New calls, one at a time.
+    new = [p * (dcdf[int(t + 0.5)] if int(t + 0.5) < dlen else dlast) for t in times]
+    m = len(times)
+    n = 0
+    while n < limit:
+        miss = 0.0
+        for j in range(m):
+            sd = math.sqrt(var[j] + _VAR_FLOOR)
+            # P(spare agents for this call < 1), continuity-corrected.
+            miss += 0.5 * math.erfc((mean[j] - 0.5) / (sd * _SQRT2))
+        if miss / m > allowed:
+            break
+        n += 1
+        for j in range(m):
+            a = new[j]
+            mean[j] -= a
+            var[j] += a * (1.0 - a)
+    return n
+
+
+# --------------------------------------------------------------------------
+# Estimates from recent calls
+
+
+class CallStatsEstimator:
+    """Recent answer rate, time-to-answer, talk and wrap-up times of one campaign.
+
+    The engine reports each event with the instant it happened (seconds on
+    any monotonic clock; the estimator reads no clock). Figures are taken over
+    the last ``window`` seconds and at most ``max_samples`` events of each
+    kind, blended with ``prior`` while there are few samples. Distributions
+    are rebuilt at most every ``refresh`` seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = 1800.0,
+        max_samples: int = 2000,
+        prior: CallEstimates | None = None,
+        prior_weight: int = 20,
+        min_samples: int = 30,
+        refresh: float = 30.0,
+    ) -> None:
+        self.window = window
+        self.prior = prior if prior is not None else CallEstimates()
+        self.prior_weight = prior_weight
+        self.min_samples = min_samples
+        self.refresh = refresh
+        self._attempts: deque[tuple[float, bool]] = deque(maxlen=max_samples)
+        self._delays: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._timeouts: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._talks: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._wraps: deque[tuple[float, float]] = deque(maxlen=max_samples)
+        self._answered: deque[float] = deque()
+        self._drops: deque[float] = deque()
+        self._cache: CallEstimates | None = None
+        self._cache_at = -math.inf
+        self._dirty = True
+
+    # events
+
+    def call_answered(self, now: float, ring_time: float) -> None:
+        """A placed call was answered after ``ring_time`` seconds."""
+        self._attempts.append((now, True))
+        self._delays.append((now, ring_time))
+        self._answered.append(now)
+        self._dirty = True
+
+    def call_not_answered(self, now: float, ring_time: float) -> None:
+        """A placed call ended unanswered (no answer, busy, failed) after ``ring_time`` seconds."""
+        self._attempts.append((now, False))
+        self._timeouts.append((now, ring_time))
+        self._dirty = True
+
+    def call_dropped(self, now: float) -> None:
+        """An answered call was not connected to an agent in time."""
+        self._drops.append(now)
+
+    def talk_ended(self, now: float, talk_time: float) -> None:
+        """A call connected to an agent ended after ``talk_time`` seconds."""
+        self._talks.append((now, talk_time))
+        self._dirty = True
+
+    def wrapup_ended(self, now: float, wrapup_time: float) -> None:
+        """An agent finished wrap-up after ``wrapup_time`` seconds."""
+        self._wraps.append((now, wrapup_time))
+        self._dirty = True
+
+    # figures
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - self.window
+        for queue in (self._attempts, self._delays, self._timeouts, self._talks, self._wraps):
+            while queue and queue[0][0] < cutoff:
+                queue.popleft()
+                self._dirty = True
+        for stamps in (self._answered, self._drops):
+            while stamps and stamps[0] < cutoff:
+                stamps.popleft()
+
+    def answer_rate(self, now: float) -> float:
+        """Answered / placed over the window, blended with the prior rate."""
+        self._prune(now)
+        answered = sum(1 for _, a in self._attempts if a)
+        w = self.prior_weight
+        return (answered + w * self.prior.answer_rate) / (len(self._attempts) + w)
+
+    def recent_abandon(self, now: float) -> tuple[int, int]:
+        """(drops, answered calls) over the window."""
+        self._prune(now)
+        return len(self._drops), len(self._answered)
+
+    def estimates(self, now: float) -> CallEstimates:
+        """The current estimates, rebuilt when events arrived and ``refresh`` has passed."""
+        self._prune(now)
+        if self._cache is not None and (not self._dirty or now - self._cache_at < self.refresh):
+            return self._cache
+        prior = self.prior
+        delays = [d for _, d in self._delays]
+        timeouts = [d for _, d in self._timeouts]
+        talks = [d for _, d in self._talks if d > 0]
+        wraps = [d for _, d in self._wraps]
+        self._cache = CallEstimates(
+            answer_rate=self.answer_rate(now),
+            answer_delay=(
+                Distribution.from_samples(delays) if len(delays) >= self.min_samples else prior.answer_delay
+            ),
+            no_answer_timeout=(
+                _median(timeouts) if len(timeouts) >= self.min_samples else prior.no_answer_timeout
+            ),
+            talk_time=_lognormal_fit(talks) if len(talks) >= self.min_samples else prior.talk_time,
+            wrapup_time=sum(wraps) / len(wraps) if len(wraps) >= self.min_samples else prior.wrapup_time,
+        )
+        self._cache_at = now
+        self._dirty = False
+        return self._cache
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
+
+
+def _lognormal_fit(samples: list[float]) -> Distribution:
+    """Log-normal with the mean and spread of the logarithms of the samples."""
+    logs = [math.log(s) for s in samples]
+    n = len(logs)
+    mu = sum(logs) / n
+    var = sum((x - mu) ** 2 for x in logs) / max(1, n - 1)
+    sigma = max(math.sqrt(var), 0.05)
+    mean = math.exp(mu + sigma * sigma / 2.0)
+    sd = mean * math.sqrt(math.exp(sigma * sigma) - 1.0)
+    return Distribution.lognormal(mean, sd)

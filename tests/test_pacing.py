@@ -1,0 +1,330 @@
+import math
+
+import pytest
+
+from dialer.pacing import (
+    CallEstimates,
+    CallStatsEstimator,
+    Distribution,
+    PacingSettings,
+    PacingStats,
+    calls_to_place,
+    decide,
+)
+
+PROGRESSIVE = PacingSettings(mode="progressive")
+PREDICTIVE = PacingSettings(mode="predictive")
+
+
+def stats(**kw):
+    kw.setdefault("now", 1000.0)
+    kw.setdefault("agents_logged_in", kw.get("agents_free", 0))
+    return PacingStats(**kw)
+
+
+def point(seconds):
+    """A distribution with all its mass at exactly ``seconds`` (whole)."""
+    return Distribution(cdf=(0.0,) * seconds + (1.0,), mean=float(seconds))
+
+
+# Every call answered, exactly 10 s after it is placed; every talk lasts 30 s;
+# wrap-up 10 s. With nothing random the predictive count is exact.
+CERTAIN = CallEstimates(
+    answer_rate=1.0,
+    answer_delay=point(10),
+    no_answer_timeout=25.0,
+    talk_time=point(30),
+    wrapup_time=10.0,
+)
+
+
+# -- progressive and unattended ------------------------------------------------
+
+
+def test_progressive_one_call_per_free_agent_minus_calls_already_placed():
+    assert calls_to_place(stats(agents_free=3), PROGRESSIVE) == 3
+    assert calls_to_place(stats(agents_free=3, calls_ringing=1, in_flight=1), PROGRESSIVE) == 2
+    assert calls_to_place(stats(agents_free=3, calls_waiting=1, in_flight=1), PROGRESSIVE) == 2
+
+
+def test_progressive_ratio_rounds_down():
+    ratio = PacingSettings(mode="progressive", dial_ratio=1.5)
+    assert calls_to_place(stats(agents_free=3), ratio) == 4
+    assert calls_to_place(stats(agents_free=3, calls_ringing=1, calls_waiting=1, in_flight=2), ratio) == 2
+    assert calls_to_place(stats(agents_free=1), ratio) == 1
+
+
+def test_progressive_never_negative():
+    assert calls_to_place(stats(agents_free=1, calls_ringing=3, in_flight=3), PROGRESSIVE) == 0
+    assert calls_to_place(stats(agents_free=0, agents_logged_in=4), PROGRESSIVE) == 0
+
+
+def test_progressive_bounded_by_max_concurrent_and_capacity():
+    few = PacingSettings(mode="progressive", max_concurrent=100)
+    s = stats(agents_free=10, agents_logged_in=40, in_flight=95, talk_elapsed=(60.0,) * 30)
+    d = decide(s, few)
+    assert d.calls == 5 and "capped" in d.reason
+    assert calls_to_place(stats(agents_free=10, capacity=4), few) == 4
+    assert calls_to_place(stats(agents_free=10, in_flight=120), few) == 0
+
+
+def test_unattended_is_bounded_only_by_concurrency():
+    s = PacingSettings(mode="unattended", max_concurrent=30)
+    assert calls_to_place(stats(agents_free=0, in_flight=12), s) == 18
+    assert calls_to_place(stats(agents_free=0, in_flight=12, capacity=5), s) == 5
+    assert calls_to_place(stats(agents_free=0, in_flight=31), s) == 0
+
+
+# -- predictive: exact with certain inputs ----------------------------------------
+
+
+def test_predictive_with_certain_answers_places_one_call_per_free_agent():
+    s = stats(agents_free=3, agents_logged_in=3, estimates=CERTAIN)
+    assert calls_to_place(s, PREDICTIVE) == 3
+
+
+def test_predictive_counts_agents_who_will_be_free_when_the_calls_answer():
+    # Calls placed now are answered at +10 s and may wait 2 s: an agent counts
+    # when talk end + 10 s wrap-up falls by +12 s.
+    s = stats(
+        agents_free=1,
+        agents_logged_in=4,
+        talk_elapsed=(28.0, 10.0),  # ends at +2 (free at +12), ends at +20 (free at +30)
+        wrapup_elapsed=(0.0,),  # free at +10
+        estimates=CERTAIN,
+    )
+    d = decide(s, PREDICTIVE)
+    assert d.calls == 3  # free now, the one from talk at 28 s, the one in wrap-up
+    assert d.reason == "predictive"
+
+
+def test_predictive_wrapup_longer_than_the_horizon_does_not_count():
+    longer = CallEstimates(
+        answer_rate=1.0, answer_delay=point(10), talk_time=point(30), wrapup_time=15.0
+    )
+    s = stats(agents_free=1, agents_logged_in=2, wrapup_elapsed=(0.0,), estimates=longer)
+    assert calls_to_place(s, PREDICTIVE) == 1
+    s = stats(agents_free=1, agents_logged_in=2, wrapup_elapsed=(3.0,), estimates=longer)
+    assert calls_to_place(s, PREDICTIVE) == 2
+
+
+def test_predictive_subtracts_calls_that_will_be_answered_first():
+    base = dict(agents_free=2, agents_logged_in=5, talk_elapsed=(29.0, 29.0, 29.0), estimates=CERTAIN)
+    assert calls_to_place(stats(**base), PREDICTIVE) == 5
+    # Two calls placed 3 s ago will be answered at +7 s and take two of those agents.
+    ringing = stats(**base, calls_ringing=2, ringing_elapsed=(3.0, 3.0), in_flight=5)
+    assert calls_to_place(ringing, PREDICTIVE) == 3
+    # Without their ages they count as just placed: the same.
+    ringing = stats(**base, calls_ringing=2, in_flight=5)
+    assert calls_to_place(ringing, PREDICTIVE) == 3
+    # A call waiting for an agent takes one at once.
+    waiting = stats(**base, calls_waiting=1, in_flight=4)
+    assert calls_to_place(waiting, PREDICTIVE) == 4
+
+
+def test_predictive_ignores_a_call_ringing_past_its_answer_time():
+    # Every answered call answers at exactly 10 s; one still ringing at 12 s never will.
+    s = stats(agents_free=2, agents_logged_in=2, calls_ringing=1, ringing_elapsed=(12.0,), in_flight=1,
+              estimates=CERTAIN)
+    assert calls_to_place(s, PREDICTIVE) == 2
+
+
+def test_predictive_low_answer_rate_dials_several_calls_per_free_agent():
+    est = CallEstimates(answer_rate=0.25, answer_delay=point(10), talk_time=point(30), wrapup_time=10.0)
+    d = decide(stats(agents_free=4, agents_logged_in=4, estimates=est), PREDICTIVE)
+    assert 4 < d.calls <= 16
+    assert d.dial_level == d.calls / 4
+
+
+def test_predictive_is_capped_by_max_dial_level():
+    low = CallEstimates(answer_rate=0.05)
+    settings = PacingSettings(mode="predictive", max_dial_level=1.5)
+    d = decide(stats(agents_free=2, agents_logged_in=2, estimates=low), settings)
+    assert d.calls == 3 and "max dial level" in d.reason
+    d = decide(stats(agents_free=2, agents_logged_in=2, in_flight=2, calls_ringing=2, estimates=low), settings)
+    assert d.calls == 1
+
+
+def test_predictive_never_slower_than_one_to_one():
+    # A forecast that would place nothing (all free agents promised to ringing
+    # calls that will be answered) still gets the 1:1 floor.
+    s = stats(agents_free=4, agents_logged_in=4, calls_ringing=2, in_flight=2, estimates=CERTAIN)
+    assert calls_to_place(s, PREDICTIVE) == 2
+    nothing_allowed = PacingSettings(mode="predictive", max_marginal_drop=0.0)
+    d = decide(stats(agents_free=3, agents_logged_in=3), nothing_allowed)
+    assert d.calls == 3 and "1:1" in d.reason
+
+
+def test_predictive_no_agents_no_calls():
+    assert calls_to_place(stats(agents_free=0, agents_logged_in=0), PREDICTIVE) == 0
+
+
+# -- predictive: the abandon budget --------------------------------------------------
+
+
+def busy_floor(**kw):
+    """20 agents, 2 free, 18 talking at assorted ages, 6 calls ringing, 25 % answer."""
+    return stats(
+        agents_free=2,
+        agents_logged_in=20,
+        talk_elapsed=tuple(float(5 + 9 * i) for i in range(18)),
+        calls_ringing=6,
+        ringing_elapsed=(1.0, 2.0, 4.0, 8.0, 12.0, 20.0),
+        in_flight=24,
+        estimates=CallEstimates(answer_rate=0.25),
+        **kw,
+    )
+
+
+def test_over_budget_dials_one_to_one():
+    one_to_one = calls_to_place(busy_floor(), PacingSettings(mode="progressive"))
+    assert one_to_one == 0
+    for kw in (
+        dict(drops_24h=4, answered_24h=100),
+        dict(drops_30d=31, answered_30d=1000),
+        dict(drops_24h=3, answered_24h=100),  # at the target counts as spent
+    ):
+        d = decide(busy_floor(**kw), PREDICTIVE)
+        assert d.calls == one_to_one and d.reason == "over abandon budget: 1:1", kw
+    s = stats(agents_free=3, agents_logged_in=3, drops_24h=5, answered_24h=100)
+    assert calls_to_place(s, PREDICTIVE) == 3
+
+
+def test_the_rate_needs_a_minimum_sample():
+    # 2 drops of the first 10 answered calls: 2 % of the minimum 100, still dialing predictively.
+    d = decide(busy_floor(drops_24h=2, answered_24h=10), PREDICTIVE)
+    assert d.abandon_rate == pytest.approx(0.02) and d.reason.startswith("predictive")
+    d = decide(busy_floor(drops_24h=3, answered_24h=10), PREDICTIVE)
+    assert d.reason == "over abandon budget: 1:1"
+
+
+def test_dialing_slows_as_the_rate_nears_the_target():
+    counts = []
+    for drops in (0, 10, 20, 25, 29):
+        d = decide(busy_floor(drops_30d=drops, answered_30d=1000), PREDICTIVE)
+        assert d.allowed_drop == pytest.approx(0.12 * (1 - drops / 1000 / 0.03))
+        counts.append(d.calls)
+    assert counts == sorted(counts, reverse=True)
+    assert counts[0] > counts[-1]
+    assert counts[0] > 0  # busy agents about to finish justify calls with only 2 free
+
+
+def test_predictive_dials_more_when_agents_are_about_to_finish():
+    # Two agents 2 s into a 10 s wrap-up, ten talking: calls that have lasted a
+    # while are likelier to end soon than calls just connected.
+    def with_talk(age):
+        s = stats(agents_free=0, agents_logged_in=12, talk_elapsed=(age,) * 10, wrapup_elapsed=(2.0, 2.0),
+                  estimates=CallEstimates(answer_rate=0.25))
+        return calls_to_place(s, PREDICTIVE)
+
+    assert 0 < with_talk(1.0) < with_talk(60.0) <= with_talk(100.0)
+    # Nobody free or in wrap-up: a call answered within 10 s could find no agent.
+    s = stats(agents_free=0, agents_logged_in=10, talk_elapsed=(150.0,) * 10)
+    assert calls_to_place(s, PREDICTIVE) == 0
+
+
+# -- settings and stats validation ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        (dict(mode="turbo"), "turbo"),
+        (dict(dial_ratio=0), "dial_ratio"),
+        (dict(max_dial_level=0.5), "max_dial_level"),
+        (dict(abandon_target=0), "abandon_target"),
+        (dict(max_concurrent=-1), "max_concurrent"),
+    ],
+)
+def test_bad_settings_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        PacingSettings(**kw)
+
+
+def test_bad_stats_are_refused():
+    with pytest.raises(ValueError, match="agents_free"):
+        stats(agents_free=-1, agents_logged_in=0)
+    with pytest.raises(ValueError, match="ringing ages"):
+        stats(agents_free=1, calls_ringing=1, ringing_elapsed=(1.0, 2.0))
+
+
+# -- distributions -------------------------------------------------------------------------
+
+
+def test_uniform_distribution():
+    d = Distribution.uniform(5, 25)
+    assert d.at(5) == 0.0 and d.at(15) == 0.5 and d.at(25) == 1.0 and d.at(90) == 1.0
+    assert d.at(-3) == 0.0
+    assert d.quantile(0.5) == 15.0 and d.mean == 15.0
+
+
+def test_lognormal_distribution_has_the_requested_mean_and_median():
+    d = Distribution.lognormal(90.0, 60.0)
+    sigma2 = math.log(1 + (60 / 90) ** 2)
+    median = math.exp(math.log(90) - sigma2 / 2)
+    assert d.at(median) == pytest.approx(0.5, abs=0.01)
+    # mean from the table: sum of P(X > k) over whole seconds
+    table_mean = sum(1 - c for c in d.cdf)
+    assert table_mean == pytest.approx(90.0, abs=1.0)
+
+
+def test_empirical_distribution_rounds_samples_to_whole_seconds():
+    d = Distribution.from_samples([4.6, 5.2, 9.0, 12.4])
+    assert d.at(4) == 0.0
+    assert d.at(5) == 0.5
+    assert d.at(9) == 0.75
+    assert d.at(12) == 1.0
+    assert d.mean == pytest.approx((4.6 + 5.2 + 9.0 + 12.4) / 4)
+
+
+# -- the estimator -----------------------------------------------------------------------------
+
+
+def test_estimator_answer_rate_blends_the_prior_and_forgets_old_calls():
+    est = CallStatsEstimator(window=600.0, prior=CallEstimates(answer_rate=0.25), prior_weight=20)
+    assert est.answer_rate(0.0) == 0.25
+    for i in range(80):
+        if i % 2:
+            est.call_answered(float(i), ring_time=10.0)
+        else:
+            est.call_not_answered(float(i), ring_time=25.0)
+    assert est.answer_rate(100.0) == pytest.approx((40 + 20 * 0.25) / (80 + 20))
+    # 600 s later the first 30 calls (t = 0..29) have left the window.
+    assert est.answer_rate(629.5) == pytest.approx((25 + 5) / (50 + 20))
+    assert est.answer_rate(10_000.0) == 0.25
+
+
+def test_estimator_distributions_replace_the_prior_once_there_are_enough_samples():
+    prior = CallEstimates()
+    est = CallStatsEstimator(prior=prior, min_samples=30, refresh=30.0)
+    for i in range(29):
+        est.call_answered(float(i), ring_time=8.0)
+        est.talk_ended(float(i), talk_time=math.exp(4.0 if i % 2 else 5.0))
+        est.wrapup_ended(float(i), 6.0)
+    early = est.estimates(29.0)
+    assert early.answer_delay is prior.answer_delay and early.talk_time is prior.talk_time
+    assert early.wrapup_time == prior.wrapup_time
+    est.call_answered(29.0, ring_time=8.0)
+    est.talk_ended(29.0, talk_time=math.exp(4.0))
+    est.wrapup_ended(29.0, 6.0)
+    # Within the refresh interval the cached estimates stay.
+    assert est.estimates(40.0) is early
+    late = est.estimates(59.0)
+    assert late.answer_delay.at(7) == 0.0 and late.answer_delay.at(8) == 1.0
+    assert late.wrapup_time == 6.0
+    # 15 samples at e^4 and 15 at e^5: log-mean 4.5, log-sd sqrt(0.25 * 30 / 29)
+    sigma2 = 0.25 * 30 / 29
+    assert late.talk_time.mean == pytest.approx(math.exp(4.5 + sigma2 / 2))
+    assert late.answer_rate == pytest.approx((30 + 20 * 0.25) / (30 + 20))
+    # Unchanged since: the same object, however late.
+    assert est.estimates(80.0) is late
+
+
+def test_estimator_counts_recent_drops():
+    est = CallStatsEstimator(window=100.0)
+    for t in range(10):
+        est.call_answered(float(t), 10.0)
+    est.call_dropped(3.0)
+    est.call_dropped(50.0)
+    assert est.recent_abandon(60.0) == (2, 10)
+    assert est.recent_abandon(105.0) == (1, 5)  # answered at 5..9 s remain
