@@ -215,8 +215,9 @@ class Lead(Base):
     phone_e164: Mapped[str] = mapped_column(String(E164_LENGTH))
     first_name: Mapped[str | None] = mapped_column(Text)
     last_name: Mapped[str | None] = mapped_column(Text)
-    # IANA zone key; a number spanning several zones stores all, '|'-joined, sorted.
-    timezone: Mapped[str] = mapped_column(String(255))
+    # IANA zone key; a number spanning several zones stores all, '|'-joined, sorted
+    # (a toll-free number may carry dozens).
+    timezone: Mapped[str] = mapped_column(Text)
     # The CSV's state/province column (not the lead's dialing state).
     region: Mapped[str | None] = mapped_column(Text)
     postal_code: Mapped[str | None] = mapped_column(Text)

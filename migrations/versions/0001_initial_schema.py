@@ -76,7 +76,7 @@ def upgrade() -> None:
     sa.Column('phone_e164', sa.String(length=16), nullable=False),
     sa.Column('first_name', sa.Text(), nullable=True),
     sa.Column('last_name', sa.Text(), nullable=True),
-    sa.Column('timezone', sa.String(length=255), nullable=False),
+    sa.Column('timezone', sa.Text(), nullable=False),
     sa.Column('region', sa.Text(), nullable=True),
     sa.Column('postal_code', sa.Text(), nullable=True),
     sa.Column('state', sa.String(length=16), nullable=False),
