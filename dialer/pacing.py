@@ -84,6 +84,7 @@ from typing import Literal
 __all__ = [
     "Distribution",
     "CallEstimates",
+    "DEFAULT_ESTIMATES",
     "PacingStats",
     "PacingSettings",
     "PacingDecision",
@@ -179,17 +180,25 @@ class Distribution:
 # Inputs and output
 
 
+_DEFAULT_ANSWER_DELAY = Distribution.uniform(5, 25)
+_DEFAULT_TALK_TIME = Distribution.lognormal(90.0, 60.0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CallEstimates:
     """Recent behaviour of the campaign's calls, from :class:`CallStatsEstimator`."""
 
     answer_rate: float = 0.25
     #: time from placing a call to its answer, for answered calls
-    answer_delay: Distribution = field(default_factory=lambda: Distribution.uniform(5, 25))
+    answer_delay: Distribution = _DEFAULT_ANSWER_DELAY
     #: how long a call that is not answered rings before the dialer gives up
     no_answer_timeout: float = 25.0
-    talk_time: Distribution = field(default_factory=lambda: Distribution.lognormal(90.0, 60.0))
+    talk_time: Distribution = _DEFAULT_TALK_TIME
     wrapup_time: float = 10.0
+
+
+#: what is assumed of a campaign before its own calls have been measured
+DEFAULT_ESTIMATES = CallEstimates()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,7 +227,7 @@ class PacingStats:
     in_flight: int = 0
     #: how many more calls the rate caps and connections allow right now (None: no limit)
     capacity: int | None = None
-    estimates: CallEstimates = field(default_factory=CallEstimates)
+    estimates: CallEstimates = DEFAULT_ESTIMATES
     drops_30d: int = 0
     answered_30d: int = 0
     drops_24h: int = 0
@@ -431,11 +440,17 @@ def _predictive(stats: PacingStats, deadline: float, allowed: float, limit: int)
     m = len(times)
     n = 0
     while n < limit:
+        # P(no spare agent at t_j), continuity-corrected; a call answered at
+        # t_j that takes an agent leaves one fewer for every later t, so its
+        # cost is the worst shortage from t_j on.
         miss = 0.0
-        for j in range(m):
+        worst = 0.0
+        for j in range(m - 1, -1, -1):
             sd = math.sqrt(var[j] + _VAR_FLOOR)
-            # P(spare agents for this call < 1), continuity-corrected.
-            miss += 0.5 * math.erfc((mean[j] - 0.5) / (sd * _SQRT2))
+            short = 0.5 * math.erfc((mean[j] - 0.5) / (sd * _SQRT2))
+            if short > worst:
+                worst = short
+            miss += worst
         if miss / m > allowed:
             break
         n += 1
@@ -471,7 +486,7 @@ class CallStatsEstimator:
         refresh: float = 30.0,
     ) -> None:
         self.window = window
-        self.prior = prior if prior is not None else CallEstimates()
+        self.prior = prior if prior is not None else DEFAULT_ESTIMATES
         self.prior_weight = prior_weight
         self.min_samples = min_samples
         self.refresh = refresh
