@@ -1,0 +1,163 @@
+"""The agents queue: members, waiting callers, statistics and their AMI renderings.
+
+The queue holds state only; :mod:`dialer.sim.calls` moves callers and agents
+through it and emits the call events. Field names and values follow
+``app_queue.c`` as the recordings show them (``QueueMemberStatus``,
+``QueueParams``, ``QueueMember``, ``QueueEntry``, ``QueueSummary``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dialer.sim.scenario import QueueConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dialer.sim.calls import Call
+
+# Device states as app_queue prints them in Status: (enum ast_device_state).
+DEVICE_NOT_INUSE = 1
+DEVICE_INUSE = 2
+
+
+@dataclass
+class Member:
+    name: str  # Agent1
+    interface: str  # Local/agent1@agents
+    exten: str  # agent1
+    context: str  # agents
+    login_time: int
+    calls_taken: int = 0
+    last_call: int = 0
+    status: int = DEVICE_NOT_INUSE
+    in_call: bool = False
+    busy: bool = False  # ringing, talking or wrapping up
+    wrapup_until: float = 0.0
+    call: "Call | None" = None
+
+    def status_headers(self, queue: str) -> list[tuple[str, str]]:
+        return [
+            ("Queue", queue), ("MemberName", self.name), ("Interface", self.interface),
+            ("StateInterface", self.interface), ("Membership", "static"), ("Penalty", "0"),
+            ("CallsTaken", str(self.calls_taken)), ("LastCall", str(self.last_call)),
+            ("LastPause", "0"), ("LoginTime", str(self.login_time)),
+            ("InCall", "1" if self.in_call else "0"), ("Status", str(self.status)),
+            ("Paused", "0"), ("PausedReason", ""), ("Ringinuse", "0"), ("Wrapuptime", "0"),
+        ]
+
+    def list_headers(self, queue: str, action_id: str | None) -> list[tuple[str, str]]:
+        h = [
+            ("Event", "QueueMember"), ("Queue", queue), ("Name", self.name),
+            ("Location", self.interface), ("StateInterface", self.interface),
+            ("Membership", "static"), ("Penalty", "0"), ("CallsTaken", str(self.calls_taken)),
+            ("LastCall", str(self.last_call)), ("LastPause", "0"),
+            ("LoginTime", str(self.login_time)), ("InCall", "1" if self.in_call else "0"),
+            ("Status", str(self.status)), ("Paused", "0"), ("PausedReason", ""),
+            ("Wrapuptime", "0"),
+        ]
+        if action_id is not None:
+            h.append(("ActionID", action_id))
+        return h
+
+
+@dataclass
+class QueueState:
+    config: QueueConfig
+    members: list[Member]
+    waiting: list["Call"] = field(default_factory=list)  # longest-waiting first
+    rr_next: int = 0  # rrmemory: index of the member to try first
+    holdtime: int = 0  # rolling averages as app_queue keeps them (seconds)
+    talktime: int = 0
+    completed: int = 0
+    abandoned: int = 0
+
+    @classmethod
+    def build(cls, config: QueueConfig, login_time: int) -> "QueueState":
+        members = [
+            Member(f"Agent{i}", f"Local/agent{i}@{config.name}", f"agent{i}", config.name, login_time)
+            for i in range(1, config.agents + 1)
+        ]
+        return cls(config, members)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def free_member(self, now: float) -> Member | None:
+        """The member the strategy picks among those free at ``now`` (rrmemory order)."""
+        n = len(self.members)
+        if not n:
+            return None
+        if self.config.strategy == "leastrecent":
+            free = [m for m in self.members if not m.busy and m.wrapup_until <= now]
+            return min(free, key=lambda m: m.last_call) if free else None
+        if self.config.strategy == "fewestcalls":
+            free = [m for m in self.members if not m.busy and m.wrapup_until <= now]
+            return min(free, key=lambda m: m.calls_taken) if free else None
+        start = self.rr_next if self.config.strategy in ("rrmemory", "random") else 0
+        for i in range(n):
+            m = self.members[(start + i) % n]
+            if not m.busy and m.wrapup_until <= now:
+                if self.config.strategy == "rrmemory":
+                    self.rr_next = (self.members.index(m) + 1) % n
+                return m
+        return None
+
+    def set_next_member(self, name: str) -> None:
+        """Make ``name`` the member rrmemory tries next (used to line up with a recording)."""
+        for i, m in enumerate(self.members):
+            if m.name == name:
+                self.rr_next = i
+                return
+        raise KeyError(name)
+
+    def record_hold(self, seconds: int) -> None:
+        self.holdtime = (((self.holdtime << 2) - self.holdtime) + seconds) >> 2
+
+    def record_talk(self, seconds: int) -> None:
+        self.talktime = (((self.talktime << 2) - self.talktime) + seconds) >> 2
+
+    def available(self, now: float) -> int:
+        return sum(1 for m in self.members if not m.busy and m.wrapup_until <= now)
+
+    # --- list-action renderings -------------------------------------------------
+
+    def params_headers(self, action_id: str | None) -> list[tuple[str, str]]:
+        total = self.completed + self.abandoned
+        perf = "100.0" if self.completed else "0.0"
+        perf2 = "100.0" if total else "0.0"
+        h = [
+            ("Event", "QueueParams"), ("Queue", self.name), ("Max", "0"),
+            ("Strategy", self.config.strategy), ("Calls", str(len(self.waiting))),
+            ("Holdtime", str(self.holdtime)), ("TalkTime", str(self.talktime)),
+            ("Completed", str(self.completed)), ("Abandoned", str(self.abandoned)),
+            ("ServiceLevel", "0"), ("ServicelevelPerf", perf), ("ServicelevelPerf2", perf2),
+            ("Weight", "0"),
+        ]
+        if action_id is not None:
+            h.append(("ActionID", action_id))
+        return h
+
+    def entry_headers(self, pos: int, call: "Call", wait: int, action_id: str | None) -> list[tuple[str, str]]:
+        ch = call.ch1
+        h = [
+            ("Event", "QueueEntry"), ("Queue", self.name), ("Position", str(pos)),
+            ("Channel", ch.name), ("Uniqueid", ch.uniqueid), ("CallerIDNum", ch.cid_num),
+            ("CallerIDName", ch.cid_name), ("ConnectedLineNum", ch.conn_num),
+            ("ConnectedLineName", ch.conn_name), ("Wait", str(wait)), ("Priority", "0"),
+        ]
+        if action_id is not None:
+            h.append(("ActionID", action_id))
+        return h
+
+    def summary_headers(self, now: float, longest_hold: int, action_id: str | None) -> list[tuple[str, str]]:
+        h: list[tuple[str, Any]] = [
+            ("Event", "QueueSummary"), ("Queue", self.name), ("LoggedIn", str(len(self.members))),
+            ("Available", str(self.available(now))), ("Callers", str(len(self.waiting))),
+            ("HoldTime", str(self.holdtime)), ("TalkTime", str(self.talktime)),
+            ("LongestHoldTime", str(longest_hold)),
+        ]
+        if action_id is not None:
+            h.append(("ActionID", action_id))
+        return h
