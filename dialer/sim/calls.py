@@ -178,6 +178,7 @@ class PBX:
         self.peak_calls = 0
         self.calls_total = 0
         self.queue = QueueState.build(scenario.queue, int(time.time()))
+        self._none_free = False
 
     # --- helpers ----------------------------------------------------------------
 
@@ -580,6 +581,7 @@ class PBX:
         m.busy = True
         m.call = call
         call.member = m
+        self._check_available()
         seq = self.local_seq
         self.local_seq += 1
         base = f"Local/{m.exten}@{m.context}-{seq:08x}"
@@ -678,9 +680,22 @@ class PBX:
         now = self.sim.clock()
         m.wrapup_until = now + wrap
         if wrap > 0:
-            self.sim.call_later(wrap, self._dispatch_later)
+            self.sim.call_later(wrap, self._wrapup_done)
         else:
+            self._check_available()
             self._dispatch_later()
+
+    def _wrapup_done(self) -> None:
+        self._check_available()
+        self._dispatch_later()
+
+    def _check_available(self) -> None:
+        """``Queue:<name>_avail`` turns INUSE when no member is free, NOT_INUSE when one is."""
+        q = self.queue
+        none_free = q.available(self.sim.clock()) == 0
+        if none_free != self._none_free:
+            self._none_free = none_free
+            self._dsc(f"Queue:{q.name}_avail", "INUSE" if none_free else "NOT_INUSE")
 
     def _agent_complete(self, call: Call, reason: str, now: float) -> None:
         q = self.queue
@@ -901,3 +916,4 @@ class PBX:
             m.status = DEVICE_NOT_INUSE
             m.call = None
             m.wrapup_until = 0.0
+        self._none_free = False
