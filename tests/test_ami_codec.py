@@ -290,7 +290,8 @@ def test_legacy_follows_body(how):
         events = feed_bytewise(data)
     else:
         events = feed_chunks(data, 7, 1, 9)
-    assert [type(e).__name__ for e in events] == ["Banner", "Message", "Message", "Message"]
+    assert [isinstance(e, Message) for e in events] == [False, True, True, True]
+    assert isinstance(events[0], Banner)
     legacy = events[2]
     assert (legacy.kind, legacy.name, legacy.action_id) == ("response", "Follows", "cmd-7")
     assert legacy["Privilege"] == "Command"
@@ -567,3 +568,19 @@ def test_arbitrary_chunking(messages, cuts, stray):
     events += drain(parser)
     assert summary(events) == summary(whole)
     assert [e.items() for e in events[1:]] == messages
+
+
+def test_received_and_constructed_messages_compare_equal():
+    headers = [("Event", "Hangup"), ("Cause", "16"), ("Cause-txt", "Normal Clearing")]
+    received = one(encode_message(headers))
+    built = Message(headers)
+    assert received == built and not (received != built)
+    assert received != Message(headers[:2])
+    assert list(received) == received.keys() == ["Event", "Cause", "Cause-txt"]
+    assert len(received) == 3 and bool(received)
+    assert received.length == len(encode_message(headers))
+
+
+def test_values_with_colons_take_the_careful_split():
+    m = one(b"Event: X\r\nAppData: a:b: c\r\nEmpty:\r\nURL: http://x/\r\n\r\n")
+    assert m.items() == [("Event", "X"), ("AppData", "a:b: c"), ("Empty", ""), ("URL", "http://x/")]

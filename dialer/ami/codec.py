@@ -45,7 +45,16 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
+from itertools import accumulate, count, repeat
+from operator import add, itemgetter
 from typing import Iterable, Literal, Union
+
+try:
+    from _collections import _tuplegetter
+except ImportError:  # pragma: no cover - other Python implementations
+
+    def _tuplegetter(index: int, doc: str):  # type: ignore[no-redef]
+        return property(lambda self: tuple.__getitem__(self, index), doc=doc)
 
 __all__ = [
     "NEED_DATA",
@@ -123,220 +132,142 @@ _KIND_EXACT = {b"Response": "response", b"Event": "event", b"Action": "action"}
 _KIND_LOWER = {"response": "response", "event": "event", "action": "action"}
 _SECRET_KEYS = frozenset({"secret", "key"})
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
-_LEGACY_END = b"--END COMMAND--\r\n\r\n"
+_TOKEN_B = re.compile(rb"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_LEGACY_MARK = b"--END COMMAND--"
+_LEGACY_END = _LEGACY_MARK + b"\r\n\r\n"
 _LEGACY_FIRST = re.compile(rb"(?i)response:[ \t]*follows[ \t]*")
+
+
+_first_item = itemgetter(0)
 
 
 def _decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+class _Missing:
+    __slots__ = ()
+
+
+_MISSING = _Missing()
+
+# First header line (bytes) -> (kind, name); filled as first lines are seen.
+_FIRST_LINES: dict[bytes, tuple[str, str | None]] = {}
+_FIRST_LINES_MAX = 4096
+
+
+def _kind_name(key: str, value: str) -> tuple[str, str | None]:
+    kind = _KIND_LOWER.get(key.strip().lower(), "unknown")
+    return (kind, None if kind == "unknown" else value)
+
+
+def _first_line(first: bytes) -> tuple[str, str | None]:
+    """(kind, name) of a first header line that has a colon; remembered if well-formed."""
+    key, _, value = first.partition(b":")
+    kn = _kind_name(_decode(key), _decode(value[1:] if value[:1] == b" " else value))
+    if (
+        kn[0] != "unknown"
+        and len(_FIRST_LINES) < _FIRST_LINES_MAX
+        and _TOKEN_B.fullmatch(key)
+        and not _LEGACY_FIRST.fullmatch(first)
+    ):
+        _FIRST_LINES[first] = kn
+    return kn
+
+
+# Header bytes reduced to their colons and CRs: a block of n well-formed
+# "Key: Value" lines with no other colon or CR gives ":\r" * (n - 1) + ":".
+_ALL_BUT_COLON_CR = bytes(c for c in range(256) if c not in (0x3A, 0x0D))
+_COLON_CR = b":\r" * 4096
+
+
+def _parse_raw(raw: bytes, offset: int) -> list[str]:
+    """Split one block into a flat list [key1, value1, key2, value2, ...]."""
+    shape = raw.translate(None, _ALL_BUT_COLON_CR)
+    n = len(shape)
+    if n & 1 and shape == _COLON_CR[:n] and raw.count(b": ") == (n + 1) >> 1:
+        # One colon per line, always followed by a space: split in C.
+        return _decode(raw).replace("\r\n", ": ").split(": ")
+    flat = []
+    pos = offset
+    for line in _decode(raw).split("\r\n"):
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise RemoteProtocolError(f"AMI header line without ':': {line[:60]!r}", pos)
+        flat.append(key)
+        flat.append(value[1:] if value[:1] == " " else value)
+        pos += len(line.encode("utf-8", "surrogateescape")) + 2
+    return flat
+
+
+def _flat_index(flat: list[str]) -> dict[str, str]:
+    """Lower-cased key -> first value."""
+    return dict(zip(map(str.lower, flat[-2::-2]), flat[::-2]))
+
+
 class Message:
     """One AMI message: an immutable, ordered multi-map of headers.
 
-    Header lookup is case-insensitive and returns the first occurrence;
-    :meth:`items` gives every header in wire order with keys as sent.
-    Messages parsed from the wire also carry ``offset`` and ``length`` (in
-    bytes, terminator included) and :attr:`raw`; constructed ones have ``None``.
+    ``Message(headers)`` builds one from ``(key, value)`` pairs. Header lookup
+    is case-insensitive and returns the first occurrence; :meth:`items` gives
+    every header in wire order with keys as sent. Messages parsed from the wire
+    also carry ``offset`` and ``length`` (in bytes, terminator included) and
+    :attr:`raw`; constructed ones have ``None`` there.
+
+    Internally there are two kinds: constructed messages hold their header
+    list; received ones hold their raw bytes and parse them on first use.
     """
 
-    __slots__ = (
-        "_raw", "_headers", "_index", "_lower", "_kind", "_name", "_output",
-        "offset", "length",
-    )
+    __slots__ = ()
 
-    def __init__(self, headers: Iterable[tuple[str, str]]) -> None:
-        items = []
-        for pair in headers:
-            key, value = pair
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError(f"header {key!r}: keys and values must be str")
-            items.append((key, value))
-        self._headers = items
-        self._raw = None
-        self._index = None
-        self._lower = None
-        self._kind = None
-        self._name = None
-        self._output = None
-        self.offset = None
-        self.length = None
+    offset: int | None
+    length: int | None
 
-    # -- construction from the wire -------------------------------------------------
+    def __new__(cls, headers: Iterable[tuple[str, str]] = ()) -> "Message":
+        return object.__new__(_HeaderMessage if cls is Message else cls)
 
-    @classmethod
-    def _from_wire(cls, raw: bytes, offset: int, length: int) -> "Message":
-        self = cls.__new__(cls)
-        self._raw = raw
-        self._headers = None
-        self._index = None
-        self._lower = None
-        self._kind = None
-        self._name = None
-        self._output = None
-        self.offset = offset
-        self.length = length
-        return self
+    # Subclasses provide _items() (the parsed header list), _kind_name() and raw.
 
-    @classmethod
-    def _from_legacy(cls, raw: bytes, offset: int, length: int) -> "Message":
-        """A ``Response: Follows`` block: header lines, then raw text."""
-        self = cls._from_wire(raw, offset, length)
-        text = _decode(raw[: -len(_LEGACY_END)])
-        headers = []
-        pos = 0
-        while True:
-            end = text.find("\r\n", pos)
-            if end < 0:
-                break
-            line = text[pos:end]
-            key, sep, value = line.partition(":")
-            if not sep or not _TOKEN.fullmatch(key):
-                break
-            if pos and key.lower() not in ("privilege", "actionid"):
-                # Only these follow the first line in this form; anything
-                # else is already command output.
-                break
-            headers.append((key, value[1:] if value[:1] == " " else value))
-            pos = end + 2
-        body = text[pos:]
-        lines = body.split("\n")
-        if lines and lines[-1] == "":
-            lines.pop()
-        self._output = [line[:-1] if line[-1:] == "\r" else line for line in lines]
-        self._headers = headers
-        return self
+    def _items(self) -> list[tuple[str, str]]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-    # -- lazy parsing ---------------------------------------------------------------
+    def _kind_name(self) -> tuple[str, str | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
-    def _parse(self) -> list[tuple[str, str]]:
-        raw = self._raw
-        text = _decode(raw)
-        lines = text.split("\r\n")
-        parts = [line.partition(":") for line in lines]
-        headers = [(k, v[1:] if v[:1] == " " else v) for k, s, v in parts if s]
-        if len(headers) != len(parts):
-            pos = self.offset or 0
-            for line, (k, s, v) in zip(lines, parts):
-                if not s:
-                    raise RemoteProtocolError(
-                        f"AMI header line without ':': {line[:60]!r}", pos
-                    )
-                pos += len(line.encode("utf-8", "surrogateescape")) + 2
-        self._headers = headers
-        return headers
-
-    def _first(self) -> None:
-        if self._raw is not None and self._headers is None:
-            raw = self._raw
-            end = raw.find(b"\r\n")
-            first = raw if end < 0 else raw[:end]
-            key, sep, value = first.partition(b":")
-            if not sep:
-                raise RemoteProtocolError(
-                    f"AMI message does not start with a header: {first[:60]!r}",
-                    self.offset or 0,
-                )
-            kind = _KIND_EXACT.get(key)
-            if kind is None:
-                kind = _KIND_LOWER.get(_decode(key).strip().lower(), "unknown")
-            self._kind = kind
-            self._name = _decode(value[1:] if value[:1] == b" " else value)
-        else:
-            headers = self._headers if self._headers is not None else self._parse()
-            if not headers:
-                self._kind, self._name = "unknown", None
-                return
-            key, value = headers[0]
-            self._kind = _KIND_LOWER.get(key.strip().lower(), "unknown")
-            self._name = value
-        if self._kind == "unknown":
-            self._name = None
+    def _index(self) -> dict[str, str]:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     @property
     def kind(self) -> str:
         """``"response"``, ``"event"``, ``"action"`` or ``"unknown"``, from the first header."""
-        if self._kind is None:
-            self._first()
-        return self._kind  # type: ignore[return-value]
+        return self._kind_name()[0]
 
     @property
     def name(self) -> str | None:
-        """The value of the first header when it is Response, Event or Action."""
-        if self._kind is None:
-            self._first()
-        return self._name
+        """The value of the first header when that is Response, Event or Action."""
+        return self._kind_name()[1]
 
     @property
     def action_id(self) -> str | None:
         return self.get("ActionID")
 
     @property
-    def raw(self) -> bytes | None:
-        """The bytes as received, without the terminating empty line (None if constructed)."""
-        return self._raw
-
-    @property
     def output(self) -> list[str]:
         """Command output: the ``Output:`` values, or the text of a ``Response: Follows`` body."""
-        if self._output is not None:
-            return list(self._output)
         return self.get_all("Output")
 
-    # -- mapping interface ---------------------------------------------------------
-
     def items(self) -> list[tuple[str, str]]:
-        headers = self._headers if self._headers is not None else self._parse()
-        return list(headers)
+        return list(self._items())
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self._items()]
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        index = self._index
-        if index is None:
-            if self._headers is None:
-                found = self._find(key)
-                if found is not _MISSING:
-                    return found  # type: ignore[return-value]
-                # Fall through: the full parse decides (and may raise).
-            index = self._build_index()
-        return index.get(key.lower(), default)
-
-    def _find(self, key: str) -> object:
-        """Look one key up in the raw bytes without parsing every header."""
-        try:
-            needle = key.lower().encode("ascii")
-        except UnicodeEncodeError:
-            return _MISSING
-        if not needle or b"\r" in needle or b"\n" in needle or b":" in needle:
-            return _MISSING
-        lower = self._lower
-        if lower is None:
-            lower = self._lower = self._raw.lower()  # type: ignore[union-attr]
-        if lower.startswith(needle + b":"):
-            start = len(needle) + 1
-        else:
-            at = lower.find(b"\r\n" + needle + b":")
-            if at < 0:
-                return _MISSING
-            start = at + len(needle) + 3
-        raw = self._raw
-        end = raw.find(b"\r\n", start)  # type: ignore[union-attr]
-        value = raw[start:] if end < 0 else raw[start:end]  # type: ignore[index]
-        if value[:1] == b" ":
-            value = value[1:]
-        return _decode(value)
-
-    def _build_index(self) -> dict[str, str]:
-        headers = self._headers if self._headers is not None else self._parse()
-        index: dict[str, str] = {}
-        for key, value in headers:
-            index.setdefault(key.lower(), value)
-        self._index = index
-        return index
+        return self._index().get(key.lower(), default)
 
     def get_all(self, key: str) -> list[str]:
         key = key.lower()
-        headers = self._headers if self._headers is not None else self._parse()
-        return [v for k, v in headers if k.lower() == key]
+        return [v for k, v in self._items() if k.lower() == key]
 
     def __getitem__(self, key: str) -> str:
         value = self.get(key, _MISSING)  # type: ignore[arg-type]
@@ -349,28 +280,255 @@ class Message:
             return False
         return self.get(key, _MISSING) is not _MISSING  # type: ignore[arg-type]
 
+    def __iter__(self):
+        return iter(self.keys())
+
     def __len__(self) -> int:
-        return len(self._headers if self._headers is not None else self._parse())
+        return len(self._items())
+
+    def __bool__(self) -> bool:
+        return True
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
             return NotImplemented
         return self.items() == other.items() and self.output == other.output
 
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        shown = [
-            (k, "********" if k.lower() in _SECRET_KEYS else v) for k, v in self.items()
-        ]
+        shown = [(k, "********" if k.lower() in _SECRET_KEYS else v) for k, v in self.items()]
         return f"Message({shown!r})"
 
 
-class _Missing:
-    pass
+def _build_index(headers: list[tuple[str, str]]) -> dict[str, str]:
+    index: dict[str, str] = {}
+    for key, value in headers:
+        index.setdefault(key.lower(), value)
+    return index
 
 
-_MISSING = _Missing()
+class _HeaderMessage(Message):
+    """A message built from a list of headers."""
+
+    __slots__ = ("_headers", "_idx", "_kn", "offset", "length")
+
+    def __init__(self, headers: Iterable[tuple[str, str]] = ()) -> None:
+        items = []
+        for pair in headers:
+            key, value = pair
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"header {key!r}: keys and values must be str")
+            items.append((key, value))
+        self._headers = items
+        self._idx = None
+        self._kn = None
+        self.offset = None
+        self.length = None
+
+    raw = None
+
+    def _items(self) -> list[tuple[str, str]]:
+        return self._headers
+
+    def _index(self) -> dict[str, str]:
+        idx = self._idx
+        if idx is None:
+            idx = self._idx = _build_index(self._headers)
+        return idx
+
+    def _kind_name(self) -> tuple[str, str | None]:
+        kn = self._kn
+        if kn is None:
+            kn = self._kn = _kind_name(*self._headers[0]) if self._headers else ("unknown", None)
+        return kn
+
+
+class _WireMessage(tuple, Message):
+    """A received message: (raw bytes, offset, (kind, name) or None).
+
+    Built in bulk by the parser without running any Python code per message;
+    headers are parsed on first use and cached in the instance dict.
+    """
+
+    raw = _tuplegetter(0, "The bytes as received, without the terminating empty line.")
+    offset = _tuplegetter(1, "Stream offset of the first byte.")
+    _kn0 = _tuplegetter(2, "(kind, name) from the first line, if known at framing.")
+
+    @property
+    def length(self) -> int:
+        """Length in bytes, terminating empty line included."""
+        return len(self.raw) + 4
+
+    __getitem__ = Message.__getitem__
+    __contains__ = Message.__contains__
+    __iter__ = Message.__iter__
+    __bool__ = Message.__bool__
+    __eq__ = Message.__eq__
+    __ne__ = Message.__ne__
+    __hash__ = None  # type: ignore[assignment]
+    __repr__ = Message.__repr__
+    __lt__ = __le__ = __gt__ = __ge__ = None  # type: ignore[assignment]
+
+    def __add__(self, other):  # type: ignore[override]
+        return NotImplemented
+
+    __mul__ = __rmul__ = __add__  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (_restore_wire, (tuple.__getitem__(self, slice(None)), dict(self.__dict__)))
+
+    @property
+    def kind(self) -> str:
+        kn = self._kn0
+        if kn is None:
+            kn = self._kind_name()
+        return kn[0]
+
+    @property
+    def name(self) -> str | None:
+        kn = self._kn0
+        if kn is None:
+            kn = self._kind_name()
+        return kn[1]
+
+    def _kind_name(self) -> tuple[str, str | None]:
+        kn = self._kn0
+        if kn is not None:
+            return kn
+        d = self.__dict__
+        kn = d.get("_kn")
+        if kn is not None:
+            return kn
+        flat = d.get("_f")
+        if flat is not None:
+            kn = _kind_name(flat[0], flat[1]) if flat else ("unknown", None)
+        else:
+            raw = self.raw
+            end = raw.find(b"\r\n")
+            first = raw if end < 0 else raw[:end]
+            if b":" not in first:
+                raise RemoteProtocolError(
+                    f"AMI message does not start with a header: {first[:60]!r}", self.offset
+                )
+            kn = _first_line(first)
+        d["_kn"] = kn
+        return kn
+
+    def _flat(self) -> list[str]:
+        d = self.__dict__
+        flat = d.get("_f")
+        if flat is None:
+            flat = d["_f"] = _parse_raw(self.raw, self.offset)
+        return flat
+
+    def _items(self) -> list[tuple[str, str]]:
+        d = self.__dict__
+        headers = d.get("_h")
+        if headers is None:
+            flat = self._flat()
+            headers = d["_h"] = list(zip(flat[::2], flat[1::2]))
+        return headers
+
+    def _index(self) -> dict[str, str]:
+        d = self.__dict__
+        idx = d.get("_idx")
+        if idx is None:
+            idx = d["_idx"] = _flat_index(self._flat())
+        return idx
+
+    def get_all(self, key: str) -> list[str]:
+        key = key.lower()
+        flat = self._flat()
+        return [v for k, v in zip(flat[::2], flat[1::2]) if k.lower() == key]
+
+    def __len__(self) -> int:
+        return len(self._flat()) >> 1
+
+    @property
+    def output(self) -> list[str]:
+        legacy = self.__dict__.get("_output")
+        if legacy is not None:
+            return list(legacy)
+        return self.get_all("Output")
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        d = self.__dict__
+        idx = d.get("_idx")
+        if idx is None:
+            if "_f" not in d:
+                found = self._find(key)
+                if found is not _MISSING:
+                    return found  # type: ignore[return-value]
+            idx = d["_idx"] = _flat_index(self._flat())
+        return idx.get(key.lower(), default)
+
+    def _find(self, key: str) -> object:
+        """Look one key up in the raw bytes without parsing every header."""
+        try:
+            needle = key.lower().encode("ascii")
+        except UnicodeEncodeError:
+            return _MISSING
+        if not needle or b"\r" in needle or b"\n" in needle or b":" in needle:
+            return _MISSING
+        raw = self.raw
+        lower = raw.lower()
+        if lower.startswith(needle + b":"):
+            start = len(needle) + 1
+        else:
+            at = lower.find(b"\r\n" + needle + b":")
+            if at < 0:
+                return _MISSING
+            start = at + len(needle) + 3
+        end = raw.find(b"\r\n", start)
+        value = raw[start:] if end < 0 else raw[start:end]
+        if value[:1] == b" ":
+            value = value[1:]
+        return _decode(value)
+
+    def _parse_now(self) -> "_WireMessage":
+        self._flat()
+        self._kind_name()
+        return self
+
+
+def _restore_wire(fields: tuple, state: dict) -> _WireMessage:
+    message = _WireMessage(fields)
+    message.__dict__.update(state)
+    return message
+
+
+def _legacy_message(raw: bytes, offset: int) -> _WireMessage:
+    """A ``Response: Follows`` block (ending ``--END COMMAND--``): headers, then CLI text."""
+    text = _decode(raw[: -len(_LEGACY_MARK)])
+    headers = []
+    pos = 0
+    while True:
+        end = text.find("\r\n", pos)
+        if end < 0:
+            break
+        key, sep, value = text[pos:end].partition(":")
+        if not sep or not _TOKEN.fullmatch(key):
+            break
+        if pos and key.lower() not in ("privilege", "actionid"):
+            # Only these follow the first line in this form; anything else
+            # is already command output.
+            break
+        headers.append((key, value[1:] if value[:1] == " " else value))
+        pos = end + 2
+    lines = text[pos:].split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    message = _WireMessage((raw, offset, None))
+    message.__dict__["_h"] = headers
+    message.__dict__["_f"] = [x for pair in headers for x in pair]
+    message.__dict__["_output"] = [line[:-1] if line[-1:] == "\r" else line for line in lines]
+    return message
+
 
 
 class AMIParser:
@@ -403,6 +561,7 @@ class AMIParser:
         self._ready: deque[Message] = deque()
         self._eof = False
         self._error: RemoteProtocolError | None = None
+        self._plain = not self._want_banner  # see next_event
         self.bytes_received = 0
 
     @property
@@ -414,6 +573,7 @@ class AMIParser:
         """Add bytes from the peer; ``b""`` means the peer closed the stream."""
         if not data:
             self._eof = True
+            self._plain = False
             return
         if self._eof:
             raise LocalProtocolError("receive_data() after end of stream")
@@ -432,76 +592,99 @@ class AMIParser:
         ready = self._ready
         if ready:
             return ready.popleft()
+        if self._plain:
+            # Between messages, no end of stream yet: the common "need more" case.
+            buf = self._buf
+            if buf.find(b"\r\n\r\n", self._scan) < 0:
+                pos = self._pos
+                end = len(buf)
+                if end - pos <= self.max_message_size:
+                    end -= 3
+                    self._scan = end if end > pos else pos
+                    return NEED_DATA
         if self._error is not None:
             raise self._error
         try:
             return self._next()
         except RemoteProtocolError as exc:
             self._error = exc
+            self._plain = False
             raise
+        finally:
+            self._plain = not (self._want_banner or self._legacy or self._eof or self._error)
 
     def _next(self) -> Union[Banner, Message, _Sentinel]:
-        buf = self._buf
         if self._want_banner:
             return self._banner()
         if self._legacy:
             return self._legacy_block()
+        buf = self._buf
         pos = self._pos
-        end = buf.find(b"\r\n\r\n", self._scan)
-        if end < 0:
+        if buf.find(b"\r\n\r\n", self._scan) < 0:
             return self._incomplete(3)
-        # Grab every complete block in one go: split them in C.
-        last = buf.rfind(b"\r\n\r\n", end + 4)
-        if last < 0:
-            last = end
-        else:
-            # In a run of empty lines the terminator is the first CRLF CRLF.
-            while last - 2 >= end + 4 and buf[last - 2 : last] == b"\r\n":
-                last -= 2
-        region = bytes(buf[pos:last])
-        if self._legacy_ok and (b"ollows" in region or b"OLLOWS" in region):
-            # A Response: Follows block may be among them; go one at a time.
-            region = region[: end - pos]
-            last = end
-            if _LEGACY_FIRST.match(region.lstrip(b"\r\n")):
-                # No terminator lies before ``end``, so the end marker (which
-                # ends in one) cannot start before end - 15.
-                self._legacy = True
-                self._scan = max(pos, end + 4 - len(_LEGACY_END))
-                return self._legacy_block()
-        self._pos = self._scan = last + 4
-        offset = self._base + pos
+        # Split everything buffered in one C call: every piece but the last is
+        # a complete block, the last one is the start of the next.
+        region = bytes(buf[pos:])
         pieces = region.split(b"\r\n\r\n")
+        rest = pieces.pop()
+        done = len(region) - len(rest)
+        base = self._base + pos
+        firsts = list(map(_first_item, map(bytes.partition, pieces, repeat(b"\r\n"))))
+        kns = list(map(_FIRST_LINES.get, firsts))
+        if None in kns or done > self.max_message_size:
+            # Unknown first lines, stray empty lines, a possible
+            # Response: Follows block, or a size to check: one at a time.
+            messages, done = self._careful(pieces, firsts, kns, base)
+        else:
+            offsets = map(add, accumulate(map(len, pieces), initial=base), count(0, 4))
+            messages = list(map(_WireMessage, zip(pieces, offsets, kns)))
+        self._pos = pos + done
+        if not self._legacy:
+            self._scan = max(self._pos, len(buf) - 3)
+        if not self.lazy:
+            for message in messages:
+                message._parse_now()
+        if not messages:
+            return self._next()
+        if len(messages) > 1:
+            self._ready.extend(messages[1:])
+        return messages[0]
+
+    def _careful(
+        self, pieces: list[bytes], firsts: list[bytes], kns: list, base: int
+    ) -> tuple[list[_WireMessage], int]:
+        """Frame blocks one by one; return them and the bytes consumed."""
         limit = self.max_message_size
-        check = len(region) + 4 > limit
-        from_wire = Message._from_wire
         out = []
-        for piece in pieces:
+        offset = base
+        for piece, first, kn in zip(pieces, firsts, kns):
+            if kn is None:
+                if not piece or piece[0] == 13:
+                    stripped = piece.lstrip(b"\r\n")
+                    offset += len(piece) - len(stripped)
+                    if not stripped:
+                        offset += 4
+                        continue
+                    piece = stripped
+                    first = piece.partition(b"\r\n")[0]
+                    kn = _FIRST_LINES.get(first)
+                if kn is None and self._legacy_ok and _LEGACY_FIRST.fullmatch(first):
+                    # The rest is re-framed on the end marker, searched from
+                    # the first terminator, which may be the marker's own.
+                    self._legacy = True
+                    start = offset - self._base
+                    self._scan = max(start, start + len(piece) + 4 - len(_LEGACY_END))
+                    return out, offset - base
+                if kn is None and b":" in first:
+                    kn = _first_line(first)
             size = len(piece) + 4
-            if not piece or piece[0] == 13:
-                stripped = piece.lstrip(b"\r\n")
-                if not stripped:
-                    offset += size
-                    continue
-                offset += len(piece) - len(stripped)
-                size -= len(piece) - len(stripped)
-                piece = stripped
-            if check and size > limit:
+            if size > limit:
                 raise RemoteProtocolError(
                     f"AMI message of {size} bytes exceeds the limit of {limit}", offset
                 )
-            out.append(from_wire(piece, offset, size))
+            out.append(_WireMessage((piece, offset, kn)))
             offset += size
-        if not self.lazy:
-            for message in out:
-                message._parse()
-                message._first()
-        if not out:
-            return self._next()
-        first = out[0]
-        if len(out) > 1:
-            self._ready.extend(out[1:])
-        return first
+        return out, offset - base
 
     def _incomplete(self, keep: int) -> _Sentinel:
         buf = self._buf
@@ -556,18 +739,18 @@ class AMIParser:
         if end < 0:
             return self._incomplete(len(_LEGACY_END) - 1)
         stop = end + len(_LEGACY_END)
-        block = bytes(buf[pos:stop])
-        stripped = block.lstrip(b"\r\n")
-        skipped = len(block) - len(stripped)
-        offset = self._base + pos + skipped
-        if len(stripped) > self.max_message_size:
+        offset = self._base + pos
+        if stop - pos > self.max_message_size:
             raise RemoteProtocolError(
-                f"AMI message of {len(stripped)} bytes exceeds the limit of {self.max_message_size}",
+                f"AMI message of {stop - pos} bytes exceeds the limit of {self.max_message_size}",
                 offset,
             )
         self._pos = self._scan = stop
         self._legacy = False
-        return Message._from_legacy(stripped, offset, len(stripped))
+        message = _legacy_message(bytes(buf[pos : stop - 4]), offset)
+        if not self.lazy:
+            message._parse_now()
+        return message
 
 
 def _bad_field(headers: list[tuple[str, str]]) -> LocalProtocolError:
