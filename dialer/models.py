@@ -37,6 +37,7 @@ import datetime as dt
 import enum
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -241,8 +242,14 @@ class Lead(Base):
         UniqueConstraint("campaign_id", "phone_e164"),
         # The hopper: due leads of a campaign in one time zone, oldest first.
         Index(None, "campaign_id", "timezone", "next_attempt_at", "priority"),
-        # Expired leases, for reclaiming leads of an engine that died.
-        Index(None, "lease_expires_at"),
+        # Expired leases, for reclaiming leads of an engine that died. Partial:
+        # only leased leads are in it, so loading leads does not pay for it.
+        Index(
+            None,
+            "lease_expires_at",
+            sqlite_where=sa.text("lease_expires_at IS NOT NULL"),
+            postgresql_where=sa.text("lease_expires_at IS NOT NULL"),
+        ),
         CheckConstraint(_one_of("state", LeadState), name="state"),
         CheckConstraint(
             "(next_attempt_at IS NULL) = (state NOT IN ('new', 'retry'))",

@@ -99,7 +99,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('leads', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_leads_campaign_id_timezone_next_attempt_at_priority'), ['campaign_id', 'timezone', 'next_attempt_at', 'priority'], unique=False)
-        batch_op.create_index(batch_op.f('ix_leads_lease_expires_at'), ['lease_expires_at'], unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_leads_lease_expires_at'), ['lease_expires_at'], unique=False,
+            sqlite_where=sa.text('lease_expires_at IS NOT NULL'),
+            postgresql_where=sa.text('lease_expires_at IS NOT NULL'),
+        )
 
     op.create_table('supervisor_commands',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
