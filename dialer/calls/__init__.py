@@ -1,0 +1,1 @@
+"""Following calls through AMI events: the call tracker and the agents board."""
