@@ -584,3 +584,12 @@ def test_received_and_constructed_messages_compare_equal():
 def test_values_with_colons_take_the_careful_split():
     m = one(b"Event: X\r\nAppData: a:b: c\r\nEmpty:\r\nURL: http://x/\r\n\r\n")
     assert m.items() == [("Event", "X"), ("AppData", "a:b: c"), ("Empty", ""), ("URL", "http://x/")]
+
+
+def test_codec_does_not_import_trio():
+    import subprocess
+    import sys
+
+    code = "import sys, dialer.ami.codec; print('trio' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

@@ -1,1 +1,40 @@
-"""The Asterisk Manager Interface: a sans-IO codec and a trio client."""
+"""The Asterisk Manager Interface: a sans-IO codec and a trio client.
+
+``dialer.ami.codec`` is the sans-IO codec (bytes in, messages out; no trio);
+``dialer.ami.connection`` the trio client (:func:`open_ami`);
+``dialer.ami.errors`` the client's errors; ``dialer.ami.testing`` a replaying
+AMI peer for tests. The names below are importable from ``dialer.ami``
+directly; they are loaded on first use, so importing the codec alone never
+imports trio.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "codec": [
+        "NEED_DATA", "CLOSED", "Banner", "Message", "AMIParser", "encode_message",
+        "encode_action", "AMIProtocolError", "LocalProtocolError", "RemoteProtocolError",
+    ],
+    "connection": [
+        "open_ami", "AMIConnection", "ConnectionStateChanged", "AMIStatistics", "next_action_id",
+    ],
+    "errors": [
+        "AMIError", "ConnectError", "AuthenticationError", "NotConnected", "ConnectionLost",
+        "ActionTimeout", "AMIActionError", "PermissionDenied",
+    ],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dialer.ami' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"dialer.ami.{module}"), name)
+    globals()[name] = value
+    return value
