@@ -1,0 +1,262 @@
+"""The lead hopper: claiming dialable leads, atomically and under a lease.
+
+A lead is dialable now when its campaign is running, it waits in state
+``new`` or ``retry`` with ``next_attempt_at`` reached, it has attempts left,
+its calling window is open in its own time zone, its number is not on the
+do-not-call list, and no call to its number was abandoned in the last 72
+hours. Claiming moves it to ``claimed`` with this engine's name and a lease;
+starting a call moves it to ``dialing``. An engine that dies leaves leases
+that expire, and :func:`reclaim_expired` hands its leads back.
+
+The calling window is evaluated in Python once per distinct ``timezone`` value
+of the campaign (a few dozen at most), and the claim query then reads one
+index range per open zone, ``(campaign_id, timezone, next_attempt_at)``, from
+its oldest due row: leads that are done, in flight or due later are never
+walked past, however old the campaign. On PostgreSQL the rows are taken
+``FOR UPDATE SKIP LOCKED``, so engines sharing the database never wait on or
+take each other's leads; on SQLite the write transaction is the lock.
+
+Functions take a Session; the caller owns the unit of work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import heapq
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from dialer.calling_hours import CallingWindow, callable_timezones
+from dialer.dnc import not_on_dnc_list
+from dialer.models import (
+    AttemptState,
+    CallAttempt,
+    Campaign,
+    Disposition,
+    Lead,
+    LeadState,
+)
+
+ABANDON_QUIET_PERIOD = dt.timedelta(hours=72)
+WAITING = (LeadState.NEW.value, LeadState.RETRY.value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimedLead:
+    id: int
+    phone_e164: str
+    timezone: str
+    attempts: int
+    first_name: str | None
+    last_name: str | None
+    region: str | None
+    postal_code: str | None
+    priority: int
+    custom: dict[str, Any] | None
+    previous_state: str
+
+
+_LEAD_COLUMNS = (
+    Lead.id, Lead.phone_e164, Lead.timezone, Lead.attempts, Lead.first_name,
+    Lead.last_name, Lead.region, Lead.postal_code, Lead.priority, Lead.custom, Lead.state,
+)
+
+
+def campaign_window(campaign: Campaign) -> CallingWindow:
+    return CallingWindow(
+        start=campaign.calling_window_start,
+        end=campaign.calling_window_end,
+        days=frozenset(campaign.calling_days),
+        holidays=frozenset(dt.date.fromisoformat(d) for d in campaign.holidays),
+    )
+
+
+def campaign_timezones(session: Session, campaign_id: int) -> list[str]:
+    """The distinct time zone values of a campaign's waiting leads."""
+    stmt = (
+        sa.select(Lead.timezone)
+        .where(Lead.campaign_id == campaign_id, Lead.next_attempt_at.is_not(None))
+        .distinct()
+    )
+    return list(session.scalars(stmt))
+
+
+def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
+    return sa.exists().where(
+        CallAttempt.phone_e164 == Lead.phone_e164,
+        CallAttempt.ended_at > now - ABANDON_QUIET_PERIOD,
+        CallAttempt.disposition == Disposition.DROPPED.value,
+    )
+
+
+def claim_leads(
+    session: Session,
+    campaign: Campaign,
+    *,
+    engine_id: str,
+    now: dt.datetime,
+    limit: int,
+    timezones: Iterable[str],
+    lease: dt.timedelta = dt.timedelta(minutes=2),
+) -> list[ClaimedLead]:
+    """Lease up to ``limit`` dialable leads of a running campaign, oldest due first.
+
+    ``now`` is naive UTC; ``timezones`` are the campaign's distinct zone values
+    (:func:`campaign_timezones`, which the caller may cache).
+    """
+    if limit <= 0 or campaign.state != "running":
+        return []
+    aware_now = now.replace(tzinfo=dt.timezone.utc)
+    open_zones = sorted(callable_timezones(timezones, campaign_window(campaign), aware_now))
+    if not open_zones:
+        return []
+    postgres = session.get_bind().dialect.name == "postgresql"
+    candidates: list[tuple[dt.datetime, int, int, tuple]] = []
+    for zone in open_zones:
+        stmt = (
+            sa.select(*_LEAD_COLUMNS, Lead.next_attempt_at)
+            .where(
+                Lead.campaign_id == campaign.id,
+                Lead.timezone == zone,
+                Lead.next_attempt_at <= now,
+                Lead.attempts < campaign.max_attempts,
+                not_on_dnc_list(),
+                ~_recently_abandoned(now),
+            )
+            .order_by(Lead.next_attempt_at, Lead.priority.desc())
+            .limit(limit)
+        )
+        if postgres:
+            stmt = stmt.with_for_update(skip_locked=True, of=Lead)
+        for row in session.execute(stmt):
+            candidates.append((row.next_attempt_at, -row.priority, row.id, tuple(row[:-1])))
+    chosen = heapq.nsmallest(limit, candidates)
+    if not chosen:
+        return []
+    ids = [c[2] for c in chosen]
+    claimed_ids = set(
+        session.scalars(
+            sa.update(Lead)
+            .where(Lead.id.in_(ids), Lead.state.in_(WAITING))
+            .values(
+                state=LeadState.CLAIMED.value,
+                next_attempt_at=None,
+                lease_owner=engine_id,
+                lease_expires_at=now + lease,
+            )
+            .returning(Lead.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    return [ClaimedLead(*c[3]) for c in chosen if c[2] in claimed_ids]
+
+
+def release_leads(session: Session, leads: Sequence[ClaimedLead], *, engine_id: str, now: dt.datetime) -> int:
+    """Hand claimed leads that were not dialed back to the hopper, due at once."""
+    released = 0
+    for state in WAITING:
+        ids = [lead.id for lead in leads if lead.previous_state == state]
+        if not ids:
+            continue
+        result = session.execute(
+            sa.update(Lead)
+            .where(Lead.id.in_(ids), Lead.state == LeadState.CLAIMED.value, Lead.lease_owner == engine_id)
+            .values(state=state, next_attempt_at=now, lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        released += result.rowcount
+    return released
+
+
+def renew_leases(session: Session, *, engine_id: str, now: dt.datetime, lease: dt.timedelta) -> int:
+    """Extend every lease this engine holds (claimed and dialing leads)."""
+    result = session.execute(
+        sa.update(Lead)
+        .where(Lead.lease_owner == engine_id)
+        .values(lease_expires_at=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewAttempt:
+    attempt_id: int
+    lead: ClaimedLead
+    attempt_no: int
+    action_id: str
+    channel_id: str
+    other_channel_id: str
+    server: str
+    connection: str
+
+
+def start_attempts(
+    session: Session,
+    campaign: Campaign,
+    assignments: Sequence[tuple[ClaimedLead, str, str]],
+    *,
+    engine_id: str,
+    now: dt.datetime,
+) -> list[NewAttempt]:
+    """Write one call attempt per (lead, server, connection) and mark the leads
+    ``dialing``; the caller commits before any Originate leaves."""
+    if not assignments:
+        return []
+    rows = []
+    for lead, server, connection in assignments:
+        token = uuid.uuid4().hex
+        rows.append({
+            "lead_id": lead.id,
+            "campaign_id": campaign.id,
+            "phone_e164": lead.phone_e164,
+            "attempt_no": lead.attempts + 1,
+            "action_id": f"dl-{token}",
+            "channel_id": f"dl-{token[:24]}-a",
+            "other_channel_id": f"dl-{token[:24]}-b",
+            "engine_id": engine_id,
+            "server": server,
+            "connection": connection,
+            "state": AttemptState.QUEUED.value,
+            "created_at": now,
+        })
+    ids = list(session.scalars(sa.insert(CallAttempt).returning(CallAttempt.id, sort_by_parameter_order=True), rows))
+    lead_ids = [lead.id for lead, _, _ in assignments]
+    session.execute(
+        sa.update(Lead)
+        .where(Lead.id.in_(lead_ids))
+        .values(state=LeadState.DIALING.value, attempts=Lead.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return [
+        NewAttempt(attempt_id, lead, row["attempt_no"], row["action_id"], row["channel_id"],
+                   row["other_channel_id"], server, connection)
+        for attempt_id, row, (lead, server, connection) in zip(ids, rows, assignments)
+    ]
+
+
+def reclaim_expired(session: Session, *, now: dt.datetime) -> int:
+    """Hand back leads claimed by an engine whose lease ran out (it died before
+    dialing them). Leads that were being dialed are reconciled by the engine
+    that can ask their Asterisk (see the engine's recovery), not here."""
+    result = session.execute(
+        sa.update(Lead)
+        .where(
+            Lead.state == LeadState.CLAIMED.value,
+            Lead.lease_expires_at.is_not(None),
+            Lead.lease_expires_at < now,
+        )
+        .values(
+            state=sa.case((Lead.attempts > 0, LeadState.RETRY.value), else_=LeadState.NEW.value),
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
