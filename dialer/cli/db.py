@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from sqlalchemy.orm import Session
+
 from dialer import db
 
 
@@ -32,6 +37,17 @@ def register(subparsers, common) -> None:
 
 def _engine(args):
     return db.open_database(args.db, check_revision=False)
+
+
+@contextlib.contextmanager
+def unit_of_work(args) -> Iterator[Session]:
+    """One transaction on the database of ``--db`` (which must be migrated to head)."""
+    engine = db.open_database(args.db)
+    try:
+        with db.session_factory(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def upgrade(args, out, err) -> int:

@@ -1,0 +1,539 @@
+"""Streaming import of leads from a CSV file into a campaign.
+
+The file is read row by row and written in batches, so memory does not grow
+with its size. Each row is checked (field count, control characters and
+undecodable bytes, phone number, time zone, priority), deduplicated against
+the rest of the file and the campaign, and scrubbed against the do-not-call
+list; a refused row goes to the rejects file with its line number and reason,
+and the good rows load. The whole load is one unit of work owned by the
+caller: when it fails half-way nothing of it is kept, and nothing stored
+before is touched.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from dialer.campaigns import get_campaign
+from dialer.errors import UserError
+from dialer.leads.phones import InvalidPhone, InvalidTimezone, PhoneNormalizer, normalize_timezone
+from dialer.models import Campaign, DncNumber, Lead, LeadState, utcnow
+
+__all__ = ["ImportResult", "LeadFileError", "import_leads", "read_header"]
+
+BATCH_SIZE = 5000
+# Bytes looked at before anything is written, to refuse what is not CSV text.
+SNIFF_BYTES = 64 * 1024
+# SQLite page cache during a load, KiB.
+SQLITE_CACHE_KIB = 64 * 1024
+# Largest field accepted (csv's default is 128 KiB).
+FIELD_LIMIT = 64 * 1024
+
+# Header name (lower case, '_' for spaces and '-') -> lead column.
+KNOWN_COLUMNS = {
+    "phone": "phone",
+    "phone_number": "phone",
+    "first_name": "first_name",
+    "firstname": "first_name",
+    "last_name": "last_name",
+    "lastname": "last_name",
+    "timezone": "timezone",
+    "time_zone": "timezone",
+    "tz": "timezone",
+    "state": "region",
+    "region": "region",
+    "province": "region",
+    "postal_code": "postal_code",
+    "postcode": "postal_code",
+    "zip": "postal_code",
+    "zip_code": "postal_code",
+    "zipcode": "postal_code",
+    "priority": "priority",
+}
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+
+# Control characters, and the stand-ins of bytes that are not UTF-8.
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+class LeadFileError(UserError):
+    """The lead file as a whole is refused (before anything was written)."""
+
+
+@dataclass
+class ImportResult:
+    """What a load did; ``rejected`` = invalid + duplicate + dnc."""
+
+    campaign: str
+    source: str
+    rows: int = 0
+    loaded: int = 0
+    invalid: int = 0
+    duplicate: int = 0
+    dnc: int = 0
+    seconds: float = 0.0
+    rejects_path: str | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return self.invalid + self.duplicate + self.dnc
+
+    def summary(self) -> str:
+        parts = [f"{self.loaded} loaded", f"{self.rejected} rejected"]
+        detail = f" ({self.invalid} invalid, {self.duplicate} duplicate, {self.dnc} do-not-call)"
+        text = f"{self.source}: {', '.join(parts)}{detail} of {self.rows} rows into campaign {self.campaign!r}"
+        rate = f" in {self.seconds:.1f} s"
+        if self.rejects_path and self.rejected:
+            return f"{text}{rate}; rejected rows in {self.rejects_path}"
+        return text + rate
+
+
+@dataclass(frozen=True)
+class Header:
+    names: list[str]
+    delimiter: str
+    # lead column -> index in the row
+    columns: dict[str, int]
+    # (header name, index) of every other column, kept as custom fields
+    custom: list[tuple[str, int]]
+
+
+def _normal_name(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def read_header(path: str | os.PathLike, source: str | None = None) -> Header:
+    """Check that ``path`` is a CSV lead file and read its header; refuses with LeadFileError."""
+    source = source or str(path)
+    try:
+        with open(path, "rb") as f:
+            sample = f.read(SNIFF_BYTES)
+    except FileNotFoundError:
+        raise LeadFileError(f"{source}: no such file") from None
+    except IsADirectoryError:
+        raise LeadFileError(f"{source}: is a directory, not a CSV file") from None
+    except OSError as exc:
+        raise LeadFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    return _parse_header(sample, source)
+
+
+def _parse_header(sample: bytes, source: str) -> Header:
+    if not sample.strip():
+        raise LeadFileError(f"{source}: empty file, expected a CSV header row with a 'phone' column")
+    if b"\x00" in sample:
+        raise LeadFileError(f"{source}: not a CSV file (binary data)")
+    if sample.startswith(codecs.BOM_UTF8):
+        sample = sample[len(codecs.BOM_UTF8):]
+    first = re.split(rb"\r\n|\r|\n", sample, maxsplit=1)[0]
+    try:
+        line = first.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LeadFileError(f"{source}: line 1: not a CSV file (not UTF-8 text)") from None
+    delimiter = ","
+    if "," not in line:
+        for candidate in (";", "\t", "|"):
+            if candidate in line:
+                delimiter = candidate
+                break
+    try:
+        names = next(csv.reader([line], delimiter=delimiter, strict=True))
+    except (csv.Error, StopIteration) as exc:
+        raise LeadFileError(f"{source}: line 1: not a CSV header ({exc})") from None
+    names = [n.strip() for n in names]
+    columns: dict[str, int] = {}
+    custom: list[tuple[str, int]] = []
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not name:
+            raise LeadFileError(f"{source}: line 1: column {i + 1} has no name")
+        if _BAD_CHARS.search(name):
+            raise LeadFileError(f"{source}: line 1: column {i + 1} name contains a control character")
+        key = name.lower()
+        if key in seen:
+            raise LeadFileError(f"{source}: line 1: column {name!r} appears twice")
+        seen[key] = i
+        target = KNOWN_COLUMNS.get(_normal_name(name))
+        if target is None:
+            custom.append((name, i))
+        elif target in columns:
+            other = names[columns[target]]
+            raise LeadFileError(f"{source}: line 1: columns {other!r} and {name!r} both give {target}")
+        else:
+            columns[target] = i
+    if "phone" not in columns:
+        shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+        raise LeadFileError(f"{source}: line 1: no 'phone' column (header: {shown})")
+    return Header(names, delimiter, columns, custom)
+
+
+class _Rejects:
+    """The rejects file: line, reason, then the row as read. Opened at the first reject."""
+
+    def __init__(self, target: str | os.PathLike | TextIO | None, header: list[str]) -> None:
+        self.target = target
+        self.header = header
+        self._file: TextIO | None = None
+        self._writer = None
+        self._owned = False
+
+    @property
+    def path(self) -> str | None:
+        if self.target is None or not isinstance(self.target, (str, os.PathLike)):
+            return None
+        return str(self.target)
+
+    def write(self, rejects: list[tuple[int, str, list[str]]]) -> None:
+        if not rejects or self.target is None:
+            return
+        if self._writer is None:
+            if isinstance(self.target, (str, os.PathLike)):
+                try:
+                    self._file = open(self.target, "w", encoding="utf-8", errors="backslashreplace", newline="")
+                except OSError as exc:
+                    raise UserError(f"--rejects {self.target}: cannot write: {exc.strerror or exc}") from None
+                self._owned = True
+            else:
+                self._file = self.target
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(["line", "reason", *self.header])
+        rejects.sort(key=lambda r: r[0])
+        self._writer.writerows([line, reason, *row] for line, reason, row in rejects)
+
+    def close(self, *, failed: bool) -> None:
+        if self._owned and self._file is not None:
+            self._file.close()
+            if failed:
+                try:
+                    os.unlink(self.target)
+                except OSError:
+                    pass
+
+
+_INSERT_COLUMNS = (
+    "campaign_id", "phone_e164", "first_name", "last_name", "timezone", "region",
+    "postal_code", "state", "priority", "attempts", "next_attempt_at", "custom",
+    "source_file", "source_line", "created_at",
+)
+
+
+class _Sql:
+    """The load's statements, in the driver's own parameter style.
+
+    The hot path skips SQLAlchemy's per-row parameter processing: values are
+    given as tuples already in the form the driver stores (timestamps through
+    the dialect's own DateTime processor, JSON as text).
+    """
+
+    def __init__(self, conn, campaign_id: int, load_time: dt.datetime) -> None:
+        dialect = conn.dialect
+        if dialect.name not in ("sqlite", "postgresql"):  # pragma: no cover
+            raise UserError(f"unsupported database {dialect.name!r}")
+        self.conn = conn
+        self.campaign_id = campaign_id
+        self.sqlite = dialect.name == "sqlite"
+        mark = "?" if self.sqlite else "%s"
+        self.insert = (
+            f"INSERT INTO {Lead.__tablename__} ({', '.join(_INSERT_COLUMNS)})"
+            f" VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})"
+            " ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
+        )
+        process = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+        # The load time as the driver stores it, and as it reads it back.
+        self.load_time = process(load_time) if process else load_time
+        self._mark = mark
+        self._cache_size = None
+        if self.sqlite:
+            # A bigger page cache for the load keeps the unique index's pages in
+            # memory while numbers arrive in random order (bounded: 64 MiB).
+            self._cache_size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
+
+    def close(self) -> None:
+        if self._cache_size is not None:
+            self.conn.exec_driver_sql(f"PRAGMA cache_size = {int(self._cache_size)}")
+
+    def _in(self, phones: list[str]) -> tuple[str, Any]:
+        if self.sqlite:
+            return f"IN ({', '.join(['?'] * len(phones))})", tuple(phones)
+        return "= ANY(%s)", (phones,)
+
+    def dnc(self, phones: list[str]) -> set[str]:
+        clause, params = self._in(phones)
+        sql = f"SELECT phone_e164 FROM {DncNumber.__tablename__} WHERE phone_e164 {clause}"
+        return {row[0] for row in self.conn.exec_driver_sql(sql, params)}
+
+    def existing(self, phones: list[str]) -> dict[str, tuple[Any, Any, Any]]:
+        clause, params = self._in(phones)
+        sql = (
+            f"SELECT phone_e164, source_file, source_line, created_at FROM {Lead.__tablename__}"
+            f" WHERE campaign_id = {self._mark} AND phone_e164 {clause}"
+        )
+        if self.sqlite:
+            params = (self.campaign_id, *params)
+        else:
+            params = (self.campaign_id, *params)
+        return {row[0]: (row[1], row[2], row[3]) for row in self.conn.exec_driver_sql(sql, params)}
+
+    def insert_rows(self, rows: list[tuple]) -> None:
+        self.conn.exec_driver_sql(self.insert, rows)
+
+
+def import_leads(
+    session: Session,
+    campaign: Campaign | str,
+    path: str | os.PathLike,
+    *,
+    region: str = "US",
+    rejects: str | os.PathLike | TextIO | None = None,
+    source: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    now: dt.datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportResult:
+    """Load the leads of a CSV file into a campaign, in the caller's transaction.
+
+    ``source`` is the name stored with each lead and used in messages
+    (default: the path as given). ``now`` (naive UTC) is the load time: it
+    becomes each new lead's ``created_at`` and ``next_attempt_at``.
+    ``progress(bytes_read, bytes_total)`` is called after each batch.
+    Raises :class:`LeadFileError` before writing anything when the file is
+    not a CSV lead file, and UserError for an unknown campaign or region.
+    """
+    started = time.perf_counter()
+    source = source or str(path)
+    header = read_header(path, source)
+    if isinstance(campaign, str):
+        campaign = get_campaign(session, campaign)
+    try:
+        normalizer = PhoneNormalizer(region)
+    except ValueError as exc:
+        raise UserError(f"--region: {exc}") from None
+    if rejects is not None and isinstance(rejects, (str, os.PathLike)):
+        if Path(rejects).resolve() == Path(path).resolve():
+            raise UserError(f"--rejects {rejects}: is the file being loaded")
+    load_time = (now or utcnow()).replace(tzinfo=None)
+
+    result = ImportResult(campaign=campaign.name, source=source)
+    rejects_out = _Rejects(rejects, header.names)
+    result.rejects_path = rejects_out.path
+    sql = _Sql(session.connection(), campaign.id, load_time)
+    total_bytes = os.path.getsize(path)
+    failed = True
+    try:
+        with open(path, "rb") as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            reader = csv.reader(text, delimiter=header.delimiter, strict=True)
+            _Load(
+                sql=sql, campaign=campaign, header=header, source=source,
+                normalizer=normalizer, load_time=load_time, batch_size=batch_size,
+                rejects=rejects_out, result=result,
+                progress=(lambda: progress(raw.tell(), total_bytes)) if progress else None,
+            ).run(reader)
+        failed = False
+    finally:
+        rejects_out.close(failed=failed)
+        try:
+            sql.close()
+        except sa.exc.SQLAlchemyError:
+            if not failed:
+                raise
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+class _Load:
+    """One load's state: the current batch and its rejects."""
+
+    def __init__(self, *, sql, campaign, header, source, normalizer, load_time,
+                 batch_size, rejects, result, progress) -> None:
+        self.sql = sql
+        self.campaign = campaign
+        self.header = header
+        self.source = source
+        self.normalizer = normalizer
+        self.load_time = load_time
+        self.batch_size = batch_size
+        self.rejects = rejects
+        self.result = result
+        self.progress = progress
+        # phone -> (line, row values for the insert, raw row)
+        self.batch: dict[str, tuple[int, tuple, list[str]]] = {}
+        self.batch_rejects: list[tuple[int, str, list[str]]] = []
+
+    def reject(self, kind: str, line: int, reason: str, row: list[str]) -> None:
+        result = self.result
+        setattr(result, kind, getattr(result, kind) + 1)
+        label = reason.split(":", 1)[0] if kind == "invalid" else kind
+        result.reasons[label] = result.reasons.get(label, 0) + 1
+        self.batch_rejects.append((line, reason, row))
+
+    def run(self, reader) -> None:
+        header = self.header
+        ncols = len(header.names)
+        cols = header.columns
+        phone_i = cols["phone"]
+        first_i = cols.get("first_name")
+        last_i = cols.get("last_name")
+        tz_i = cols.get("timezone")
+        region_i = cols.get("region")
+        postal_i = cols.get("postal_code")
+        prio_i = cols.get("priority")
+        custom = header.custom
+        normalize = self.normalizer.normalize
+        bad_chars = _BAD_CHARS.search
+        batch = self.batch
+        reject = self.reject
+        campaign_id = self.campaign.id
+        load_time = self.sql.load_time
+        source = self.source
+        # Custom fields as a JSON object, written directly: '{"a":' + value + ',"b":' ...
+        quote = json.encoder.encode_basestring_ascii
+        custom_parts = [
+            (("{" if n == 0 else ",") + quote(name) + ":", i) for n, (name, i) in enumerate(custom)
+        ]
+        new_state = LeadState.NEW.value
+        sep = ","  # joins fields for one search; not a bad character itself
+        batch_rejects = self.batch_rejects
+        batch_size = self.batch_size
+
+        previous_limit = csv.field_size_limit(FIELD_LIMIT)
+        try:
+            rows = iter(reader)
+            next(rows)  # the header, already checked
+            line = reader.line_num + 1
+            while True:
+                try:
+                    row = next(rows)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    raise LeadFileError(f"{source}: line {line}: not valid CSV ({exc})") from None
+                this_line, line = line, reader.line_num + 1
+                if not row:
+                    continue  # a blank line
+                self.result.rows += 1
+                if len(batch_rejects) >= batch_size:
+                    self.flush()
+                if len(row) != ncols:
+                    reject("invalid", this_line, f"fields: {len(row)} fields, the header has {ncols}", row)
+                    continue
+                if bad_chars(sep.join(row)):
+                    reject("invalid", this_line, self._bad_char_reason(row), row)
+                    continue
+                phone_text = row[phone_i]
+                try:
+                    phone = normalize(phone_text)
+                except InvalidPhone as exc:
+                    reason = f"phone: {exc}" if not phone_text.strip() else f"phone: {phone_text.strip()!r}: {exc}"
+                    reject("invalid", this_line, reason, row)
+                    continue
+                zone = None
+                if tz_i is not None:
+                    zone_text = row[tz_i].strip()
+                    if zone_text:
+                        try:
+                            zone = normalize_timezone(zone_text)
+                        except InvalidTimezone as exc:
+                            reject("invalid", this_line, f"timezone: {exc}", row)
+                            continue
+                if zone is None:
+                    zone = phone.timezone
+                    if zone is None:
+                        reject("invalid", this_line,
+                               f"timezone: none known for {phone.e164}; give one in a timezone column", row)
+                        continue
+                priority = 0
+                if prio_i is not None:
+                    prio_text = row[prio_i].strip()
+                    if prio_text:
+                        try:
+                            priority = int(prio_text)
+                        except ValueError:
+                            priority = None
+                        if priority is None or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+                            reject("invalid", this_line,
+                                   f"priority: {prio_text!r} is not a whole number between"
+                                   f" {PRIORITY_RANGE[0]} and {PRIORITY_RANGE[1]}", row)
+                            continue
+                e164 = phone.e164
+                earlier = batch.get(e164)
+                if earlier is not None:
+                    reject("duplicate", this_line, f"duplicate: same number {e164} as line {earlier[0]}", row)
+                    continue
+                batch[e164] = (this_line, (
+                    campaign_id,
+                    e164,
+                    (row[first_i].strip() or None) if first_i is not None else None,
+                    (row[last_i].strip() or None) if last_i is not None else None,
+                    zone,
+                    (row[region_i].strip() or None) if region_i is not None else None,
+                    (row[postal_i].strip() or None) if postal_i is not None else None,
+                    new_state,
+                    priority,
+                    0,
+                    load_time,
+                    "".join([part + quote(row[i]) for part, i in custom_parts]) + "}" if custom else None,
+                    source,
+                    this_line,
+                    load_time,
+                ), row)
+                if len(batch) + len(batch_rejects) >= batch_size:
+                    self.flush()
+            self.flush()
+        finally:
+            csv.field_size_limit(previous_limit)
+
+    def _bad_char_reason(self, row: list[str]) -> str:
+        for name, value in zip(self.header.names, row):
+            if _UNDECODABLE.search(value):
+                return f"{name}: not valid UTF-8 text"
+            m = _BAD_CHARS.search(value)
+            if m:
+                return f"{name}: contains control character {m.group()!r}"
+        return "contains a control character"  # pragma: no cover - the search found one
+
+    def flush(self) -> None:
+        batch = self.batch
+        sql = self.sql
+        if batch:
+            phones = list(batch)
+            on_dnc = sql.dnc(phones)
+            existing = sql.existing(phones)
+            values = []
+            load_time = sql.load_time
+            for phone, (line, row_values, row) in batch.items():
+                seen = existing.get(phone)
+                if seen is not None and seen[2] == load_time and seen[0] == self.source:
+                    self.reject("duplicate", line, f"duplicate: same number {phone} as line {seen[1]}", row)
+                elif phone in on_dnc:
+                    self.reject("dnc", line, f"dnc: {phone} is on the do-not-call list", row)
+                elif seen is not None:
+                    where = f"line {seen[1]} of {seen[0]}" if seen[0] else "earlier"
+                    self.reject("duplicate", line,
+                                f"duplicate: {phone} is already in campaign {self.campaign.name!r} ({where})", row)
+                else:
+                    values.append(row_values)
+            if values:
+                sql.insert_rows(values)
+                self.result.loaded += len(values)
+            batch.clear()
+        self.rejects.write(self.batch_rejects)
+        self.batch_rejects.clear()
+        if self.progress is not None:
+            self.progress()
