@@ -240,8 +240,6 @@ class Lead(Base):
 
     __table_args__ = (
         UniqueConstraint("campaign_id", "phone_e164"),
-        # The hopper: due leads of a campaign in one time zone, oldest first.
-        Index(None, "campaign_id", "timezone", "next_attempt_at", "priority"),
         # Expired leases, for reclaiming leads of an engine that died. Partial:
         # only leased leads are in it, so loading leads does not pay for it.
         Index(
@@ -263,6 +261,18 @@ class Lead(Base):
 
     def __repr__(self) -> str:
         return f"<Lead {self.id} {self.phone_e164} {self.state}>"
+
+
+# The hopper: due leads of a campaign in one time zone, in claim order
+# (next_attempt_at, priority DESC). Leads loaded together share one
+# next_attempt_at, so the descending priority spares sorting all of them.
+Index(
+    "ix_leads_hopper",
+    Lead.campaign_id,
+    Lead.timezone,
+    Lead.next_attempt_at,
+    Lead.priority.desc(),
+)
 
 
 class CallAttempt(Base):

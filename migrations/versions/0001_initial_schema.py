@@ -98,7 +98,11 @@ def upgrade() -> None:
     sa.UniqueConstraint('campaign_id', 'phone_e164', name=op.f('uq_leads_campaign_id_phone_e164'))
     )
     with op.batch_alter_table('leads', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_leads_campaign_id_timezone_next_attempt_at_priority'), ['campaign_id', 'timezone', 'next_attempt_at', 'priority'], unique=False)
+        batch_op.create_index(
+            'ix_leads_hopper',
+            ['campaign_id', 'timezone', 'next_attempt_at', sa.literal_column('priority DESC')],
+            unique=False,
+        )
         batch_op.create_index(
             batch_op.f('ix_leads_lease_expires_at'), ['lease_expires_at'], unique=False,
             sqlite_where=sa.text('lease_expires_at IS NOT NULL'),
@@ -195,7 +199,7 @@ def downgrade() -> None:
     op.drop_table('supervisor_commands')
     with op.batch_alter_table('leads', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_leads_lease_expires_at'))
-        batch_op.drop_index(batch_op.f('ix_leads_campaign_id_timezone_next_attempt_at_priority'))
+        batch_op.drop_index('ix_leads_hopper')
 
     op.drop_table('leads')
     op.drop_table('dnc_numbers')
