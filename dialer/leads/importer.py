@@ -204,7 +204,8 @@ class _Rejects:
         if self._writer is None:
             if isinstance(self.target, (str, os.PathLike)):
                 try:
-                    self._file = open(self.target, "w", encoding="utf-8", errors="backslashreplace", newline="")
+                    # Undecodable bytes are written back as they were read.
+                    self._file = open(self.target, "w", encoding="utf-8", errors="surrogateescape", newline="")
                 except OSError as exc:
                     raise UserError(f"--rejects {self.target}: cannot write: {exc.strerror or exc}") from None
                 self._owned = True
