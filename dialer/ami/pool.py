@@ -1,0 +1,243 @@
+"""The AMI pool: every connection to every Asterisk server, each within its cap.
+
+Originates are spread over every usable connection. Each connection has its
+own :class:`~dialer.ami.ratelimit.RateLimiter` and a ceiling on Originates in
+flight; :meth:`AMIPool.take` hands out a connection only when both allow it.
+
+Events: every connection whose user may read ``call`` events receives every
+call event of its server, including the ``OriginateResponse`` to an Originate
+sent on another connection. Reading them all would multiply the work by the
+number of connections and need deduplication, so every connection logs in
+with ``Events: off`` and the pool switches events on (``Action: Events``) on
+exactly one connection per server, its *reader*. When the reader drops,
+another connection of that server is promoted; the events of the gap are
+lost, so the pool reports the gap (``on_gap``) and the engine asks Asterisk
+what became of the calls in flight. A server without a reader is not used for
+dialing: calls placed there could not be followed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+
+from dialer.ami.codec import Message
+from dialer.ami.connection import AMIConnection, ConnectionStateChanged, open_ami
+from dialer.ami.errors import AMIError
+from dialer.ami.ratelimit import RateLimiter
+
+EventSink = Callable[[str, Message], Awaitable[None]]
+GapHandler = Callable[[str], Awaitable[None]]
+
+
+@dataclasses.dataclass(eq=False)
+class PoolMember:
+    """One AMI connection of the pool."""
+
+    server: str
+    name: str
+    limiter: RateLimiter
+    max_in_flight: int
+    ami: AMIConnection | None = None
+    in_flight: int = 0
+    originates_sent: int = 0
+    failures: int = 0
+    reconnects: int = 0
+    generation: int = 0
+
+    @property
+    def up(self) -> bool:
+        return self.ami is not None and self.ami.is_connected
+
+
+@dataclasses.dataclass(eq=False)
+class _Server:
+    config: Any
+    members: list[PoolMember]
+    reader: PoolMember | None = None
+
+
+def ssl_context_for(config: Any) -> ssl.SSLContext | None:
+    if not getattr(config, "tls", False):
+        return None
+    return ssl.create_default_context(cafile=getattr(config, "ca_file", None) or None)
+
+
+class AMIPool:
+    """Build with :func:`open_pool`."""
+
+    def __init__(self, servers: Sequence[Any], *, now: float, connect: Callable[..., Any] = open_ami,
+                 action_timeout: float = 10.0, ping_interval: float | None = 20.0,
+                 backoff_initial: float = 0.5, backoff_max: float = 30.0) -> None:
+        self._connect = connect
+        self._action_timeout = action_timeout
+        self._ping_interval = ping_interval
+        self._backoff = (backoff_initial, backoff_max)
+        self._servers: dict[str, _Server] = {}
+        self.members: list[PoolMember] = []
+        for config in servers:
+            members = [
+                PoolMember(
+                    server=config.name,
+                    name=f"{config.name}#{i + 1}",
+                    limiter=RateLimiter(config.originate_rate, config.burst, now=now),
+                    max_in_flight=config.max_in_flight,
+                )
+                for i in range(config.connections)
+            ]
+            self._servers[config.name] = _Server(config, members)
+            self.members += members
+        self._rr = 0
+        self._changed = trio.Event()
+
+    # -- dialing -------------------------------------------------------------------
+
+    def usable(self, member: PoolMember) -> bool:
+        server = self._servers[member.server]
+        return member.up and server.reader is not None and server.reader.up
+
+    def capacity(self, now: float) -> int:
+        """How many Originates the pool could send right now."""
+        return sum(
+            min(m.limiter.available(now), m.max_in_flight - m.in_flight)
+            for m in self.members if self.usable(m)
+        )
+
+    def take(self, now: float) -> PoolMember | None:
+        """A connection allowed to send one Originate now (its token is spent
+        and the call counted in flight), or None."""
+        n = len(self.members)
+        for step in range(n):
+            member = self.members[(self._rr + step) % n]
+            if (
+                member.in_flight < member.max_in_flight
+                and self.usable(member)
+                and member.limiter.try_take(now)
+            ):
+                self._rr = (self._rr + step + 1) % n
+                member.in_flight += 1
+                member.originates_sent += 1
+                return member
+        return None
+
+    def next_time(self, now: float) -> float | None:
+        """When a usable connection will next have a token, or None if none is usable."""
+        times = [
+            m.limiter.next_time(now) for m in self.members
+            if self.usable(m) and m.in_flight < m.max_in_flight
+        ]
+        return min(times, default=None)
+
+    def release(self, member: PoolMember) -> None:
+        """A call placed on ``member`` ended (or was never placed)."""
+        if member.in_flight > 0:
+            member.in_flight -= 1
+        self._notify()
+
+    def member(self, name: str) -> PoolMember | None:
+        for m in self.members:
+            if m.name == name:
+                return m
+        return None
+
+    def server_connection(self, server: str) -> AMIConnection | None:
+        """A logged-in connection of ``server`` for queries, or None."""
+        state = self._servers.get(server)
+        if state is None:
+            return None
+        for m in state.members:
+            if m.up:
+                return m.ami
+        return None
+
+    def has_reader(self, server: str) -> bool:
+        state = self._servers.get(server)
+        return state is not None and state.reader is not None and state.reader.up
+
+    @property
+    def servers(self) -> list[str]:
+        return list(self._servers)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Wait until a connection comes up or goes down, or a call slot frees."""
+        await self._changed.wait()
+
+    # -- connections ---------------------------------------------------------------
+
+    async def run(self, on_event: EventSink, on_gap: GapHandler, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            for server in self._servers.values():
+                for member in server.members:
+                    nursery.start_soon(self._keep, server, member, on_event, on_gap)
+            task_status.started()
+
+    async def _keep(self, server: _Server, member: PoolMember, on_event: EventSink, on_gap: GapHandler) -> None:
+        config = server.config
+        async with AsyncExitStack() as stack:
+            ami = await stack.enter_async_context(self._connect(
+                config.host, config.port,
+                username=config.username, secret=config.read_secret(),
+                ssl_context=ssl_context_for(config), server_hostname=config.host,
+                name=member.name, events=False, require_initial=False,
+                action_timeout=self._action_timeout, ping_interval=self._ping_interval,
+                backoff_initial=self._backoff[0], backoff_max=self._backoff[1],
+            ))
+            member.ami = ami
+            channel = await stack.enter_async_context(ami.subscribe(max_buffer=4096))
+            async for item in channel:
+                if isinstance(item, ConnectionStateChanged):
+                    await self._state_changed(server, member, item, on_gap)
+                else:
+                    await on_event(member.server, item)
+
+    async def _state_changed(self, server: _Server, member: PoolMember, change: ConnectionStateChanged,
+                             on_gap: GapHandler) -> None:
+        if change.up:
+            if member.generation and change.generation != member.generation:
+                member.reconnects += 1
+            member.generation = change.generation
+            if server.reader is None or not server.reader.up:
+                await self._promote(server, on_gap)
+        elif server.reader is member:
+            server.reader = None
+            await self._promote(server, on_gap)
+        self._notify()
+
+    async def _promote(self, server: _Server, on_gap: GapHandler) -> None:
+        """Switch events on for one live connection of ``server``."""
+        had_reader = server.reader
+        server.reader = None
+        for candidate in server.members:
+            if not candidate.up or candidate.ami is None:
+                continue
+            try:
+                await candidate.ami.action("Events", [("EventMask", "on")])
+            except AMIError:
+                continue
+            server.reader = candidate
+            break
+        self._notify()
+        if server.reader is not None and had_reader is None:
+            # Events were off (or the old reader died): what happened meanwhile
+            # to calls in flight on this server is unknown until asked.
+            await on_gap(server.config.name)
+
+    def statistics(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "server": m.server, "connection": m.name, "up": m.up,
+                "reader": self._servers[m.server].reader is m,
+                "in_flight": m.in_flight, "originates_sent": m.originates_sent,
+                "failures": m.failures, "reconnects": m.reconnects, "rate_cap": m.limiter.rate,
+            }
+            for m in self.members
+        ]

@@ -1,0 +1,796 @@
+"""The dialing engine: hopper -> pacing -> AMI pool -> call tracker -> outcomes.
+
+One :class:`Engine` dials every running campaign (or the ones it is given)
+through one :class:`~dialer.ami.pool.AMIPool`. Its tasks, all in one nursery:
+
+* the *control loop* reads campaign states every ``poll_interval`` seconds
+  (supervisors change them from any shell), marks supervisor commands
+  applied, finishes stopping and finished campaigns, renews this engine's
+  leases, hands back leads of engines whose lease ran out and adopts their
+  calls in flight when it can ask their Asterisk;
+* the *dial loop* asks the pacing policy how many calls each running
+  campaign should place, takes that many connections from the pool (each
+  within its rate cap), claims as many leads and writes their call attempts in
+  one transaction, and only then sends the Originates;
+* the pool's readers feed every AMI event to the call tracker; the
+  *writer* stores the resulting lifecycle steps in batches;
+* the *reconciler* asks Asterisk (``CoreShowChannels``) about calls whose
+  events may have been missed: after a connection gap, for calls adopted from
+  a dead engine, and for calls that never got their ``OriginateResponse``.
+
+Database work runs in a worker thread (SQLAlchemy is synchronous), one unit of
+work at a time. An Originate is never resent: one whose fate is unknown is
+found out by asking Asterisk, or recorded as ``unknown``.
+
+Times: the engine's clock is wall-clock seconds derived from trio's clock,
+optionally running ``speed`` times faster (the demo runs against a
+simulated Asterisk sped up the same way), so everything time-dependent also
+runs under trio's ``MockClock``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import phonenumbers
+import sqlalchemy as sa
+import trio
+from sqlalchemy.orm import Session, sessionmaker
+
+from dialer import control, hopper
+from dialer.ami.codec import LocalProtocolError, Message
+from dialer.ami.errors import AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected
+from dialer.ami.pool import AMIPool, PoolMember
+from dialer.calls import dispositions as disp
+from dialer.calls.agents import AgentBoard
+from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
+from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
+from dialer.models import (
+    AmiConnectionStats,
+    CallAttempt,
+    Campaign,
+    CampaignState,
+    Lead,
+    LeadState,
+    SupervisorCommand,
+)
+from dialer.pacing import CallStatsEstimator, PacingDecision, PacingSettings, PacingStats, decide
+
+log = logging.getLogger("dialer.engine")
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class EngineSettings:
+    """Tunables, from the ``[engine]`` table of ``dialer.toml``."""
+
+    poll_interval: float = 0.5       # real seconds between campaign-state polls
+    flush_interval: float = 0.1      # real seconds between outcome writes
+    lease: float = 60.0              # engine-clock seconds a claim lasts without renewal
+    drop_after: float = 2.0          # answered calls not with an agent by then are dropped
+    stale_after: float = 30.0        # past ring timeout, a call with no result is looked up
+    housekeeping_interval: float = 5.0
+    stats_interval: float = 5.0
+    speed: float = 1.0               # engine-clock seconds per real second
+
+    @classmethod
+    def from_config(cls, table: dict[str, Any], where: str = "[engine]") -> "EngineSettings":
+        from dialer.errors import UserError
+
+        settings = cls()
+        for key, value in table.items():
+            if key not in {f.name for f in dataclasses.fields(cls)}:
+                raise UserError(f"{where}: unknown setting {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise UserError(f"{where}.{key}: must be a positive number")
+            setattr(settings, key, float(value))
+        return settings
+
+
+class EngineClock:
+    """Epoch seconds that follow trio's clock, ``speed`` times as fast."""
+
+    def __init__(self, speed: float = 1.0, *, epoch: float | None = None) -> None:
+        self.speed = speed
+        self._epoch = time.time() if epoch is None else epoch
+        self._origin = trio.current_time()
+
+    def now(self) -> float:
+        return self._epoch + (trio.current_time() - self._origin) * self.speed
+
+    def utcnow(self) -> dt.datetime:
+        return to_datetime(self.now())
+
+    def real(self, seconds: float) -> float:
+        """Real (trio) seconds for an engine-clock duration."""
+        return seconds / self.speed
+
+
+@dataclasses.dataclass(eq=False)
+class CampaignRun:
+    """What the engine keeps for one campaign between polls."""
+
+    campaign: Campaign
+    settings: PacingSettings
+    rules: RetryRules
+    estimator: CallStatsEstimator
+    calls: set[TrackedCall] = dataclasses.field(default_factory=set)
+    timezones: list[str] = dataclasses.field(default_factory=list)
+    timezones_at: float = -math.inf
+    hopper_empty_until: float = -math.inf
+    abandon: tuple[int, int, int, int] = (0, 0, 0, 0)
+    decision: PacingDecision | None = None
+    placed: int = 0
+
+    @property
+    def id(self) -> int:
+        return self.campaign.id
+
+    @property
+    def state(self) -> str:
+        return self.campaign.state
+
+
+def render_channel(template: str, lead: hopper.ClaimedLead) -> str:
+    """The Originate channel for a lead from the campaign's template."""
+    number = phonenumbers.parse(lead.phone_e164)
+    fields: dict[str, Any] = dict(lead.custom or {})
+    fields.update(
+        e164=lead.phone_e164,
+        digits=lead.phone_e164.lstrip("+"),
+        national=str(number.national_number),
+        first_name=lead.first_name or "",
+        last_name=lead.last_name or "",
+        timezone=lead.timezone,
+        region=lead.region or "",
+        postal_code=lead.postal_code or "",
+        priority=lead.priority,
+        id=lead.id,
+    )
+    return template.format_map(fields)
+
+
+def _pacing_settings(c: Campaign) -> PacingSettings:
+    return PacingSettings(
+        mode=c.mode, dial_ratio=c.dial_ratio, max_dial_level=max(1.0, c.max_dial_level),
+        abandon_target=c.abandon_target, max_concurrent=c.max_concurrent,
+    )
+
+
+def new_engine_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Engine:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        servers: Sequence[Any],
+        *,
+        settings: EngineSettings | None = None,
+        campaigns: Sequence[str] | None = None,
+        until_done: bool = False,
+        engine_id: str | None = None,
+        connect: Callable[..., Any] | None = None,
+        on_progress: Callable[["Engine"], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings or EngineSettings()
+        self.only = list(campaigns) if campaigns else None
+        self.until_done = until_done
+        self.engine_id = engine_id or new_engine_id()
+        self.on_progress = on_progress
+        self.tracker = CallTracker(drop_after=self.settings.drop_after)
+        self.agents = AgentBoard()
+        self.runs: dict[int, CampaignRun] = {}
+        self._servers = list(servers)
+        self._pool_kwargs = {"connect": connect} if connect is not None else {}
+        self.pool: AMIPool | None = None
+        self.clock: EngineClock | None = None
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._pending: list[Transition] = []
+        self._logged: list[LoggedEvent] = []
+        self._members: dict[str, PoolMember] = {}      # action_id -> connection
+        self._gap_calls: dict[str, list[TrackedCall]] = {}
+        self._check_calls: set[TrackedCall] = set()
+        self._wake = trio.Event()
+        self._reconcile_wake = trio.Event()
+        self._draining = False
+        self._nursery: trio.Nursery | None = None
+        self._last_housekeeping = -math.inf
+        self._last_stats = -math.inf
+        self.counters = {"originates": 0, "refused": 0, "lost": 0, "ended": 0, "events": 0,
+                         "adopted": 0, "reconciled": 0}
+
+    # -- helpers -------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        def unit() -> T:
+            with self.sessions.begin() as session:
+                return fn(session, *args)
+
+        return await trio.to_thread.run_sync(unit, limiter=self._db_limiter)
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._wake = trio.Event()
+
+    def in_flight(self) -> int:
+        return len(self.tracker)
+
+    # -- running -------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Dial until cancelled, or (``until_done``) until the campaigns are finished."""
+        self.clock = EngineClock(self.settings.speed)
+        self.pool = AMIPool(self._servers, now=trio.current_time(), **self._pool_kwargs)
+        await self._load_campaigns()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self.pool.run, self._on_event, self._on_gap)
+                nursery.start_soon(self._control_loop)
+                nursery.start_soon(self._writer_loop)
+                nursery.start_soon(self._reconciler_loop)
+                nursery.start_soon(self._dial_loop)
+                task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._flush()
+                await self._write_connection_stats()
+
+    def drain(self) -> None:
+        """Place no new calls; follow the calls in flight to their end, then return."""
+        self._draining = True
+        self._poke()
+
+    # -- campaigns -----------------------------------------------------------------
+
+    def _campaign_query(self) -> sa.Select:
+        stmt = sa.select(Campaign)
+        if self.only is not None:
+            stmt = stmt.where(Campaign.name.in_(self.only))
+        return stmt
+
+    async def _load_campaigns(self) -> None:
+        def load(session: Session) -> list[Campaign]:
+            found = list(session.scalars(self._campaign_query()))
+            if self.only is not None:
+                missing = set(self.only) - {c.name for c in found}
+                if missing:
+                    from dialer.errors import UserError
+
+                    raise UserError(f"no campaign named {sorted(missing)[0]!r}")
+            for c in found:
+                session.expunge(c)
+            return found
+
+        for c in await self._db(load):
+            self._update_run(c)
+
+    def _update_run(self, c: Campaign) -> CampaignRun:
+        run = self.runs.get(c.id)
+        if run is None:
+            run = CampaignRun(
+                campaign=c, settings=_pacing_settings(c),
+                rules=RetryRules(c.max_attempts, dict(c.retry_delays)),
+                estimator=CallStatsEstimator(),
+            )
+            self.runs[c.id] = run
+        else:
+            if c.state != run.campaign.state:
+                log.info("campaign %s: %s -> %s", c.name, run.campaign.state, c.state)
+                run.hopper_empty_until = -math.inf
+            run.campaign = c
+            run.settings = _pacing_settings(c)
+            run.rules = RetryRules(c.max_attempts, dict(c.retry_delays))
+        return run
+
+    async def _control_loop(self) -> None:
+        while True:
+            await self._poll()
+            if self.on_progress is not None:
+                self.on_progress(self)
+            if self._finished():
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel()
+                return
+            await trio.sleep(self.settings.poll_interval)
+
+    def _finished(self) -> bool:
+        if self._draining:
+            return self.in_flight() == 0 and not self._pending
+        if not self.until_done:
+            return False
+        return (
+            self.in_flight() == 0
+            and not self._pending
+            and all(r.state in ("done", "stopped") for r in self.runs.values())
+        )
+
+    async def _poll(self) -> None:
+        assert self.clock is not None
+        now_t = trio.current_time()
+        now = self.clock.utcnow()
+        housekeeping = now_t - self._last_housekeeping >= self.settings.housekeeping_interval
+        stats = now_t - self._last_stats >= self.settings.stats_interval
+        if housekeeping:
+            self._last_housekeeping = now_t
+        if stats:
+            self._last_stats = now_t
+        local_in_flight = {cid: len(run.calls) for cid, run in self.runs.items()}
+        lease = dt.timedelta(seconds=self.settings.lease)
+        servers = self.pool.servers if self.pool else []
+        readable = [s for s in servers if self.pool.has_reader(s)] if self.pool else []
+        empty = {cid for cid, run in self.runs.items() if run.hopper_empty_until > now_t}
+
+        def poll(session: Session) -> tuple[list[Campaign], dict[int, tuple[int, int, int, int]], list[dict]]:
+            campaigns = list(session.scalars(self._campaign_query()))
+            ids = [c.id for c in campaigns]
+            if ids:
+                session.execute(
+                    sa.update(SupervisorCommand)
+                    .where(SupervisorCommand.campaign_id.in_(ids), SupervisorCommand.applied_at.is_(None))
+                    .values(applied_at=now)
+                )
+            for c in campaigns:
+                if c.state == CampaignState.STOPPING.value and local_in_flight.get(c.id, 0) == 0:
+                    if control.calls_in_flight(session, c.id) == 0:
+                        c.state = CampaignState.STOPPED.value
+                        c.updated_at = now
+                elif (
+                    c.state == CampaignState.RUNNING.value
+                    and c.id in empty
+                    and local_in_flight.get(c.id, 0) == 0
+                    and not _has_work(session, c.id)
+                ):
+                    c.state = CampaignState.DONE.value
+                    c.updated_at = now
+            orphans: list[dict] = []
+            if housekeeping:
+                hopper.renew_leases(session, engine_id=self.engine_id, now=now, lease=lease)
+                hopper.reclaim_expired(session, now=now)
+                if readable:
+                    orphans = _adopt_orphans(session, self.engine_id, readable, now, lease)
+            abandon = {}
+            if stats:
+                abandon = {c.id: _abandon_figures(session, c.id, now) for c in campaigns
+                           if c.state == CampaignState.RUNNING.value}
+            for c in campaigns:
+                session.expunge(c)
+            return campaigns, abandon, orphans
+
+        campaigns, abandon, orphans = await self._db(poll)
+        for c in campaigns:
+            run = self._update_run(c)
+            if c.id in abandon:
+                run.abandon = abandon[c.id]
+        if orphans:
+            self._adopt(orphans)
+        if stats:
+            await self._write_connection_stats()
+        self._poke()
+
+    # -- dialing -------------------------------------------------------------------
+
+    def _stats_for(self, run: CampaignRun, now_t: float, capacity: int) -> PacingStats:
+        assert self.clock is not None
+        now = self.clock.now()
+        ringing: list[float] = []
+        waiting = 0
+        for call in run.calls:
+            if call.answered_at is None:
+                ringing.append(now - (call.queued_at or now))
+            elif call.connected_at is None:
+                waiting += 1
+        queue = run.campaign.queue
+        if queue and run.campaign.mode != "unattended":
+            logged_in, free, busy = self.agents.counts(queue, now)
+        else:
+            logged_in, free, busy = 0, 0, ()
+        d30, a30, d24, a24 = run.abandon
+        return PacingStats(
+            now=now, agents_logged_in=logged_in, agents_free=free, talk_elapsed=busy,
+            calls_ringing=len(ringing), ringing_elapsed=tuple(ringing), calls_waiting=waiting,
+            in_flight=len(run.calls), capacity=capacity,
+            estimates=run.estimator.estimates(now),
+            drops_30d=d30, answered_30d=a30, drops_24h=d24, answered_24h=a24,
+        )
+
+    async def _dial_loop(self) -> None:
+        assert self.pool is not None
+        while True:
+            wake = self._wake
+            placed = 0
+            if not self._draining:
+                for run in list(self.runs.values()):
+                    if run.state == CampaignState.RUNNING.value:
+                        placed += await self._dial_campaign(run)
+            if placed:
+                continue
+            now_t = trio.current_time()
+            timeout = 0.25
+            next_token = self.pool.next_time(now_t)
+            if next_token is not None and next_token > now_t:
+                timeout = min(timeout, next_token - now_t)
+            with trio.move_on_after(max(timeout, 0.001)):
+                await wake.wait()
+
+    async def _dial_campaign(self, run: CampaignRun) -> int:
+        assert self.pool is not None and self.clock is not None
+        now_t = trio.current_time()
+        if run.hopper_empty_until > now_t:
+            return 0
+        capacity = self.pool.capacity(now_t)
+        if capacity <= 0:
+            return 0
+        run.decision = decide(self._stats_for(run, now_t, capacity), run.settings)
+        wanted = min(run.decision.calls, capacity)
+        if wanted <= 0:
+            return 0
+        members: list[PoolMember] = []
+        while len(members) < wanted:
+            member = self.pool.take(now_t)
+            if member is None:
+                break
+            members.append(member)
+        if not members:
+            return 0
+        if now_t - run.timezones_at > 30.0:
+            run.timezones = await self._db(hopper.campaign_timezones, run.id)
+            run.timezones_at = now_t
+        now = self.clock.utcnow()
+        campaign = run.campaign
+
+        def claim_and_start(session: Session) -> list[hopper.NewAttempt]:
+            live = session.get(Campaign, campaign.id)
+            if live is None or live.state != CampaignState.RUNNING.value:
+                return []
+            leads = hopper.claim_leads(
+                session, live, engine_id=self.engine_id, now=now, limit=len(members),
+                timezones=run.timezones, lease=dt.timedelta(seconds=self.settings.lease),
+            )
+            assignments = [(lead, m.server, m.name) for lead, m in zip(leads, members)]
+            return hopper.start_attempts(session, live, assignments, engine_id=self.engine_id, now=now)
+
+        attempts = await self._db(claim_and_start)
+        for member in members[len(attempts):]:
+            self.pool.release(member)
+        if not attempts:
+            run.hopper_empty_until = now_t + 1.0
+            return 0
+        assert self._nursery is not None
+        queued_at = self.clock.now()
+        for attempt in attempts:
+            member = self.pool.member(attempt.connection)
+            assert member is not None
+            call = TrackedCall(
+                attempt_id=attempt.attempt_id, campaign_id=run.id, lead_id=attempt.lead.id,
+                action_id=attempt.action_id, channel_id=attempt.channel_id,
+                other_channel_id=attempt.other_channel_id, server=attempt.server,
+                connection=attempt.connection, unattended=campaign.mode == "unattended",
+                queued_at=queued_at,
+            )
+            self.tracker.add(call)
+            run.calls.add(call)
+            self._members[call.action_id] = member
+            self._nursery.start_soon(self._originate, run, call, attempt.lead, member)
+        run.placed += len(attempts)
+        return len(attempts)
+
+    def _originate_headers(self, run: CampaignRun, call: TrackedCall, lead: hopper.ClaimedLead) -> list[tuple[str, str]]:
+        c = run.campaign
+        headers = [
+            ("Channel", render_channel(c.channel, lead)),
+            ("Context", c.context),
+            ("Exten", c.exten),
+            ("Priority", str(c.priority)),
+            ("Async", "true"),
+            ("Timeout", str(int(c.ring_timeout * 1000))),
+        ]
+        if c.caller_id:
+            headers.append(("CallerID", c.caller_id))
+        headers += [
+            ("ChannelId", call.channel_id),
+            ("OtherChannelId", call.other_channel_id),
+            ("Variable", f"DIALER_ATTEMPT={call.attempt_id}"),
+            ("Variable", f"DIALER_LEAD={lead.id}"),
+            ("Variable", f"DIALER_CAMPAIGN={c.name}"),
+        ]
+        return headers
+
+    async def _originate(self, run: CampaignRun, call: TrackedCall, lead: hopper.ClaimedLead,
+                         member: PoolMember) -> None:
+        assert self.clock is not None
+        self.counters["originates"] += 1
+        try:
+            headers = self._originate_headers(run, call, lead)
+            if member.ami is None:
+                raise NotConnected(f"{member.name}: not connected")
+            await member.ami.action("Originate", headers, action_id=call.action_id)
+        except (AMIActionError, NotConnected, LocalProtocolError, KeyError, ValueError) as exc:
+            # Refused by Asterisk, or never sent: no call was placed.
+            member.failures += 1
+            self.counters["refused"] += 1
+            self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
+        except ActionTimeout as exc:
+            member.failures += 1
+            if not exc.sent:
+                self.counters["refused"] += 1
+                self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
+            else:
+                self._lost(call)
+        except (ConnectionLost, AMIError):
+            member.failures += 1
+            self._lost(call)
+        else:
+            self._apply(self.tracker.originated(call.action_id, self.clock.now()))
+
+    def _lost(self, call: TrackedCall) -> None:
+        """The Originate may or may not have run: never resend it; ask Asterisk
+        about it if its events do not settle it soon."""
+        self.counters["lost"] += 1
+        if not call.ended:
+            self._check_calls.add(call)
+            self._reconcile_wake.set()
+
+    # -- events --------------------------------------------------------------------
+
+    async def _on_event(self, server: str, event: Message) -> None:
+        assert self.clock is not None
+        self.counters["events"] += 1
+        now = self.clock.now()
+        name = event.name or ""
+        if name.startswith("QueueMember"):
+            if self.agents.handle(server, event, now):
+                self._poke()
+            return
+        transitions = self.tracker.handle(event, now)
+        if transitions:
+            self._apply(transitions, event)
+
+    def _apply(self, transitions: list[Transition], event: Message | None = None) -> None:
+        if not transitions:
+            return
+        self._pending.extend(transitions)
+        for t in transitions:
+            if event is not None:
+                self._logged.append(LoggedEvent(t.call.attempt_id, t.at, event.name or "", event.items()))
+            if t.step is Step.ENDED:
+                self._call_ended(t.call)
+            elif t.step in (Step.ANSWERED, Step.CONNECTED):
+                self._poke()
+
+    def _call_ended(self, call: TrackedCall) -> None:
+        self.counters["ended"] += 1
+        member = self._members.pop(call.action_id, None)
+        if member is not None and self.pool is not None:
+            self.pool.release(member)
+        self._check_calls.discard(call)
+        run = self.runs.get(call.campaign_id)
+        if run is not None:
+            run.calls.discard(call)
+            est = run.estimator
+            now = call.ended_at or 0.0
+            start = call.originated_at or call.queued_at or now
+            if call.answered_at is not None:
+                est.call_answered(now, max(0.0, call.answered_at - start))
+                if call.disposition == disp.DROPPED:
+                    est.call_dropped(now)
+                if call.connected_at is not None:
+                    est.talk_ended(now, max(0.0, now - call.connected_at))
+            elif call.disposition != disp.UNKNOWN:
+                est.call_not_answered(now, max(0.0, now - start))
+        self._poke()
+
+    # -- writing outcomes -------------------------------------------------------------
+
+    async def _writer_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.flush_interval)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        logged, self._logged = self._logged, []
+        rules = {cid: run.rules for cid, run in self.runs.items()}
+        await self._db(lambda s: record(s, batch, rules=rules, events=logged))
+
+    async def _write_connection_stats(self) -> None:
+        if self.pool is None:
+            return
+        rows = self.pool.statistics()
+        engine_id = self.engine_id
+        assert self.clock is not None
+        now = self.clock.utcnow()
+
+        def write(session: Session) -> None:
+            for row in rows:
+                stats = session.get(AmiConnectionStats, (engine_id, row["server"], row["connection"]))
+                if stats is None:
+                    stats = AmiConnectionStats(engine_id=engine_id, server=row["server"],
+                                               connection=row["connection"])
+                    session.add(stats)
+                stats.originates_sent = row["originates_sent"]
+                stats.failures = row["failures"]
+                stats.reconnects = row["reconnects"]
+                stats.rate_cap = row["rate_cap"]
+                stats.updated_at = now
+
+        await self._db(write)
+
+    # -- finding out what Asterisk knows ------------------------------------------
+
+    async def _on_gap(self, server: str) -> None:
+        # Called from a connection's reader task: only note it, never block.
+        self._gap_calls.setdefault(server, []).extend(
+            c for c in self.tracker.calls() if c.server == server
+        )
+        self._reconcile_wake.set()
+
+    def _adopt(self, rows: list[dict]) -> None:
+        """Follow calls of a dead engine (their leads' leases are now ours)."""
+        for row in rows:
+            call = TrackedCall(**row)
+            if self.tracker.get(call.action_id) is not None:
+                continue
+            self.tracker.add(call)
+            run = self.runs.get(call.campaign_id)
+            if run is not None:
+                run.calls.add(call)
+            self._gap_calls.setdefault(call.server, []).append(call)
+            self.counters["adopted"] += 1
+        self._reconcile_wake.set()
+
+    async def _reconciler_loop(self) -> None:
+        assert self.clock is not None
+        while True:
+            self._reconcile_wake = trio.Event()
+            wake = self._reconcile_wake
+            now = self.clock.now()
+            self._apply(self.tracker.expire(now))
+            for call in self.tracker.calls():
+                run = self.runs.get(call.campaign_id)
+                ring = run.campaign.ring_timeout if run else 60
+                if not call.response_seen and call.queued_at is not None and \
+                        now - call.queued_at > ring + self.settings.stale_after:
+                    self._check_calls.add(call)
+            servers = set(self._gap_calls) | {c.server for c in self._check_calls}
+            for server in servers:
+                await self._reconcile(server)
+            timeout = 1.0
+            settle = self.tracker.next_settle_time()
+            if settle is not None:
+                timeout = max(0.001, min(timeout, self.clock.real(settle - now)))
+            with trio.move_on_after(timeout):
+                await wake.wait()
+
+    async def _reconcile(self, server: str) -> None:
+        assert self.pool is not None and self.clock is not None
+        ami = self.pool.server_connection(server)
+        if ami is None or not self.pool.has_reader(server):
+            return  # try again once the server has a reader
+        calls = self._gap_calls.pop(server, [])
+        calls += [c for c in self._check_calls if c.server == server]
+        try:
+            _, queue_events = await ami.list_action("QueueStatus", timeout=15)
+            self.agents.load_status(server, queue_events, self.clock.now())
+        except AMIError as exc:
+            log.warning("%s: QueueStatus failed: %s", server, exc)
+        calls = [c for c in calls if not c.ended]
+        if not calls:
+            return
+        try:
+            _, channels = await ami.list_action("CoreShowChannels", timeout=15)
+        except AMIError as exc:
+            log.warning("%s: CoreShowChannels failed: %s", server, exc)
+            self._gap_calls.setdefault(server, []).extend(calls)
+            return
+        alive: dict[str, dict[str, Message]] = {}
+        for ch in channels:
+            alive.setdefault(ch.get("Linkedid") or "", {})[ch.get("Uniqueid") or ""] = ch
+        now = self.clock.now()
+        for call in calls:
+            if call.ended:
+                continue
+            self._check_calls.discard(call)
+            self.counters["reconciled"] += 1
+            live = alive.get(call.channel_id, {})
+            if live:
+                self.tracker.still_alive(call, live)
+                first = live.get(call.channel_id)
+                if first is not None and (first.get("ChannelStateDesc") or "").lower() == "up":
+                    call.response_seen = True
+                    if call.answered_at is None:
+                        transitions = [Transition(call, Step.ANSWERED, now, "CoreShowChannel")]
+                        call.answered_at = now
+                        self._apply(transitions)
+            else:
+                self._apply(self.tracker.resolve_lost(call, now))
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:100]
+
+
+def _has_work(session: Session, campaign_id: int) -> bool:
+    """Whether a campaign still has leads waiting, leased or being dialed."""
+    busy = (LeadState.NEW.value, LeadState.RETRY.value, LeadState.CLAIMED.value, LeadState.DIALING.value)
+    return session.scalar(
+        sa.select(sa.literal(True)).where(
+            sa.exists().where(Lead.campaign_id == campaign_id, Lead.state.in_(busy))
+        )
+    ) is not None
+
+
+def _abandon_figures(session: Session, campaign_id: int, now: dt.datetime) -> tuple[int, int, int, int]:
+    """(drops, answered) over 30 days and over 24 hours, from the attempts."""
+    answered = CallAttempt.answered_at.is_not(None)
+    dropped = CallAttempt.disposition == "dropped"
+    out = []
+    for since in (now - dt.timedelta(days=30), now - dt.timedelta(hours=24)):
+        row = session.execute(
+            sa.select(
+                sa.func.count().filter(dropped),
+                sa.func.count().filter(answered),
+            ).where(CallAttempt.campaign_id == campaign_id, CallAttempt.ended_at >= since)
+        ).one()
+        out += [row[0] or 0, row[1] or 0]
+    return out[0], out[1], out[2], out[3]
+
+
+def _epoch(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC).timestamp()
+
+
+def _adopt_orphans(session: Session, engine_id: str, servers: list[str], now: dt.datetime,
+                   lease: dt.timedelta) -> list[dict]:
+    """Take over the calls in flight of engines whose leases ran out, on the
+    servers this engine can ask; returns them as TrackedCall fields."""
+    rows = session.execute(
+        sa.select(CallAttempt, Lead.id)
+        .join(Lead, Lead.id == CallAttempt.lead_id)
+        .where(
+            CallAttempt.ended_at.is_(None),
+            CallAttempt.server.in_(servers),
+            Lead.state == LeadState.DIALING.value,
+            Lead.lease_expires_at < now,
+        )
+        .limit(1000)
+    ).all()
+    if not rows:
+        return []
+    lead_ids = [lead_id for _, lead_id in rows]
+    taken = set(session.scalars(
+        sa.update(Lead)
+        .where(Lead.id.in_(lead_ids), Lead.lease_expires_at < now)
+        .values(lease_owner=engine_id, lease_expires_at=now + lease)
+        .returning(Lead.id)
+        .execution_options(synchronize_session=False)
+    ))
+    out = []
+    for attempt, lead_id in rows:
+        if lead_id not in taken:
+            continue
+        out.append(dict(
+            attempt_id=attempt.id, campaign_id=attempt.campaign_id, lead_id=lead_id,
+            action_id=attempt.action_id, channel_id=attempt.channel_id,
+            other_channel_id=attempt.other_channel_id or "", server=attempt.server,
+            connection=attempt.connection, queued_at=_epoch(attempt.created_at),
+            originated_at=_epoch(attempt.originated_at), ringing_at=_epoch(attempt.ringing_at),
+            answered_at=_epoch(attempt.answered_at), queue_joined_at=_epoch(attempt.queue_joined_at),
+            connected_at=_epoch(attempt.connected_at), reason=attempt.originate_reason,
+            response_seen=attempt.originate_reason is not None,
+        ))
+    return out
