@@ -6,7 +6,7 @@ test gets its own copy (``sqlite_url``).
 PostgreSQL (tests marked ``@pytest.mark.postgres``; server from
 ``$DIALER_TEST_PG_URL``): the schema is migrated once per session into a
 template database, and each test gets its own ``CREATE DATABASE … TEMPLATE``
-copy (``pg_url``), dropped afterwards. Without ``$DIALER_TEST_PG_URL`` these
+copy (``pg_url``), made ahead of time in a thread and dropped afterwards. Without ``$DIALER_TEST_PG_URL`` these
 tests are skipped, except under ``CI=true`` where they fail.
 
 ``db_url`` runs a test on both; ``engine`` and ``sessions`` are built on it.
@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -74,46 +77,111 @@ def sqlite_url(_sqlite_template, tmp_path) -> str:
 
 # --- PostgreSQL ----------------------------------------------------------------
 
-_pg_counter = itertools.count()
-
 
 def _pg_admin_engine(admin_url: str):
     return sa.create_engine(db.parse_url(admin_url), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
 
 
+class _PgDatabases:
+    """Copies of the migrated template database, made one ahead in a thread.
+
+    ``CREATE DATABASE … TEMPLATE`` takes a few hundred milliseconds; making
+    the next copy while a test runs hides most of it. Used copies are dropped
+    by the same thread.
+    """
+
+    AHEAD = 2
+
+    def __init__(self, admin_url: str, template: str) -> None:
+        self.admin_url = admin_url
+        self.template = template
+        self.ready: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+        self.drops: queue.Queue = queue.Queue()
+        self.stopping = threading.Event()
+        self.counter = itertools.count()
+        self.thread = threading.Thread(target=self._run, name="pg-test-databases", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        admin = _pg_admin_engine(self.admin_url)
+        try:
+            with admin.connect() as conn:
+                while not self.stopping.is_set():
+                    try:
+                        while True:
+                            name = self.drops.get_nowait()
+                            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    except queue.Empty:
+                        pass
+                    if self.ready.full():
+                        time.sleep(0.005)
+                        continue
+                    name = f"{self.template}_{next(self.counter)}"
+                    try:
+                        conn.exec_driver_sql(
+                            f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY'
+                        )
+                    except Exception as exc:  # handed to the test that waits for it
+                        self.ready.put(exc)
+                        return
+                    self.ready.put(name)
+        finally:
+            admin.dispose()
+
+    def take(self) -> str:
+        item = self.ready.get(timeout=120)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def give_back(self, name: str) -> None:
+        self.drops.put(name)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=60)
+        leftovers = []
+        while not self.ready.empty():
+            item = self.ready.get_nowait()
+            if isinstance(item, str):
+                leftovers.append(item)
+        while not self.drops.empty():
+            leftovers.append(self.drops.get_nowait())
+        admin = _pg_admin_engine(self.admin_url)
+        with admin.connect() as conn:
+            for name in leftovers:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
-def _pg_template():
+def _pg_databases():
     admin_url = _pg_admin_url()
     if admin_url is None:
         yield None
         return
-    name = f"dialer_tpl_{uuid.uuid4().hex[:12]}"
+    template = f"dialer_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = _pg_admin_engine(admin_url)
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = db.parse_url(admin_url).set(database=name)
-    engine = db.create_engine(url, poolclass=sa.NullPool)
+        conn.exec_driver_sql(f'CREATE DATABASE "{template}"')
+    engine = db.create_engine(db.parse_url(admin_url).set(database=template), poolclass=sa.NullPool)
     db.upgrade(engine)
     engine.dispose()
-    yield name
+    pool = _PgDatabases(admin_url, template)
+    yield pool
+    pool.close()
     with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
     admin.dispose()
 
 
 @pytest.fixture
-def pg_url(_pg_template) -> str:
+def pg_url(_pg_databases) -> str:
     """URL of a fresh PostgreSQL database migrated to head, dropped after the test."""
     admin_url = require_postgres()
-    name = f"{_pg_template}_{os.getpid()}_{next(_pg_counter)}"
-    admin = _pg_admin_engine(admin_url)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{_pg_template}"')
-    url = db.parse_url(admin_url).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    name = _pg_databases.take()
+    yield db.parse_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    _pg_databases.give_back(name)
 
 
 # --- Either -------------------------------------------------------------------
