@@ -149,16 +149,12 @@ class Call:
     a2: Channel | None = None
     bridge_id: str = ""
     timers: list = field(default_factory=list)
-    poll_timer: object | None = None
     variables: dict[str, str] = field(default_factory=dict)
 
     def cancel_timers(self) -> None:
         for t in self.timers:
             t.cancel()
         self.timers.clear()
-        if self.poll_timer is not None:
-            self.poll_timer.cancel()  # type: ignore[attr-defined]
-            self.poll_timer = None
 
 
 class PBX:
@@ -179,6 +175,7 @@ class PBX:
         self.calls_total = 0
         self.queue = QueueState.build(scenario.queue, int(time.time()))
         self._none_free = False
+        self._poll_timer = None
 
     # --- helpers ----------------------------------------------------------------
 
@@ -514,60 +511,45 @@ class PBX:
             ("Queue", q.name), ("Position", str(call.join_pos)), ("Count", str(len(q.waiting)))])
         if q.config.timeout > 0:
             self._later(call, q.config.timeout, self._patience_expired, call)
-        self._dispatch()
+        self._dispatch(call)
 
-    def _dispatch(self) -> None:
-        """Give free members to waiting callers, longest-waiting first."""
+    def _dispatch(self, joined: Call) -> None:
+        """Connect a caller who joins with nobody ahead and a member free; else wait."""
         q = self.queue
-        now = self.sim.clock()
-        while q.waiting:
-            head = q.waiting[0]
-            if q.available(now) == 0:
-                return
-            if head.join_at >= now:
-                member = q.free_member(now)
-                assert member is not None
-                self._connect_agent(head, member)
-                continue
-            # An agent freed up: the head caller takes it at its next once-a-second check.
-            if head.poll_timer is None:
-                waited = now - head.join_at
-                k = int(waited // QUEUE_POLL) + 1
-                delay = head.join_at + k * QUEUE_POLL - now
-                head.poll_timer = self.sim.call_later(delay, self._poll, head)
-            return
-
-    def _poll(self, call: Call) -> None:
-        call.poll_timer = None
-        if call.state != "queued":
-            return
-        q = self.queue
-        now = self.sim.clock()
-        if q.waiting and q.waiting[0] is call:
-            member = q.free_member(now)
-            if member is not None:
-                self._connect_agent(call, member)
+        if q.free and q.waiting and q.waiting[0] is joined:
+            head = joined
+            member = q.free_member()
+            assert member is not None
+            self._connect_agent(head, member)
         self._dispatch_later()
 
     def _dispatch_later(self) -> None:
+        """Waiting callers check for a free member once a second (on the head caller's
+        schedule, counted from when it joined); then every free member takes one."""
         q = self.queue
+        if not (q.waiting and q.free) or self._poll_timer is not None:
+            return
+        head = q.waiting[0]
         now = self.sim.clock()
-        if q.waiting and q.available(now) and q.waiting[0].poll_timer is None:
-            head = q.waiting[0]
-            if head.join_at >= now:
-                self._dispatch()
-                return
-            waited = now - head.join_at
-            k = int(waited // QUEUE_POLL) + 1
-            head.poll_timer = self.sim.call_later(head.join_at + k * QUEUE_POLL - now, self._poll, head)
+        k = int((now - head.join_at) // QUEUE_POLL) + 1
+        self._poll_timer = self.sim.call_later(head.join_at + k * QUEUE_POLL - now, self._poll)
+
+    def _poll(self) -> None:
+        self._poll_timer = None
+        q = self.queue
+        while q.waiting and q.free:
+            member = q.free_member()
+            assert member is not None
+            self._connect_agent(q.waiting[0], member)
+        self._dispatch_later()
 
     def _leave_queue(self, call: Call) -> int:
         q = self.queue
+        if q.waiting and q.waiting[0] is call:
+            del q.waiting[0]
+            return 1
         pos = q.waiting.index(call) + 1
-        q.waiting.remove(call)
-        if call.poll_timer is not None:
-            call.poll_timer.cancel()  # type: ignore[attr-defined]
-            call.poll_timer = None
+        del q.waiting[pos - 1]
         return pos
 
     def _qms(self, m: Member) -> None:
@@ -578,7 +560,7 @@ class PBX:
         ch1 = call.ch1
         now = self.sim.clock()
         pos = self._leave_queue(call)
-        m.busy = True
+        q.take(m)
         m.call = call
         call.member = m
         self._check_available()
@@ -675,17 +657,19 @@ class PBX:
     def _release_member(self, m: Member) -> None:
         q = self.queue
         wrap = q.config.wrapup
-        m.busy = False
         m.call = None
         now = self.sim.clock()
         m.wrapup_until = now + wrap
         if wrap > 0:
-            self.sim.call_later(wrap, self._wrapup_done)
+            self.sim.call_later(wrap, self._wrapup_done, m)
         else:
+            q.make_free(m)
             self._check_available()
             self._dispatch_later()
 
-    def _wrapup_done(self) -> None:
+    def _wrapup_done(self, m: Member) -> None:
+        if m.call is None and m.busy:
+            self.queue.make_free(m)
         self._check_available()
         self._dispatch_later()
 
@@ -909,11 +893,8 @@ class PBX:
                 req.done = None
         self.calls.clear()
         self.channels.clear()
-        q = self.queue
-        q.waiting.clear()
-        for m in q.members:
-            m.busy = m.in_call = False
-            m.status = DEVICE_NOT_INUSE
-            m.call = None
-            m.wrapup_until = 0.0
+        self.queue.reset()
         self._none_free = False
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+            self._poll_timer = None

@@ -8,6 +8,7 @@ through it and emits the call events. Field names and values follow
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ class Member:
     busy: bool = False  # ringing, talking or wrapping up
     wrapup_until: float = 0.0
     call: "Call | None" = None
+    index: int = 0
 
     def status_headers(self, queue: str) -> list[tuple[str, str]]:
         return [
@@ -72,37 +74,61 @@ class QueueState:
     completed: int = 0
     abandoned: int = 0
 
+    # Indices of the members free to take a call, kept sorted (rrmemory walks them in order).
+    free: list[int] = field(default_factory=list)
+
     @classmethod
     def build(cls, config: QueueConfig, login_time: int) -> "QueueState":
         members = [
-            Member(f"Agent{i}", f"Local/agent{i}@{config.name}", f"agent{i}", config.name, login_time)
+            Member(f"Agent{i}", f"Local/agent{i}@{config.name}", f"agent{i}", config.name,
+                   login_time, index=i - 1)
             for i in range(1, config.agents + 1)
         ]
-        return cls(config, members)
+        return cls(config, members, free=list(range(len(members))))
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    def free_member(self, now: float) -> Member | None:
-        """The member the strategy picks among those free at ``now`` (rrmemory order)."""
-        n = len(self.members)
-        if not n:
+    def take(self, m: Member) -> None:
+        """``m`` starts ringing/talking: it is no longer free."""
+        m.busy = True
+        i = bisect.bisect_left(self.free, m.index)
+        if i < len(self.free) and self.free[i] == m.index:
+            del self.free[i]
+
+    def make_free(self, m: Member) -> None:
+        """``m`` can take a call again (after its wrap-up)."""
+        m.busy = False
+        i = bisect.bisect_left(self.free, m.index)
+        if i == len(self.free) or self.free[i] != m.index:
+            self.free.insert(i, m.index)
+
+    def reset(self) -> None:
+        for m in self.members:
+            m.busy = m.in_call = False
+            m.status = DEVICE_NOT_INUSE
+            m.call = None
+            m.wrapup_until = 0.0
+        self.free = list(range(len(self.members)))
+        self.waiting.clear()
+
+    def free_member(self, now: float = 0.0) -> Member | None:
+        """The free member the strategy picks (rrmemory: the next one after the last used)."""
+        free = self.free
+        if not free:
             return None
-        if self.config.strategy == "leastrecent":
-            free = [m for m in self.members if not m.busy and m.wrapup_until <= now]
-            return min(free, key=lambda m: m.last_call) if free else None
-        if self.config.strategy == "fewestcalls":
-            free = [m for m in self.members if not m.busy and m.wrapup_until <= now]
-            return min(free, key=lambda m: m.calls_taken) if free else None
-        start = self.rr_next if self.config.strategy in ("rrmemory", "random") else 0
-        for i in range(n):
-            m = self.members[(start + i) % n]
-            if not m.busy and m.wrapup_until <= now:
-                if self.config.strategy == "rrmemory":
-                    self.rr_next = (self.members.index(m) + 1) % n
-                return m
-        return None
+        strategy = self.config.strategy
+        if strategy == "leastrecent":
+            return min((self.members[i] for i in free), key=lambda m: m.last_call)
+        if strategy == "fewestcalls":
+            return min((self.members[i] for i in free), key=lambda m: m.calls_taken)
+        if strategy in ("rrmemory", "random"):
+            j = bisect.bisect_left(free, self.rr_next)
+            m = self.members[free[j % len(free)]]
+            self.rr_next = (m.index + 1) % len(self.members)
+            return m
+        return self.members[free[0]]
 
     def set_next_member(self, name: str) -> None:
         """Make ``name`` the member rrmemory tries next (used to line up with a recording)."""
@@ -118,8 +144,8 @@ class QueueState:
     def record_talk(self, seconds: int) -> None:
         self.talktime = (((self.talktime << 2) - self.talktime) + seconds) >> 2
 
-    def available(self, now: float) -> int:
-        return sum(1 for m in self.members if not m.busy and m.wrapup_until <= now)
+    def available(self, now: float = 0.0) -> int:
+        return len(self.free)
 
     # --- list-action renderings -------------------------------------------------
 
