@@ -199,10 +199,12 @@ def test_the_rate_needs_a_minimum_sample():
 
 
 def test_dialing_slows_as_the_rate_nears_the_target():
+    # The allowed marginal drop is the full 10 % up to half the target, then
+    # falls linearly to nothing at the target.
     counts = []
-    for drops in (0, 10, 20, 25, 29):
+    for drops, allowed in ((0, 0.10), (10, 0.10), (15, 0.10), (20, 0.10 / 1.5), (25, 0.10 / 3), (29, 0.10 / 15)):
         d = decide(busy_floor(drops_30d=drops, answered_30d=1000), PREDICTIVE)
-        assert d.allowed_drop == pytest.approx(0.12 * (1 - drops / 1000 / 0.03))
+        assert d.allowed_drop == pytest.approx(allowed)
         counts.append(d.calls)
     assert counts == sorted(counts, reverse=True)
     assert counts[0] > counts[-1]
