@@ -88,7 +88,8 @@ class ReplayServer:
     ``script`` maps an action name (any case) to the exchange whose replies
     are sent back, as ``(transcript, nth)``; ``users`` maps user names to
     secrets; ``deny`` maps a user name to action names answered with
-    ``Permission denied``. ``actions`` records every action received.
+    ``Permission denied``. ``after_login`` is sent after each successful
+    login (e.g. recorded events). ``actions`` records every action received.
     """
 
     def __init__(
@@ -99,12 +100,16 @@ class ReplayServer:
         users: dict[str, str] | None = None,
         deny: dict[str, set[str]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        auth_delay: float = 1.0,
+        after_login: bytes = b"",
     ) -> None:
         self.transcripts = transcripts
         self.script = {k.lower(): v for k, v in (script or {}).items()}
         self.users = users if users is not None else {"dialer": "dialerpass"}
         self.deny = {u: {a.lower() for a in acts} for u, acts in (deny or {}).items()}
         self.ssl_context = ssl_context
+        self.auth_delay = auth_delay  # Asterisk answers a bad login after about 1 s
+        self.after_login = after_login  # bytes sent right after a successful login
         self.port = 0
         self.actions: list[Message] = []
         self.logins = 0
@@ -214,12 +219,14 @@ class ReplayServer:
             else:
                 ok = user in self.users and self.users[user] == action.get("Secret")
             if not ok:
-                await trio.sleep(1.0)
+                await trio.sleep(self.auth_delay)
                 await self._reply(conn, self._login_bad, aid)
                 return False
             conn.user = user
             self.logins += 1
             await self._reply(conn, self._login_ok, aid)
+            if self.after_login:
+                await conn.send(self.after_login)
             return True
         if name == "logoff":
             await self._reply(conn, self._goodbye, aid)
