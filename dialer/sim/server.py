@@ -365,6 +365,11 @@ class SimAsterisk(FaultsMixin):
                     task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Listen on ``host:port`` (TLS with ``ssl_context``); report the bound port to ``nursery.start``."""
         listeners = await trio.open_tcp_listeners(port, host=host)
+        if port == 0 and len(listeners) > 1:
+            # A name with several addresses got a different free port on each: keep one.
+            for extra in listeners[1:]:
+                await extra.aclose()
+            listeners = listeners[:1]
         bound = listeners[0].socket.getsockname()[1]
         if ssl_context is not None:
             listeners = [trio.SSLListener(lst, ssl_context, https_compatible=False)

@@ -16,8 +16,12 @@ messages, so that it does not share the simulator's core):
   answered after 1 s, reach an agent, talk 10 s): events/s emitted and
   received, the reader's backlog at the end, and how late the scheduler ran
   timers (p50/max of a 10 ms probe).
-* ``concurrent``: ramp to ``--calls`` concurrent calls (talk 120 s), hold, and
-  measure RSS growth per call and timer lateness while they are all up.
+* ``concurrent``: ramp to ``--calls`` concurrent calls (250 Originates/s, talk
+  600 s), and measure timer lateness while they are all up.
+* ``memory``: Python heap (tracemalloc) per bridged call, 4 channels each.
+
+``sim_cpu_share`` is this process's CPU time over wall time; it includes the
+client that sends the Originates.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 
 import trio
+import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -62,11 +66,6 @@ while True:
         last = now
 print(json.dumps({"messages": n, "seconds": time.monotonic() - t0, "samples": samples}))
 """
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class Probe:
@@ -198,6 +197,13 @@ async def bench_baseline(seconds: float) -> dict:
 async def bench_rate(rate: float, seconds: float) -> dict:
     sim = SimAsterisk(parse_scenario(scenario(10, 100000)))
     probe = Probe(sim)
+    emitted_samples: list[tuple[float, int]] = []
+
+    async def sampler(t0: float) -> None:
+        while True:
+            emitted_samples.append((time.monotonic() - t0, sim.stats["events_emitted"]))
+            await trio.sleep(0.5)
+
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve, "127.0.0.1", 0)
         proc = await start_reader(port)
@@ -207,6 +213,7 @@ async def bench_rate(rate: float, seconds: float) -> dict:
         count: list = []
         t0 = time.monotonic()
         cpu0 = time.process_time()
+        nursery.start_soon(sampler, t0)
         await originator(port, rate, seconds, count)
         elapsed = time.monotonic() - t0
         cpu = time.process_time() - cpu0
@@ -219,16 +226,16 @@ async def bench_rate(rate: float, seconds: float) -> dict:
             s.close(flush=False)
         got = await finish_reader(proc)
         nursery.cancel_scope.cancel()
-    samples = got["samples"]
-    # Reader rate over the originate window (samples are reader-relative seconds).
-    in_window = [(t, n) for t, n in samples if t <= elapsed]
-    recv_rate = None
-    if len(in_window) >= 2:
-        (ta, na), (tb, nb) = in_window[len(in_window) // 4], in_window[-1]
-        recv_rate = round((nb - na) / (tb - ta)) if tb > ta else None
+    def steady(samples: list) -> int | None:
+        # The rate over the second half of the window, when calls also end.
+        pts = [(t, n) for t, n in samples if elapsed / 2 <= t <= elapsed]
+        if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
+            return None
+        return round((pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]))
+
     return {"bench": f"calls_rate_{int(rate)}", "originates": count[0] if count else 0,
             "seconds": round(elapsed, 2), "events_emitted": emitted,
-            "events_per_s": round(emitted / elapsed), "reader_events_per_s": recv_rate,
+            "events_per_s": steady(emitted_samples), "reader_events_per_s": steady(got["samples"]),
             "backlog_bytes_at_end": backlog, "slow_disconnects": st["slow_disconnects"],
             "calls_peak": peak, "sim_cpu_share": round(cpu / elapsed, 2), **probe.stats()}
 
@@ -240,8 +247,6 @@ async def bench_concurrent(calls: int, ramp_rate: float) -> dict:
         port = await nursery.start(sim.serve, "127.0.0.1", 0)
         proc = await start_reader(port)
         await wait_logged_in(sim, 1)
-        gc.collect()
-        rss0 = rss_bytes()
         count: list = []
         t0 = time.monotonic()
         await originator(port, ramp_rate, calls / ramp_rate, count)
@@ -256,8 +261,6 @@ async def bench_concurrent(calls: int, ramp_rate: float) -> dict:
         probe.start()
         await trio.sleep(3.0)
         probe.running = False
-        gc.collect()
-        rss1 = rss_bytes()
         st = sim.statistics()
         for s in list(sim.sessions.values()):
             s.close(flush=False)
@@ -265,21 +268,48 @@ async def bench_concurrent(calls: int, ramp_rate: float) -> dict:
         nursery.cancel_scope.cancel()
     n = st["calls_active"]
     return {"bench": "concurrent", "calls_active": n, "channels_active": st["channels_active"],
-            "ramp_seconds": round(ramp, 2), "rss_growth_mb": round((rss1 - rss0) / 2**20, 1),
-            "bytes_per_call": round((rss1 - rss0) / max(n, 1)),
-            "slow_disconnects": st["slow_disconnects"], **probe.stats()}
+            "ramp_seconds": round(ramp, 2), "slow_disconnects": st["slow_disconnects"], **probe.stats()}
+
+
+async def bench_memory(calls: int) -> dict:
+    """Python heap per bridged call (4 channels, timers, queue entry), under MockClock."""
+    import tracemalloc
+
+    from dialer.sim.calls import OriginateRequest
+
+    sim = SimAsterisk(parse_scenario(scenario(600, calls + 10)))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sim._run_scheduler)
+        await trio.sleep(0)
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.take_snapshot()
+        for i in range(calls):
+            sim.pbx.originate(OriginateRequest(
+                channel=f"Local/1555{i:07d}@carrier", context="dialer-connect", exten="s",
+                callerid=("Campaign", "15550001000"), variables=[("LEADID", str(i))],
+                action_id=f"m-{i}", channel_id=f"lead-{i}-a", other_channel_id=f"lead-{i}-b"))
+        await trio.sleep(5)
+        gc.collect()
+        snap = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        grown = sum(st.size_diff for st in snap.compare_to(base, "filename"))
+        n = sim.statistics()["calls_active"]
+        nursery.cancel_scope.cancel()
+    return {"bench": "memory", "calls_active": n, "heap_growth_mb": round(grown / 2**20, 2),
+            "bytes_per_call": round(grown / max(n, 1))}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rates", default="100,250,400")
     ap.add_argument("--calls", type=int, default=5000)
     ap.add_argument("--quick", action="store_true", help="one short run of each")
     args = ap.parse_args()
     if args.quick:
-        args.runs, args.seconds, args.rates, args.calls = 1, 3.0, "100", 1000
+        args.runs, args.seconds, args.rates, args.calls = 1, 14.0, "100", 1000
     results: dict[str, list[dict]] = {}
 
     def record(r: dict) -> None:
@@ -291,6 +321,7 @@ def main() -> None:
         for rate in [float(x) for x in args.rates.split(",")]:
             record(trio.run(bench_rate, rate, args.seconds))
         record(trio.run(bench_concurrent, args.calls, 250.0))
+        record(trio.run(bench_memory, args.calls, clock=trio.testing.MockClock(autojump_threshold=0)))
     for name, runs in results.items():
         summary = {"summary": name, "runs": len(runs)}
         for k, v in runs[0].items():
