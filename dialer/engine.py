@@ -182,6 +182,8 @@ class Engine:
         engine_id: str | None = None,
         connect: Callable[..., Any] | None = None,
         on_progress: Callable[["Engine"], None] | None = None,
+        db_thread: bool = True,
+        epoch: float | None = None,
     ) -> None:
         self.sessions = sessions
         self.settings = settings or EngineSettings()
@@ -189,6 +191,10 @@ class Engine:
         self.until_done = until_done
         self.engine_id = engine_id or new_engine_id()
         self.on_progress = on_progress
+        # Database work runs in a worker thread; tests under trio's MockClock run
+        # it inline instead, since the mock clock jumps while a thread works.
+        self.db_thread = db_thread
+        self._epoch = epoch
         self.tracker = CallTracker(drop_after=self.settings.drop_after)
         self.agents = AgentBoard()
         self.runs: dict[int, CampaignRun] = {}
@@ -218,6 +224,9 @@ class Engine:
             with self.sessions.begin() as session:
                 return fn(session, *args)
 
+        if not self.db_thread:
+            await trio.lowlevel.checkpoint()
+            return unit()
         return await trio.to_thread.run_sync(unit, limiter=self._db_limiter)
 
     def _poke(self) -> None:
@@ -231,7 +240,7 @@ class Engine:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Dial until cancelled, or (``until_done``) until the campaigns are finished."""
-        self.clock = EngineClock(self.settings.speed)
+        self.clock = EngineClock(self.settings.speed, epoch=self._epoch)
         self.pool = AMIPool(self._servers, now=trio.current_time(), **self._pool_kwargs)
         await self._load_campaigns()
         try:
@@ -365,6 +374,7 @@ class Engine:
             if stats:
                 abandon = {c.id: _abandon_figures(session, c.id, now) for c in campaigns
                            if c.state == CampaignState.RUNNING.value}
+            session.flush()
             for c in campaigns:
                 session.expunge(c)
             return campaigns, abandon, orphans

@@ -186,7 +186,9 @@ class AMIPool:
             ami = await stack.enter_async_context(self._connect(
                 config.host, config.port,
                 username=config.username, secret=config.read_secret(),
-                ssl_context=ssl_context_for(config), server_hostname=config.host,
+                ssl_context=ssl_context_for(config),
+                server_hostname=getattr(config, "server_hostname", None) or config.host,
+                md5=getattr(config, "md5", False),
                 name=member.name, events=False, require_initial=False,
                 action_timeout=self._action_timeout, ping_interval=self._ping_interval,
                 backoff_initial=self._backoff[0], backoff_max=self._backoff[1],

@@ -1,0 +1,84 @@
+"""Running the engine against the simulated Asterisk inside one trio run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+
+import sqlalchemy as sa
+import trio
+
+from dialer import control, db
+from dialer.campaigns import create_campaign
+from dialer.config import AMIServerConfig
+from dialer.engine import Engine, EngineSettings
+from dialer.models import Lead
+from dialer.sim import SimAsterisk
+
+SECRET_ENV = "DIALER_TEST_AMI_SECRET"
+# A Wednesday at 16:00 UTC: inside the calling window in every US zone but Hawaii.
+BUSINESS_HOURS = dt.datetime(2026, 11, 25, 16, 0, tzinfo=dt.UTC).timestamp()
+
+
+def server(port: int, *, name="pbx1", connections=2, rate=50.0, burst=5, max_in_flight=500):
+    return AMIServerConfig(
+        name=name, host="127.0.0.1", port=port, username="dialer", secret_env=SECRET_ENV,
+        connections=connections, originate_rate=rate, burst=burst, max_in_flight=max_in_flight,
+    )
+
+
+def numbers(count: int, prefix: str = "+1212555") -> list[str]:
+    """Valid New York numbers whose last digits run 0..9 in turn."""
+    return [f"{prefix}{1000 + i:04d}" for i in range(count)]
+
+
+def make_campaign(sessions, name="spring", phones=(), *, state="running",
+                  tz="America/New_York", **settings):
+    settings.setdefault("channel", "Local/{digits}@carrier")
+    settings.setdefault("context", "dialer-connect")
+    settings.setdefault("queue", "agents")
+    settings.setdefault("max_attempts", 1)
+    with sessions.begin() as s:
+        c = create_campaign(s, name, **settings)
+        c.state = state
+        s.flush()
+        s.add_all(
+            Lead(campaign_id=c.id, phone_e164=p, timezone=tz, state="new",
+                 next_attempt_at=dt.datetime(2026, 1, 1))
+            for p in phones
+        )
+    return c
+
+
+def originates(sim: SimAsterisk) -> list[tuple[int, float, object]]:
+    """(connection id, trio time, message) of every Originate the sim received."""
+    out = []
+    for conn, items in sim.received.items():
+        out += [(conn, t, m) for t, m in items if m.name == "Originate"]
+    return sorted(out, key=lambda x: x[1])
+
+
+def max_in_window(times, width=1.0) -> int:
+    best, window = 0, deque()
+    for t in sorted(times):
+        window.append(t)
+        while window[0] + width <= t:
+            window.popleft()
+        best = max(best, len(window))
+    return best
+
+
+def new_engine(sessions, servers, **kwargs) -> Engine:
+    settings = kwargs.pop("settings", None) or EngineSettings(lease=30.0)
+    return Engine(sessions, servers, settings=settings, db_thread=False, **kwargs)
+
+
+def lead_dispositions(sessions) -> dict[str, tuple[str, str | None]]:
+    with sessions.begin() as s:
+        return {l.phone_e164: (l.state, l.last_disposition) for l in s.scalars(sa.select(Lead))}
+
+
+__all__ = [
+    "BUSINESS_HOURS", "SECRET_ENV", "server", "numbers", "make_campaign", "originates",
+    "max_in_window", "new_engine", "lead_dispositions", "control", "db", "trio",
+]
