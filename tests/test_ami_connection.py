@@ -426,3 +426,24 @@ async def test_secret_never_logged_or_shown(server, caplog, autojump_clock):
     assert SECRET not in shown and "s3cr3t-wrong" not in shown
     assert SECRET not in caplog.text and "s3cr3t-wrong" not in caplog.text
     assert "pbx1" in caplog.text  # the logs did say something
+
+
+async def test_block_that_fails_at_once_still_logs_off(server):
+    with pytest.raises(ExceptionGroup) as info:
+        async with connect(server):
+            raise ValueError("boom")
+    assert info.group_contains(ValueError)
+    assert [a.name for a in server.actions] == ["Login", "Logoff"]
+    with trio.fail_after(5):
+        while server.active:
+            await trio.sleep(0.01)
+
+
+async def test_subscription_at_block_start_sees_events_right_after_login(nursery):
+    srv = make_server(after_login=b"Event: UserEvent\r\nUserEvent: Early\r\n\r\n")
+    await nursery.start(srv.serve)
+    async with connect(srv) as ami:
+        async with ami.subscribe() as events:
+            assert await next_state(events) == ConnectionStateChanged(up=True, generation=1)
+            first, second = await events.receive(), await events.receive()
+            assert (first.name, second.name, second["UserEvent"]) == ("FullyBooted", "UserEvent", "Early")

@@ -32,6 +32,9 @@ How it behaves:
 * Events carrying the ActionID of a pending :meth:`~AMIConnection.list_action`
   are that action's answer and are not published. Everything else (including
   an ``OriginateResponse`` that carries an Originate's ActionID) is.
+* A subscription made at the start of the ``async with`` block, before any
+  other ``await``, sees every event after the login (events that arrive
+  while nobody is subscribed are counted, not kept).
 * Subscribers also get :class:`ConnectionStateChanged` notices: ``up=True``
   with a new ``generation`` after each login, ``up=False`` when a connection
   drops; events between the two of a generation arrived on one TCP connection
@@ -599,9 +602,14 @@ class AMIConnection:
         """Owns the TCP connections: serve one, reconnect with backoff, repeat."""
         attempt = 0
         try:
-            while not self._closing:
+            while True:
+                announce = True
                 if self._initial is not None:
+                    # Served even when closing already: it carries the Logoff.
                     conn, self._initial = self._initial, None
+                    announce = False
+                elif self._closing:
+                    return
                 else:
                     try:
                         conn = await self._connect_and_login()
@@ -623,7 +631,7 @@ class AMIConnection:
                         self._stats.reconnects += 1
                 attempt = 0
                 self._stats.connects += 1
-                await self._serve(*conn)
+                await self._serve(*conn, announce=announce)
                 if self._closing:
                     return
                 if not self.reconnect:
@@ -636,18 +644,30 @@ class AMIConnection:
             self._set_state()
             self._close_subscribers()
 
-    async def _serve(self, stream: trio.abc.Stream, parser: AMIParser, early: list[Message]) -> None:
+    def _activate(self, stream: trio.abc.Stream) -> None:
+        """Mark a freshly logged-in connection as the current one (no checkpoint)."""
         self._generation += 1
-        generation = self._generation
         self._stream = stream
         self._drop_reason = None
         self._last_rx = trio.current_time()
         self._connected = True
         self._set_state()
-        log.info("%s: logged in as %s (generation %d)", self.where, self.username, generation)
+        log.info(
+            "%s: logged in as %s (generation %d)", self.where, self.username, self._generation
+        )
+
+    async def _serve(
+        self, stream: trio.abc.Stream, parser: AMIParser, early: list[Message],
+        *, announce: bool = True,
+    ) -> None:
+        if self._stream is not stream:
+            self._activate(stream)
+        generation = self._generation
         reason = "connection closed"
         try:
-            await self._publish(ConnectionStateChanged(up=True, generation=generation))
+            if announce:
+                # (The first connection's subscribers got this notice from subscribe().)
+                await self._publish(ConnectionStateChanged(up=True, generation=generation))
             with trio.CancelScope() as scope:
                 self._conn_scope = scope
                 try:
@@ -817,11 +837,12 @@ async def open_ami(
             ami._stats.connect_failures += 1
             ami._stats.last_error = str(exc)
             raise
+        # Connected before the block starts and before the reader runs, so a
+        # subscription made first thing in the block sees every event.
+        ami._activate(ami._initial[0])
     async with trio.open_nursery() as nursery:
         nursery.start_soon(ami._supervise)
         try:
-            if require_initial:
-                await ami.wait_connected()
             yield ami
         finally:
             with trio.CancelScope(shield=True):
