@@ -1,0 +1,196 @@
+"""End to end over loopback TCP: a trio client receiving a flood of AMI events.
+
+Usage: .venv/bin/python tests/bench/bench_ami_flood.py [--runs N] [--events N]
+
+A server in a separate process logs the client in and then writes a
+realistic event mix (the one of bench_ami_parse.py) as fast as the socket
+takes it. Modes, each run in the same process one after the other:
+
+* ``open_ami``: dialer.ami.connection.open_ami, one subscriber (bounded
+  channel, backpressure) reading every event and its name;
+* ``naive_trio``: a bare trio loop, ``receive_some`` + ``split(b"\\r\\n\\r\\n", 1)``
+  + a dict of every header (the baseline).
+
+Prints one JSON object per run and mode (events/s, MB/s, client CPU seconds
+and CPU microseconds per event, from ``time.process_time`` of the client
+process only), then the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
+
+import trio  # noqa: E402
+
+from bench_ami_parse import make_stream  # noqa: E402
+from dialer.ami.connection import open_ami  # noqa: E402
+
+
+def serve(port_file: str, events: int) -> None:
+    """The flooding server (runs in its own process): one client per mode and run."""
+    stream = make_stream(events)
+    banner, body = stream.split(b"\r\n", 1)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    Path(port_file).write_text(str(listener.getsockname()[1]))
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(banner + b"\r\n")
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            if not buf:
+                continue
+            if buf.startswith(b"QUIT"):
+                return
+            aid = b""
+            for line in buf.split(b"\r\n"):
+                if line.lower().startswith(b"actionid:"):
+                    aid = line.split(b":", 1)[1].strip()
+            conn.sendall(
+                b"Response: Success\r\nActionID: " + aid
+                + b"\r\nMessage: Authentication accepted\r\n\r\n"
+            )
+            conn.sendall(body)
+            conn.settimeout(30)
+            try:
+                rest = conn.recv(65536)  # Logoff, or the client closing
+                if rest:
+                    aid = b""
+                    for line in rest.split(b"\r\n"):
+                        if line.lower().startswith(b"actionid:"):
+                            aid = line.split(b":", 1)[1].strip()
+                    conn.sendall(b"Response: Goodbye\r\nActionID: " + aid + b"\r\n\r\n")
+            except OSError:
+                pass
+
+
+async def run_open_ami(port: int, events: int) -> tuple[float, float, int]:
+    async with open_ami(
+        "127.0.0.1", port, username="bench", secret="bench", ping_interval=None
+    ) as ami:
+        async with ami.subscribe(max_buffer=10_000) as channel:
+            count = 0
+            names: dict[str | None, int] = {}
+            cpu0, t0 = time.process_time(), time.perf_counter()
+            async for item in channel:
+                name = getattr(item, "name", None)
+                if name is None:
+                    continue
+                names[name] = names.get(name, 0) + 1
+                count += 1
+                if count == events:
+                    break
+            cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        received = ami.statistics().bytes_in
+    return wall, cpu, received
+
+
+async def run_naive(port: int, events: int) -> tuple[float, float, int]:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        buf = b""
+        while b"\r\n" not in buf:
+            buf += await stream.receive_some(65536)
+        buf = buf.split(b"\r\n", 1)[1]
+        await stream.send_all(b"Action: Login\r\nActionID: l1\r\nUsername: b\r\nSecret: b\r\n\r\n")
+        count = -1  # the login response
+        received = 0
+        names: dict[str | None, int] = {}
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        while count < events:
+            data = await stream.receive_some(65536)
+            received += len(data)
+            buf += data
+            while b"\r\n\r\n" in buf:
+                msg, buf = buf.split(b"\r\n\r\n", 1)
+                headers = {}
+                for line in msg.decode("utf-8", "replace").split("\r\n"):
+                    key, _, value = line.partition(": ")
+                    headers.setdefault(key, value)
+                name = headers.get("Event")
+                names[name] = names.get(name, 0) + 1
+                count += 1
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+        await stream.send_all(b"Action: Logoff\r\nActionID: l2\r\n\r\n")
+    return wall, cpu, received
+
+
+MODES = {"open_ami": run_open_ami, "naive_trio": run_naive}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--serve", metavar="PORT_FILE", help=argparse.SUPPRESS)
+    opts = ap.parse_args()
+    if opts.serve:
+        serve(opts.serve, opts.events)
+        return
+    port_file = Path(f"/tmp/bench_ami_flood.{time.time_ns()}.port")
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(port_file), "--events", str(opts.events)]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("flood server did not start")
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        results: dict[str, list[dict]] = {m: [] for m in MODES}
+        for run in range(opts.runs):
+            for mode, fn in MODES.items():
+                wall, cpu, received = trio.run(fn, port, opts.events)
+                row = {
+                    "run": run, "mode": mode, "events": opts.events,
+                    "events_per_s": round(opts.events / wall),
+                    "mb_per_s": round(received / wall / 1e6, 1),
+                    "client_cpu_s": round(cpu, 3),
+                    "cpu_us_per_event": round(cpu / opts.events * 1e6, 2),
+                    "cpu_share": round(cpu / wall, 2),
+                }
+                results[mode].append(row)
+                print(json.dumps(row), flush=True)
+        summary = {"summary": "median", "runs": opts.runs, "events": opts.events}
+        for mode, rows in results.items():
+            for key in ("events_per_s", "mb_per_s", "cpu_us_per_event", "cpu_share"):
+                summary[f"{mode}_{key}"] = statistics.median(r[key] for r in rows)
+        summary["open_ami_vs_naive_events_per_s"] = round(
+            summary["open_ami_events_per_s"] / summary["naive_trio_events_per_s"], 2
+        )
+        print(json.dumps(summary), flush=True)
+    finally:
+        try:
+            with socket.create_connection(("127.0.0.1", int(port_file.read_text())), timeout=5) as s:
+                s.recv(100)
+                s.sendall(b"QUIT\r\n\r\n")
+        except (OSError, ValueError):
+            pass
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        port_file.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
