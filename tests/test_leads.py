@@ -365,3 +365,37 @@ def test_leads_load_as_subprocess(tmp_path):
     )
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"dialer: {REPO / 'pyproject.toml'}: line 1: no 'phone' column")
+
+
+def test_custom_fields_keep_any_text(sessions, spring, tmp_path):
+    path = write(
+        tmp_path / "custom.csv",
+        'phone,"50% off",note\n4155550100,yes,"he said ""hi"" \\ ü ☎"\n4155550101,,\n',
+    )
+    load(sessions, path)
+    got = {r.phone_e164: r.custom for r in leads(sessions)}
+    assert got == {
+        "+14155550100": {"50% off": "yes", "note": 'he said "hi" \\ ü ☎'},
+        "+14155550101": {"50% off": "", "note": ""},
+    }
+
+
+def test_single_custom_column(sessions, spring, tmp_path):
+    load(sessions, write(tmp_path / "one.csv", "account,phone\nA-1,4155550100\n"))
+    [lead] = leads(sessions)
+    assert lead.custom == {"account": "A-1"}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_load_shows_a_progress_bar_on_a_terminal(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_cli("campaign", "create", "spring", "--db", sqlite_url)
+    out, err = io.StringIO(), _Terminal()
+    status = main(["leads", "load", str(SAMPLE), "--campaign", "spring", "--db", sqlite_url], out, err)
+    assert status == 0
+    assert "200 loaded" in out.getvalue()
+    assert "loading" in err.getvalue()

@@ -34,7 +34,7 @@ AREA_CODES = sorted(phones._nanp_key_lengths())
 FORMATS = ["{a}{b}{c}", "({a}) {b}-{c}", "{a}-{b}-{c}", "{a}.{b}.{c}", "+1 {a} {b} {c}", "1{a}{b}{c}", "+1{a}{b}{c}"]
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(
     area=st.one_of(st.sampled_from(AREA_CODES), st.from_regex(r"\A[0-9]{3}\Z")),
     exchange=st.from_regex(r"\A[0-9]{3}\Z"),

@@ -17,6 +17,7 @@ import csv
 import datetime as dt
 import io
 import json
+import operator
 import os
 import re
 import time
@@ -439,11 +440,16 @@ class _Load:
         campaign_id = self.campaign.id
         load_time = self.sql.load_time
         source = self.source
-        # Custom fields as a JSON object, written directly: '{"a":' + value + ',"b":' ...
+        # Custom fields as a JSON object, formatted directly: '{"a":%s,"b":%s}'
+        # with each value quoted by json's own (C) string encoder.
         quote = json.encoder.encode_basestring_ascii
-        custom_parts = [
-            (("{" if n == 0 else ",") + quote(name) + ":", i) for n, (name, i) in enumerate(custom)
-        ]
+        custom_format = (
+            "{" + ",".join(quote(name).replace("%", "%%") + ":%s" for name, _ in custom) + "}"
+        )
+        custom_values = operator.itemgetter(*[i for _, i in custom]) if custom else None
+        if len(custom) == 1:
+            single = custom_values
+            custom_values = lambda row: (single(row),)  # noqa: E731 - itemgetter of one is not a tuple
         new_state = LeadState.NEW.value
         sep = ","  # joins fields for one search; not a bad character itself
         batch_rejects = self.batch_rejects
@@ -525,7 +531,7 @@ class _Load:
                     priority,
                     0,
                     load_time,
-                    "".join([part + quote(row[i]) for part, i in custom_parts]) + "}" if custom else None,
+                    custom_format % tuple(map(quote, custom_values(row))) if custom else None,
                     source,
                     this_line,
                     load_time,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 import zoneinfo
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
@@ -47,8 +47,7 @@ class InvalidTimezone(ValueError):
     """The text is not an IANA time zone key; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Phone:
+class Phone(NamedTuple):
     e164: str
     # IANA zone keys, sorted and '|'-joined (several when the number spans zones).
     timezone: str | None

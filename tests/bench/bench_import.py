@@ -22,8 +22,8 @@ import csv
 import json
 import os
 import random
-import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -147,6 +147,16 @@ def baseline_core_insert(tmp: Path, n: int) -> dict:
 # --- One import (in its own process) --------------------------------------------------
 
 
+def _proc_status_mb(field: str) -> float:
+    # /proc's figures belong to this process image alone (ru_maxrss would
+    # include the parent's memory from before exec).
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def child(db_url: str, path: str, rejects: str) -> None:
     from dialer import db
     from dialer.campaigns import create_campaign
@@ -157,16 +167,22 @@ def child(db_url: str, path: str, rejects: str) -> None:
     sessions = db.session_factory(engine)
     with sessions.begin() as s:
         create_campaign(s, "bench")
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = _proc_status_mb("VmRSS")
+    # RSS at each tenth of the file: flat memory means these stop growing.
+    samples: list[float] = []
+
+    def progress(done: int, total: int) -> None:
+        if done * 10 >= total * (len(samples) + 1):
+            samples.append(round(_proc_status_mb("VmRSS"), 1))
+
     started = time.perf_counter()
     with sessions.begin() as s:
-        result = import_leads(s, "bench", path, rejects=rejects)
+        result = import_leads(s, "bench", path, rejects=rejects, progress=progress)
     seconds = time.perf_counter() - started  # includes the commit
     engine.dispose()
     print(json.dumps({
         "rows": result.rows, "loaded": result.loaded, "rejected": result.rejected, "seconds": seconds,
-        "rss_before_mb": rss_before / 1024,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": rss_before, "peak_rss_mb": _proc_status_mb("VmHWM"), "rss_by_tenth_mb": samples,
     }))
 
 
@@ -184,6 +200,7 @@ def run_import(db_kind: str, db_url: str, path: Path, tmp: Path) -> dict:
         "rows_per_s": round(out["rows"] / out["seconds"]),
         "peak_rss_mb": round(out["peak_rss_mb"], 1),
         "rss_before_import_mb": round(out["rss_before_mb"], 1),
+        "rss_by_tenth_mb": out["rss_by_tenth_mb"],
     }
 
 
@@ -231,6 +248,8 @@ def fresh_pg_database(admin_url: str, name: str) -> str:
 
 
 def main() -> None:
+    # A terminated benchmark still stops its PostgreSQL and removes its files.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:5])
         return
