@@ -20,6 +20,18 @@ SECRET_ENV = "DIALER_TEST_AMI_SECRET"
 BUSINESS_HOURS = dt.datetime(2026, 11, 25, 16, 0, tzinfo=dt.UTC).timestamp()
 
 
+def business_zone(now: dt.datetime | None = None) -> str:
+    """A fixed-offset IANA zone where it is about noon right now, for tests whose
+    engines run on the real clock: their leads are inside the calling window
+    whatever the time of day the tests run."""
+    now = now or dt.datetime.now(dt.UTC)
+    offset = 12 - now.hour  # -11 .. 12
+    if offset == 0:
+        return "Etc/GMT"
+    # POSIX-style names: Etc/GMT-5 is five hours ahead of UTC.
+    return f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
 def server(port: int, *, name="pbx1", connections=2, rate=50.0, burst=5, max_in_flight=500):
     return AMIServerConfig(
         name=name, host="127.0.0.1", port=port, username="dialer", secret_env=SECRET_ENV,

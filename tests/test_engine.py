@@ -178,3 +178,14 @@ async def test_dropped_connection_keeps_dialing_on_the_others_and_resends_nothin
             expected = BY_DIGIT[phone[-1]] | ({"connected"} if phone[-1] in "0123479" else set())
             assert disposition in expected, (phone, disposition)
     assert engine.counters["reconciled"] > 0
+
+
+def test_business_zone_is_inside_the_window_at_every_hour():
+    from zoneinfo import ZoneInfo
+
+    from tests.engine_harness import business_zone
+
+    for hour in range(24):
+        now = dt.datetime(2026, 11, 26, hour, 30, tzinfo=dt.UTC)
+        local = now.astimezone(ZoneInfo(business_zone(now)))
+        assert 11 <= local.hour <= 13, (hour, local)
