@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dialer.errors import UserError
-from dialer.leads.importer import LeadFileError, _parse_header, SNIFF_BYTES
+from dialer.leads.importer import SNIFF_BYTES, LeadFileError, parse_header
 from dialer.leads.phones import InvalidPhone, PhoneNormalizer
 from dialer.models import DncNumber, Lead, LeadState, utcnow
 
@@ -198,7 +198,7 @@ def load_dnc(
         raise LeadFileError(f"{source}: not a list of numbers (binary data)")
     first_line = sample.lstrip(b"\xef\xbb\xbf").splitlines()[0].decode("utf-8", "replace")
     plain = _looks_like_number(first_line, normalizer)
-    header = None if plain else _parse_header(sample, source)
+    header = None if plain else parse_header(sample, source)
 
     now = (now or utcnow()).replace(tzinfo=None)
     result = DncLoadResult(source=source)

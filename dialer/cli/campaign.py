@@ -7,7 +7,6 @@ import json
 
 from dialer import campaigns
 from dialer.cli.db import unit_of_work
-from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:

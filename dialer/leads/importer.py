@@ -22,7 +22,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -89,7 +89,6 @@ class ImportResult:
     dnc: int = 0
     seconds: float = 0.0
     rejects_path: str | None = None
-    reasons: dict[str, int] = field(default_factory=dict)
 
     @property
     def rejected(self) -> int:
@@ -131,10 +130,11 @@ def read_header(path: str | os.PathLike, source: str | None = None) -> Header:
         raise LeadFileError(f"{source}: is a directory, not a CSV file") from None
     except OSError as exc:
         raise LeadFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    return _parse_header(sample, source)
+    return parse_header(sample, source)
 
 
-def _parse_header(sample: bytes, source: str) -> Header:
+def parse_header(sample: bytes, source: str) -> Header:
+    """Check the first bytes of a file and read its CSV header (see :func:`read_header`)."""
     if not sample.strip():
         raise LeadFileError(f"{source}: empty file, expected a CSV header row with a 'phone' column")
     if b"\x00" in sample:
@@ -417,8 +417,6 @@ class _Load:
     def reject(self, kind: str, line: int, reason: str, row: list[str]) -> None:
         result = self.result
         setattr(result, kind, getattr(result, kind) + 1)
-        label = reason.split(":", 1)[0] if kind == "invalid" else kind
-        result.reasons[label] = result.reasons.get(label, 0) + 1
         self.batch_rejects.append((line, reason, row))
 
     def run(self, reader) -> None:

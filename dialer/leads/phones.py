@@ -15,12 +15,11 @@ number. Everything else goes through ``phonenumbers.parse``.
 from __future__ import annotations
 
 import functools
-import re
 import zoneinfo
 from typing import NamedTuple
 
 import phonenumbers
-from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from phonenumbers import PhoneNumberFormat
 from phonenumbers import timezone as pn_timezone
 
 __all__ = [
@@ -270,11 +269,3 @@ class PhoneNormalizer:
             phonenumbers.format_number(numobj, PhoneNumberFormat.E164),
             _zones_of(numobj),
         )
-
-    def number_type(self, e164: str) -> int:
-        """phonenumbers' number type of an E.164 number (for reports and tests)."""
-        return phonenumbers.number_type(phonenumbers.parse(e164))
-
-
-# Re-exported for callers that want to name a type.
-NumberType = PhoneNumberType
