@@ -441,6 +441,13 @@ async def run_recording(name: str):
     return meta, rec, result, sim
 
 
+TIMED = [
+    ("OriginateResponse", lambda m: isinstance(m, Message) and m.name == "OriginateResponse"),
+    ("last Hangup", lambda m: isinstance(m, Message) and m.name == "Hangup"),
+    ("last response", lambda m: isinstance(m, Message) and m.kind == "response"),
+]
+
+
 @pytest.mark.parametrize("name", [n for n in RECORDINGS if n != "originate-burst-20"])
 def test_recording_replayed(name):
     meta, rec, result, sim = trio.run(
@@ -451,6 +458,16 @@ def test_recording_replayed(name):
     assert sorted(got.missing) == sorted(known.get("missing", []))
     assert sorted(got.extra) == sorted(known.get("extra", []))
     assert got.moved == known.get("moved", [])
+    # The same timing: each OriginateResponse and the last Hangup arrive when they did
+    # in the recording (the recorded times are real-clock times, hence 50 ms of tolerance).
+    rec_times = [r["t"] for r in meta["received"]]
+    assert len(rec_times) == len(rec)
+    for label, pick in TIMED:
+        want = [t for m, t in zip(rec, rec_times) if pick(m)]
+        got_t = [t for m, t in zip(result.messages, result.times) if pick(m)]
+        if want:
+            assert got_t, label
+            assert got_t[-1] == pytest.approx(want[-1], abs=0.05), label
     # Same ending: the server closes where the recording's server did.
     if meta.get("server_closed_at") is not None:
         assert result.closed_at is not None
