@@ -498,3 +498,42 @@ async def test_received_and_statistics(sim_port, autojump_clock):
     assert st["events_emitted"] == st["events_delivered"] > 100
     assert st["connections"] == st["connections_active"] == 1
     assert not math.isnan(st["bytes_sent"]) and st["bytes_sent"] > 0
+
+
+async def test_serve_sim_convenience(nursery, autojump_clock):
+    import functools
+
+    from dialer.sim import serve_sim
+
+    sim = SimAsterisk(parse_scenario("[queue]\nagents = 1\n"), speed=2)
+    port = await nursery.start(functools.partial(serve_sim, host="127.0.0.1", port=0, sim=sim))
+    assert port == sim.port
+    c = await Client.connect(port)
+    await c.login()
+    t0 = trio.current_time()
+    await c.originate("15551230000", "o")
+    await c.event("OriginateResponse")
+    assert trio.current_time() - t0 == pytest.approx(0.5)
+    other = await nursery.start(functools.partial(serve_sim, port=0, speed=4))
+    d = await Client.connect(other)
+    assert (await d.login())["Response"] == "Success"
+
+
+async def test_hangup_by_regex_and_by_carrier_leg(sim_port, autojump_clock):
+    sim, port = sim_port
+    c = await Client.connect(port)
+    await c.login()
+    await c.originate("15551230006", "a")
+    await c.originate("15551240006", "b")
+    await c.send("Hangup", ("Channel", "/^Local/1555124.*;1$/"), action_id="h")
+    assert (await c.response("h"))["Message"] == "Channel Hungup"
+    r = await c.event("OriginateResponse")
+    assert (r.action_id, r["Reason"]) == ("b", "0")
+    (leg2,) = [n for n in sim.channels if n.startswith("Local/15551230006") and n.endswith(";2")]
+    await c.send("Hangup", ("Channel", leg2), ("Cause", "21"), action_id="h2")
+    r = await c.event("OriginateResponse")
+    assert (r.action_id, r["Reason"]) == ("a", "0")
+    h = await c.event("Hangup")
+    assert (h["Cause"], h["Cause-txt"]) == ("21", "Call Rejected")
+    await c.drain(0.1)
+    assert not sim.channels
