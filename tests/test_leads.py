@@ -398,3 +398,25 @@ def test_cli_load_shows_a_progress_bar_on_a_terminal(sqlite_url, tmp_path, monke
     assert status == 0
     assert "200 loaded" in out.getvalue()
     assert "loading" in err.getvalue()
+
+
+def test_a_database_error_while_storing_fails_the_load_and_keeps_nothing(sqlite_url, tmp_path):
+    from dialer import db
+
+    engine = db.create_engine(sqlite_url)
+    sessions = db.session_factory(engine)
+    with sessions.begin() as s:
+        campaigns.create_campaign(s, "spring")
+        import_leads(s, "spring", SAMPLE)
+        s.execute(sa.text(
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON leads WHEN NEW.phone_e164 = '+14155550230'"
+            " BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END"
+        ))
+    before = {(r.id, r.state) for r in leads(sessions)}
+    rows = "".join(f"41555502{i:02d},N,L,,CA,1,0,x\n" for i in range(60))
+    path = write(tmp_path / "many.csv", HEADER + rows)
+    with pytest.raises(sa.exc.DBAPIError, match="refused by trigger"):
+        load(sessions, path, rejects=tmp_path / "r.csv", batch_size=7)
+    assert {(r.id, r.state) for r in leads(sessions)} == before
+    assert not (tmp_path / "r.csv").exists()
+    engine.dispose()

@@ -19,7 +19,9 @@ import io
 import json
 import operator
 import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -381,7 +383,8 @@ def import_leads(
                 sql=sql, campaign=campaign, header=header, source=source,
                 normalizer=normalizer, load_time=load_time, batch_size=batch_size,
                 rejects=rejects_out, result=result,
-                progress=(lambda: progress(raw.tell(), total_bytes)) if progress else None,
+                position=raw.tell,
+                progress=(lambda done: progress(done, total_bytes)) if progress else None,
             ).run(reader)
         failed = False
     finally:
@@ -396,10 +399,17 @@ def import_leads(
 
 
 class _Load:
-    """One load's state: the current batch and its rejects."""
+    """One load: rows are parsed here while a writer thread stores the batch before.
+
+    The writer checks each batch against the database (do-not-call list,
+    leads already in the campaign, including earlier batches of this file),
+    inserts it and writes its rejects, while the next batch is being parsed:
+    the database drivers release the GIL while the database works. The queue
+    between the two holds one batch, so memory stays bounded.
+    """
 
     def __init__(self, *, sql, campaign, header, source, normalizer, load_time,
-                 batch_size, rejects, result, progress) -> None:
+                 batch_size, rejects, result, position, progress) -> None:
         self.sql = sql
         self.campaign = campaign
         self.header = header
@@ -409,17 +419,50 @@ class _Load:
         self.batch_size = batch_size
         self.rejects = rejects
         self.result = result
+        self.position = position
         self.progress = progress
-        # phone -> (line, row values for the insert, raw row)
-        self.batch: dict[str, tuple[int, tuple, list[str]]] = {}
-        self.batch_rejects: list[tuple[int, str, list[str]]] = []
+        # Counts kept apart per thread, added up at the end.
+        self.parse_counts = {"invalid": 0, "duplicate": 0}
+        self.write_counts = {"loaded": 0, "duplicate": 0, "dnc": 0}
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.writer_error: BaseException | None = None
 
-    def reject(self, kind: str, line: int, reason: str, row: list[str]) -> None:
-        result = self.result
-        setattr(result, kind, getattr(result, kind) + 1)
-        self.batch_rejects.append((line, reason, row))
+    # --- the writer thread ---
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.writer_error is not None:
+                continue  # drain after a failure; the parser stops at its next batch
+            try:
+                self.flush(*item)
+            except BaseException as exc:  # handed to the parsing thread
+                self.writer_error = exc
+
+    def _submit(self, batch, batch_rejects) -> None:
+        if self.writer_error is not None:
+            raise self.writer_error
+        self.queue.put((batch, batch_rejects, self.position()))
 
     def run(self, reader) -> None:
+        writer = threading.Thread(target=self._write_loop, name="lead-load-writer", daemon=True)
+        writer.start()
+        try:
+            self._parse(reader)
+        finally:
+            self.queue.put(None)
+            writer.join()
+        if self.writer_error is not None:
+            raise self.writer_error
+        result = self.result
+        result.invalid = self.parse_counts["invalid"]
+        result.duplicate = self.parse_counts["duplicate"] + self.write_counts["duplicate"]
+        result.dnc = self.write_counts["dnc"]
+        result.loaded = self.write_counts["loaded"]
+
+    def _parse(self, reader) -> None:
         header = self.header
         ncols = len(header.names)
         cols = header.columns
@@ -433,8 +476,15 @@ class _Load:
         custom = header.custom
         normalize = self.normalizer.normalize
         bad_chars = _BAD_CHARS.search
-        batch = self.batch
-        reject = self.reject
+        counts = self.parse_counts
+        # phone -> (line, row values for the insert, raw row)
+        batch: dict[str, tuple[int, tuple, list[str]]] = {}
+        batch_rejects: list[tuple[int, str, list[str]]] = []
+
+        def reject(kind: str, line: int, reason: str, row: list[str]) -> None:
+            counts[kind] += 1
+            batch_rejects.append((line, reason, row))
+
         campaign_id = self.campaign.id
         load_time = self.sql.load_time
         source = self.source
@@ -450,8 +500,8 @@ class _Load:
             custom_values = lambda row: (single(row),)  # noqa: E731 - itemgetter of one is not a tuple
         new_state = LeadState.NEW.value
         sep = ","  # joins fields for one search; not a bad character itself
-        batch_rejects = self.batch_rejects
         batch_size = self.batch_size
+        rows_read = 0
 
         previous_limit = csv.field_size_limit(FIELD_LIMIT)
         try:
@@ -468,9 +518,10 @@ class _Load:
                 this_line, line = line, reader.line_num + 1
                 if not row:
                     continue  # a blank line
-                self.result.rows += 1
-                if len(batch_rejects) >= batch_size:
-                    self.flush()
+                rows_read += 1
+                if len(batch) + len(batch_rejects) >= batch_size:
+                    self._submit(batch, batch_rejects)
+                    batch, batch_rejects = {}, []
                 if len(row) != ncols:
                     reject("invalid", this_line, f"fields: {len(row)} fields, the header has {ncols}", row)
                     continue
@@ -534,11 +585,10 @@ class _Load:
                     this_line,
                     load_time,
                 ), row)
-                if len(batch) + len(batch_rejects) >= batch_size:
-                    self.flush()
-            self.flush()
+            self._submit(batch, batch_rejects)
         finally:
             csv.field_size_limit(previous_limit)
+            self.result.rows = rows_read
 
     def _bad_char_reason(self, row: list[str]) -> str:
         for name, value in zip(self.header.names, row):
@@ -549,9 +599,15 @@ class _Load:
                 return f"{name}: contains control character {m.group()!r}"
         return "contains a control character"  # pragma: no cover - the search found one
 
-    def flush(self) -> None:
-        batch = self.batch
+    def flush(self, batch: dict[str, tuple[int, tuple, list[str]]], batch_rejects: list, position: int) -> None:
+        """Check one batch against the database, store it, write its rejects (writer thread)."""
         sql = self.sql
+        counts = self.write_counts
+
+        def reject(kind: str, line: int, reason: str, row: list[str]) -> None:
+            counts[kind] += 1
+            batch_rejects.append((line, reason, row))
+
         if batch:
             phones = list(batch)
             on_dnc = sql.dnc(phones)
@@ -561,20 +617,18 @@ class _Load:
             for phone, (line, row_values, row) in batch.items():
                 seen = existing.get(phone)
                 if seen is not None and seen[2] == load_time and seen[0] == self.source:
-                    self.reject("duplicate", line, f"duplicate: same number {phone} as line {seen[1]}", row)
+                    reject("duplicate", line, f"duplicate: same number {phone} as line {seen[1]}", row)
                 elif phone in on_dnc:
-                    self.reject("dnc", line, f"dnc: {phone} is on the do-not-call list", row)
+                    reject("dnc", line, f"dnc: {phone} is on the do-not-call list", row)
                 elif seen is not None:
                     where = f"line {seen[1]} of {seen[0]}" if seen[0] else "earlier"
-                    self.reject("duplicate", line,
-                                f"duplicate: {phone} is already in campaign {self.campaign.name!r} ({where})", row)
+                    reject("duplicate", line,
+                           f"duplicate: {phone} is already in campaign {self.campaign.name!r} ({where})", row)
                 else:
                     values.append(row_values)
             if values:
                 sql.insert_rows(values)
-                self.result.loaded += len(values)
-            batch.clear()
-        self.rejects.write(self.batch_rejects)
-        self.batch_rejects.clear()
+                counts["loaded"] += len(values)
+        self.rejects.write(batch_rejects)
         if self.progress is not None:
-            self.progress()
+            self.progress(position)
