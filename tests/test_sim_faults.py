@@ -186,3 +186,22 @@ async def test_malformed_action_line_closes_the_connection(nursery, autojump_clo
     await c.stream.send_all(b"Action: Ping\r\nthis has no colon\r\n\r\n")
     assert await closed(c)
     assert sim.statistics()["protocol_errors"] == 1
+
+
+async def test_reader_that_stops_reading_is_dropped_after_the_write_timeout(nursery, autojump_clock):
+    sim = SimAsterisk(max_outbound_bytes=1 << 40, write_timeout=10)
+    port = await nursery.start(sim.serve, "127.0.0.1", 0)
+    stuck = await Client.connect(port)
+    await stuck.login()
+    driver = await Client.connect(port)
+    await driver.login(Events="off")
+    t0 = trio.current_time()
+    for i in range(2000):
+        await driver.send("UserEvent", ("UserEvent", "Fill"), ("Pad", "x" * 2000), action_id=f"u{i}")
+    with trio.fail_after(60):
+        while sim.statistics()["connections_active"] == 2:
+            await trio.sleep(0.5)
+    assert trio.current_time() - t0 >= 10
+    assert sim.statistics()["slow_disconnects"] == 1
+    await driver.send("Ping", action_id="p")
+    assert (await driver.response("p"))["Ping"] == "Pong"
