@@ -133,3 +133,13 @@ def test_file_problems(tmp_path):
     bad.write_bytes(b"seed = 1\n\xff\xfe\n")
     with pytest.raises(ScenarioError, match=r"bin\.toml: not UTF-8"):
         load_scenario(bad)
+
+
+def test_demo_scenario_file_loads():
+    from pathlib import Path
+
+    import dialer.sim
+
+    sc = load_scenario(Path(dialer.sim.__file__).parent / "demo.toml")
+    assert sc.seed == 2026 and sc.queue.agents == 8 and sc.queue.wrapup == 5
+    assert sum(sc.probabilities.values()) == pytest.approx(1.0)
