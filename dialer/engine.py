@@ -77,7 +77,7 @@ class EngineSettings:
     flush_interval: float = 0.1      # real seconds between outcome writes
     lease: float = 60.0              # engine-clock seconds a claim lasts without renewal
     drop_after: float = 2.0          # answered calls not with an agent by then are dropped
-    stale_after: float = 30.0        # past ring timeout, a call with no result is looked up
+    stale_after: float = 60.0        # past ring timeout, a call with no result is looked up
     housekeeping_interval: float = 5.0
     stats_interval: float = 5.0
     speed: float = 1.0               # engine-clock seconds per real second
@@ -474,7 +474,7 @@ class Engine:
 
         attempts = await self._db(claim_and_start)
         for member in members[len(attempts):]:
-            self.pool.release(member)
+            self.pool.give_back(member, trio.current_time())
         if not attempts:
             run.hopper_empty_until = now_t + 1.0
             return 0
@@ -671,10 +671,11 @@ class Engine:
             now = self.clock.now()
             self._apply(self.tracker.expire(now))
             for call in self.tracker.calls():
+                # Asterisk took the Originate but its result never came.
                 run = self.runs.get(call.campaign_id)
                 ring = run.campaign.ring_timeout if run else 60
-                if not call.response_seen and call.queued_at is not None and \
-                        now - call.queued_at > ring + self.settings.stale_after:
+                if not call.response_seen and call.originated_at is not None and \
+                        now - call.originated_at > ring + self.settings.stale_after:
                     self._check_calls.add(call)
             servers = set(self._gap_calls) | {c.server for c in self._check_calls}
             for server in servers:

@@ -58,3 +58,13 @@ def test_fractional_rate():
 def test_bad_settings_refused(rate, burst):
     with pytest.raises(ValueError):
         RateLimiter(rate, burst)
+
+
+def test_refund_gives_the_send_back():
+    lim = RateLimiter(2, burst=2, now=0.0)
+    assert lim.try_take(0.0) and lim.try_take(0.0)
+    assert lim.available(0.0) == 0
+    lim.refund(0.0)
+    assert lim.available(0.0) == 1
+    assert lim.try_take(0.0)
+    assert not lim.try_take(0.0)

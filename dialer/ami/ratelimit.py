@@ -46,6 +46,13 @@ class RateLimiter:
         self._recent.append(now)
         return True
 
+    def refund(self, now: float) -> None:
+        """Give back the last send's allowance: it did not happen after all."""
+        self._refill(now)
+        self._tokens = min(self.burst, self._tokens + 1.0)
+        if self._recent:
+            self._recent.pop()
+
     def next_time(self, now: float) -> float:
         """The earliest time at which one send will be allowed."""
         self._refill(now)
