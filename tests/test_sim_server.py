@@ -6,7 +6,6 @@ Everything runs under trio's MockClock, so ring and talk times pass instantly.
 from __future__ import annotations
 
 import hashlib
-import math
 import ssl
 
 import pytest
@@ -497,7 +496,7 @@ async def test_received_and_statistics(sim_port, autojump_clock):
     assert st["calls_total"] == 5 and st["calls_peak"] == 1 and st["calls_active"] == 0
     assert st["events_emitted"] == st["events_delivered"] > 100
     assert st["connections"] == st["connections_active"] == 1
-    assert not math.isnan(st["bytes_sent"]) and st["bytes_sent"] > 0
+    assert st["bytes_sent"] > st["events_emitted"] * 100
 
 
 async def test_serve_sim_convenience(nursery, autojump_clock):

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 
-from dialer.ami.codec import Message, encode_message
-from dialer.sim.calls import UNKNOWN, Channel, OriginateRequest
+from dialer.ami.codec import Message
+from dialer.sim.calls import Channel, OriginateRequest
 from dialer.sim.server import ALL_CLASSES, CLASS_BIT, class_mask
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -544,5 +544,4 @@ HANDLERS: dict[str, Handler] = {
 _NAMES = ("Ping", "Events", "Filter", "UserEvent", "Originate", "Hangup", "Redirect", "Status",
           "CoreShowChannels", "QueueStatus", "QueueSummary", "Command", "ListCommands")
 
-__all__ = ["dispatch", "parse_callerid", "EventFilter", "AUTHORITY", "HANDLERS", "UNKNOWN",
-           "encode_message"]
+__all__ = ["dispatch", "parse_callerid", "EventFilter", "AUTHORITY", "HANDLERS"]
