@@ -56,6 +56,7 @@ from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
 from dialer.models import (
     AmiConnectionStats,
+    EngineStatus,
     CallAttempt,
     Campaign,
     CampaignState,
@@ -388,6 +389,7 @@ class Engine:
             self._adopt(orphans)
         if stats:
             await self._write_connection_stats()
+        await self._write_status()
         self._poke()
 
     # -- dialing -------------------------------------------------------------------
@@ -637,6 +639,53 @@ class Engine:
                 stats.reconnects = row["reconnects"]
                 stats.rate_cap = row["rate_cap"]
                 stats.updated_at = now
+
+        await self._db(write)
+
+    def status(self) -> dict[str, Any]:
+        """The live figures ``dialer status`` shows, as plain data."""
+        assert self.clock is not None and self.pool is not None
+        now = self.clock.now()
+        campaigns = {}
+        for run in self.runs.values():
+            c = run.campaign
+            ringing = sum(1 for call in run.calls if call.answered_at is None)
+            connected = sum(1 for call in run.calls if call.connected_at is not None)
+            if c.queue and c.mode != "unattended":
+                logged_in, free, _ = self.agents.counts(c.queue, now)
+            else:
+                logged_in = free = None
+            d = run.decision
+            campaigns[c.name] = {
+                "state": c.state, "mode": c.mode, "in_flight": len(run.calls),
+                "ringing": ringing, "waiting": len(run.calls) - ringing - connected,
+                "connected": connected, "agents_logged_in": logged_in, "agents_free": free,
+                "dial_level": None if d is None else round(d.dial_level, 2),
+                "decision": None if d is None else d.calls,
+                "reason": None if d is None else d.reason,
+                "placed": run.placed,
+            }
+        return {
+            "engine_id": self.engine_id,
+            "speed": self.settings.speed,
+            "campaigns": campaigns,
+            "connections": self.pool.statistics(trio.current_time()),
+            "counters": dict(self.counters),
+        }
+
+    async def _write_status(self) -> None:
+        assert self.clock is not None
+        data = self.status()
+        engine_id = self.engine_id
+        now = self.clock.utcnow()
+
+        def write(session: Session) -> None:
+            row = session.get(EngineStatus, engine_id)
+            if row is None:
+                session.add(EngineStatus(engine_id=engine_id, started_at=now, heartbeat_at=now, data=data))
+            else:
+                row.heartbeat_at = now
+                row.data = data
 
         await self._db(write)
 

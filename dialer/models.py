@@ -391,3 +391,22 @@ class AmiConnectionStats(Base):
     reconnects: Mapped[int] = mapped_column(Integer, default=0)
     rate_cap: Mapped[float | None] = mapped_column(Float)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EngineStatus(Base):
+    """What each running engine is doing, written by it every second.
+
+    ``data`` holds the live figures that exist only in the engine's memory: per
+    campaign the calls ringing / waiting / connected, agents free, the pacing
+    decision and dial level; per AMI connection whether it is up, whether it
+    reads events, Originates sent and the rate achieved against its cap.
+    ``dialer status`` reads it; a row whose ``heartbeat_at`` is old belongs to an
+    engine that has stopped.
+    """
+
+    __tablename__ = "engine_status"
+
+    engine_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column()

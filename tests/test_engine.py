@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from dialer import control
-from dialer.models import CallAttempt, Campaign, Lead, SupervisorCommand
+from dialer.models import CallAttempt, Campaign, EngineStatus, Lead, SupervisorCommand
 from dialer.sim import SimAsterisk
 from tests.engine_harness import (
     BUSINESS_HOURS, SECRET_ENV, lead_dispositions, make_campaign, max_in_window, new_engine,
@@ -78,6 +78,13 @@ async def test_campaign_runs_to_completion_with_each_outcome(clock, sessions):
                 assert a.connected_at is not None and a.time_to_agent <= 2.0
     # progressive with 3 agents: never more calls in flight than free agents allow
     assert sim.statistics()["calls_peak"] <= 10
+    with sessions.begin() as s:
+        status = s.get(EngineStatus, engine.engine_id).data
+    assert status["counters"]["originates"] == 40
+    assert status["campaigns"]["spring"]["placed"] == 40
+    assert status["campaigns"]["spring"]["agents_logged_in"] == 3
+    assert {c["connection"] for c in status["connections"]} == {"pbx1#1", "pbx1#2"}
+    assert sum(c["reader"] for c in status["connections"]) == 1
 
 
 async def test_rate_cap_per_connection_is_never_exceeded(clock, sessions):

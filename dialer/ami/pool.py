@@ -268,13 +268,18 @@ class AMIPool:
             # to its calls in flight is unknown until Asterisk is asked.
             await on_gap(server.config.name)
 
-    def statistics(self) -> list[dict[str, Any]]:
-        return [
-            {
+    def statistics(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One dict per connection; with ``now``, also the Originates sent in
+        the last second (``rate_1s``)."""
+        rows = []
+        for m in self.members:
+            row = {
                 "server": m.server, "connection": m.name, "up": m.up,
                 "reader": self._servers[m.server].reader is m,
                 "in_flight": m.in_flight, "originates_sent": m.originates_sent,
                 "failures": m.failures, "reconnects": m.reconnects, "rate_cap": m.limiter.rate,
             }
-            for m in self.members
-        ]
+            if now is not None:
+                row["rate_1s"] = m.limiter.sent_last_second(now)
+            rows.append(row)
+        return rows

@@ -46,6 +46,11 @@ class RateLimiter:
         self._recent.append(now)
         return True
 
+    def sent_last_second(self, now: float) -> int:
+        """Sends in the one-second window ending at ``now``."""
+        self._refill(now)
+        return len(self._recent)
+
     def refund(self, now: float) -> None:
         """Give back the last send's allowance: it did not happen after all."""
         self._refill(now)
