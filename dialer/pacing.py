@@ -102,6 +102,7 @@ __all__ = [
     "PacingDecision",
     "decide",
     "calls_to_place",
+    "abandon_rate",
     "CallStatsEstimator",
 ]
 
@@ -254,6 +255,11 @@ class PacingStats:
         for name in ("agents_logged_in", "agents_free", "calls_ringing", "calls_waiting", "in_flight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PacingStats.{name} is negative: {getattr(self, name)}")
+        if self.in_flight < self.calls_ringing + self.calls_waiting:
+            raise ValueError(
+                f"PacingStats.in_flight ({self.in_flight}) is less than the calls ringing "
+                f"and waiting ({self.calls_ringing} + {self.calls_waiting})"
+            )
         if len(self.ringing_elapsed) > self.calls_ringing:
             raise ValueError(
                 f"PacingStats has {len(self.ringing_elapsed)} ringing ages "
@@ -417,23 +423,21 @@ def _predictive(stats: PacingStats, deadline: float, allowed: float, limit: int)
         for j in range(m):
             if left <= horizons[j]:
                 mean[j] += 1.0
+    # A talking agent counts if the call ends by t + deadline - wrap-up.
+    shifts = tuple(round(h - wrap) for h in horizons)
     tcdf = est.talk_time.cdf
-    tlen = len(tcdf)
-    tlast = tcdf[-1]
-    # talk must end by t + deadline - wrap-up; +0.5 rounds to the whole second
-    offsets = [h - wrap + 0.5 for h in horizons]
-    for e in stats.talk_elapsed:
-        k = int(e + 0.5)
-        c0 = tcdf[k] if k < tlen else tlast
-        alive = 1.0 - c0
-        if alive <= 1e-9:
-            continue  # far beyond anything seen: do not count on it ending
+    memo = _completion_rows(est.talk_time, shifts)
+    rows = []
+    for k in map(round, stats.talk_elapsed):
+        row = memo.get(k)
+        if row is None:
+            row = memo[k] = _completion_row(tcdf, k, shifts)
+        rows.append(row)
+    if rows:
+        columns = list(zip(*rows))
         for j in range(m):
-            kk = int(e + offsets[j])
-            if kk > k:
-                q = ((tcdf[kk] if kk < tlen else tlast) - c0) / alive
-                mean[j] += q
-                var[j] += q - q * q
+            mean[j] += sum(columns[j])
+            var[j] += sum(columns[m + j])
 
     # Demand: calls that will want an agent by t.
     for j in range(m):
@@ -479,6 +483,34 @@ def _predictive(stats: PacingStats, deadline: float, allowed: float, limit: int)
     return n
 
 
+def _completion_rows(talk: Distribution, shifts: tuple[int, ...]) -> dict[int, tuple[float, ...]]:
+    """Memo of :func:`_completion_row` for one distribution and set of shifts.
+
+    Kept on the distribution object, which is immutable; the estimator hands
+    out a new one when its figures change.
+    """
+    memo = talk.__dict__.setdefault("_completion", {})
+    rows = memo.get(shifts)
+    if rows is None:
+        if len(memo) > 8:
+            memo.clear()
+        rows = memo[shifts] = {}
+    return rows
+
+
+def _completion_row(cdf: tuple[float, ...], k: int, shifts: tuple[int, ...]) -> tuple[float, ...]:
+    """For a call that has lasted k seconds: P(it ends within each shift), then their variances."""
+    n = len(cdf)
+    c0 = cdf[k] if k < n else cdf[-1]
+    alive = 1.0 - c0
+    if alive <= 1e-9:
+        # far beyond anything seen: do not count on it ending
+        return (0.0,) * (2 * len(shifts))
+    last = cdf[-1]
+    qs = [((cdf[k + d] if k + d < n else last) - c0) / alive if d > 0 else 0.0 for d in shifts]
+    return tuple(qs) + tuple(q - q * q for q in qs)
+
+
 # --------------------------------------------------------------------------
 # Estimates from recent calls
 
@@ -516,6 +548,7 @@ class CallStatsEstimator:
         self._answered: deque[float] = deque()
         self._drops: deque[float] = deque()
         self._cache: CallEstimates | None = None
+        self._talk_fit: tuple[float, float, Distribution] | None = None
         self._cache_at = -math.inf
         self._dirty = True
 
@@ -590,12 +623,29 @@ class CallStatsEstimator:
             no_answer_timeout=(
                 _median(timeouts) if len(timeouts) >= self.min_samples else prior.no_answer_timeout
             ),
-            talk_time=_lognormal_fit(talks) if len(talks) >= self.min_samples else prior.talk_time,
+            talk_time=self._talk_time(talks) if len(talks) >= self.min_samples else prior.talk_time,
             wrapup_time=sum(wraps) / len(wraps) if len(wraps) >= self.min_samples else prior.wrapup_time,
         )
         self._cache_at = now
         self._dirty = False
         return self._cache
+
+
+    def _talk_time(self, talks: list[float]) -> Distribution:
+        # Keep the previous distribution (and what the policy worked out from
+        # it) while the fit moves by less than TALK_FIT_TOLERANCE.
+        mu, sigma = _lognormal_fit(talks)
+        if self._talk_fit is not None:
+            old_mu, old_sigma, old = self._talk_fit
+            if abs(mu - old_mu) <= TALK_FIT_TOLERANCE and abs(sigma - old_sigma) <= TALK_FIT_TOLERANCE:
+                return old
+        dist = _lognormal(mu, sigma)
+        self._talk_fit = (mu, sigma, dist)
+        return dist
+
+
+#: changes of the log-normal talk-time fit (mu, sigma) smaller than this are ignored
+TALK_FIT_TOLERANCE = 0.02
 
 
 def _median(values: list[float]) -> float:
@@ -604,13 +654,16 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
-def _lognormal_fit(samples: list[float]) -> Distribution:
-    """Log-normal with the mean and spread of the logarithms of the samples."""
+def _lognormal_fit(samples: list[float]) -> tuple[float, float]:
+    """(mu, sigma): the mean and spread of the logarithms of the samples."""
     logs = [math.log(s) for s in samples]
     n = len(logs)
     mu = sum(logs) / n
     var = sum((x - mu) ** 2 for x in logs) / max(1, n - 1)
-    sigma = max(math.sqrt(var), 0.05)
+    return mu, max(math.sqrt(var), 0.05)
+
+
+def _lognormal(mu: float, sigma: float) -> Distribution:
     mean = math.exp(mu + sigma * sigma / 2.0)
     sd = mean * math.sqrt(math.exp(sigma * sigma) - 1.0)
     return Distribution.lognormal(mean, sd)

@@ -247,7 +247,9 @@ def test_bad_stats_are_refused():
     with pytest.raises(ValueError, match="agents_free"):
         stats(agents_free=-1, agents_logged_in=0)
     with pytest.raises(ValueError, match="ringing ages"):
-        stats(agents_free=1, calls_ringing=1, ringing_elapsed=(1.0, 2.0))
+        stats(agents_free=1, calls_ringing=1, in_flight=1, ringing_elapsed=(1.0, 2.0))
+    with pytest.raises(ValueError, match="in_flight"):
+        stats(agents_free=1, calls_ringing=2, calls_waiting=1, in_flight=2)
 
 
 # -- distributions -------------------------------------------------------------------------
@@ -320,6 +322,21 @@ def test_estimator_distributions_replace_the_prior_once_there_are_enough_samples
     assert late.answer_rate == pytest.approx((30 + 20 * 0.25) / (30 + 20))
     # Unchanged since: the same object, however late.
     assert est.estimates(80.0) is late
+
+
+def test_estimator_keeps_the_talk_distribution_while_its_fit_hardly_moves():
+    est = CallStatsEstimator(min_samples=30, refresh=30.0, window=10_000.0)
+    for i in range(30):
+        est.talk_ended(float(i), talk_time=math.exp(4.0 if i % 2 else 5.0))
+    first = est.estimates(30.0).talk_time
+    # One more sample at the log-mean: mu and sigma move by well under 0.02.
+    est.talk_ended(31.0, talk_time=math.exp(4.5))
+    assert est.estimates(61.0).talk_time is first
+    # Many longer calls: a new distribution with a longer mean.
+    for i in range(30):
+        est.talk_ended(62.0 + i, talk_time=math.exp(6.0))
+    later = est.estimates(100.0).talk_time
+    assert later is not first and later.mean > first.mean
 
 
 def test_estimator_counts_recent_drops():
