@@ -176,12 +176,15 @@ def child(db_url: str, path: str, rejects: str) -> None:
             samples.append(round(_proc_status_mb("VmRSS"), 1))
 
     started = time.perf_counter()
+    cpu_started = time.process_time()
     with sessions.begin() as s:
         result = import_leads(s, "bench", path, rejects=rejects, progress=progress)
     seconds = time.perf_counter() - started  # includes the commit
+    cpu_seconds = time.process_time() - cpu_started  # both threads of this process
     engine.dispose()
     print(json.dumps({
         "rows": result.rows, "loaded": result.loaded, "rejected": result.rejected, "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "rss_before_mb": rss_before, "peak_rss_mb": _proc_status_mb("VmHWM"), "rss_by_tenth_mb": samples,
     }))
 
@@ -198,6 +201,7 @@ def run_import(db_kind: str, db_url: str, path: Path, tmp: Path) -> dict:
         "bench": "import", "db": db_kind, "rows": out["rows"], "loaded": out["loaded"],
         "rejected": out["rejected"], "seconds": round(out["seconds"], 2),
         "rows_per_s": round(out["rows"] / out["seconds"]),
+        "cpu_seconds": round(out["cpu_seconds"], 2),
         "peak_rss_mb": round(out["peak_rss_mb"], 1),
         "rss_before_import_mb": round(out["rss_before_mb"], 1),
         "rss_by_tenth_mb": out["rss_by_tenth_mb"],
