@@ -83,6 +83,26 @@ def feed_chunks(data: bytes, seed: int, lo: int = 1, hi: int = 8192, **kw) -> li
     return events
 
 
+def feed_chunks_batched(data: bytes, seed: int, **kw) -> list:
+    """Random chunks, collecting with next_events() instead of next_event()."""
+    rng = random.Random(seed)
+    parser = AMIParser(**kw)
+    events = []
+    i = 0
+    while i < len(data):
+        n = rng.randint(1, 3000)
+        parser.receive_data(data[i : i + n])
+        i += n
+        while batch := parser.next_events():
+            events += batch
+        assert not parser.closed
+    parser.receive_data(b"")
+    while batch := parser.next_events():
+        events += batch
+    assert parser.closed and parser.next_event() is CLOSED
+    return events
+
+
 def summary(events: list) -> list[tuple]:
     out = []
     for e in events:
@@ -136,6 +156,7 @@ def test_transcript_random_chunks(stem, seed):
     data = (TRANSCRIPTS / f"{stem}.txt").read_bytes()
     assert summary(feed_chunks(data, seed)) == expected(stem)
     assert summary(feed_chunks(data, seed, 1, 40, lazy=False)) == expected(stem)
+    assert summary(feed_chunks_batched(data, seed, lazy=seed != 2)) == expected(stem)
 
 
 @pytest.mark.parametrize("stem", RECORDED)
@@ -358,6 +379,36 @@ def test_header_line_without_colon_eager_raises_with_offset():
         assert "at byte" in str(info.value)
 
 
+def test_next_events_returns_good_messages_before_raising():
+    data = b"Event: A\r\n\r\nEvent: B\r\nbad\r\n\r\nEvent: C\r\n\r\n"
+    parser = AMIParser(role="server", lazy=False)
+    parser.receive_data(data)
+    assert [m.name for m in parser.next_events()] == ["A"]
+    with pytest.raises(RemoteProtocolError):
+        parser.next_events()
+    parser = AMIParser(role="server")
+    parser.receive_data(b"Event: A\r\n")
+    assert parser.next_events() == [] and not parser.closed
+    parser.receive_data(b"")
+    with pytest.raises(RemoteProtocolError):
+        parser.next_events()
+
+
+def test_eager_returns_good_messages_before_raising():
+    banner = b"Asterisk Call Manager/11.0.0\r\n"
+    data = banner + b"Event: A\r\n\r\nEvent: B\r\nX: 1\r\n\r\nEvent: C\r\nbad line\r\n\r\nEvent: D\r\n\r\n"
+    parser = AMIParser(lazy=False)
+    parser.receive_data(data)
+    assert isinstance(parser.next_event(), Banner)
+    assert parser.next_event().name == "A"
+    assert parser.next_event()["X"] == "1"
+    with pytest.raises(RemoteProtocolError) as info:
+        parser.next_event()
+    assert info.value.offset == data.index(b"bad line")
+    with pytest.raises(RemoteProtocolError):
+        parser.next_event()
+
+
 def test_header_line_without_colon_lazy_raises_on_access():
     m = one(b"Event: B\r\nnot a header\r\n\r\n")
     assert m.name == "B"  # framing and the first line are fine
@@ -366,11 +417,14 @@ def test_header_line_without_colon_lazy_raises_on_access():
     assert info.value.offset == 30 + 10
 
 
-def test_first_line_without_colon_raises():
-    m = one(b"garbage\r\n\r\n")
+def test_first_line_without_colon_is_unknown_and_raises_on_headers():
+    m = one(b"garbage\r\nEvent: X\r\n\r\n")
+    assert (m.kind, m.name) == ("unknown", None)
     with pytest.raises(RemoteProtocolError) as info:
-        m.kind
+        m.items()
     assert info.value.offset == 30
+    with pytest.raises(RemoteProtocolError):
+        one(b"garbage\r\n\r\n", lazy=False)
 
 
 @pytest.mark.parametrize(
@@ -593,3 +647,49 @@ def test_codec_does_not_import_trio():
     code = "import sys, dialer.ami.codec; print('trio' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+line_st = st.text(alphabet="ab: \t:é\x7f-", min_size=0, max_size=12)
+
+
+@given(lines=st.lists(line_st, min_size=1, max_size=8))
+@settings(max_examples=400, deadline=None)
+def test_header_split_matches_reference(lines):
+    """Whatever the colons and spaces, a line splits at its first colon minus one space."""
+    lines = ["Event: X"] + [line for line in lines if line]
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    expected = []
+    for line in lines:
+        key, sep, value = line.partition(":")
+        expected.append((key, value[1:] if value.startswith(" ") else value) if sep else None)
+    for lazy in (True, False):
+        parser = AMIParser(role="server", lazy=lazy)
+        parser.receive_data(data)
+        if None in expected:
+            with pytest.raises(RemoteProtocolError):
+                parser.next_event().items()
+        else:
+            message = parser.next_event()
+            assert message.items() == expected
+            for key, value in expected:
+                assert one_server(data).get(key) == next(v for k, v in expected if k.lower() == key.lower())
+
+
+def one_server(data: bytes) -> Message:
+    parser = AMIParser(role="server")
+    parser.receive_data(data)
+    return parser.next_event()
+
+
+def test_same_prefix_different_first_lines():
+    """Blocks sharing their first 32 bytes but not their first line are told apart."""
+    a = b"Event: " + b"A" * 40 + b"\r\nX: 1\r\n\r\n"
+    b = b"Event: " + b"A" * 41 + b"\r\nX: 2\r\n\r\n"
+    c = b"Event: Short\r\nPrivilege: call,all\r\n\r\n"
+    d = b"Event: Short\r\nPrivilege: call,allX\r\n\r\n"
+    e = b"Event: Shor\rt\r\nPrivilege: x\r\n\r\n"
+    for _ in range(2):
+        parser = AMIParser(role="server")
+        parser.receive_data(a + b + c + d + e)
+        names = [m.name for m in parser.next_events()]
+        assert names == ["A" * 40, "A" * 41, "Short", "Short", "Shor\rt"]

@@ -154,6 +154,17 @@ _MISSING = _Missing()
 # First header line (bytes) -> (kind, name); filled as first lines are seen.
 _FIRST_LINES: dict[bytes, tuple[str, str | None]] = {}
 _FIRST_LINES_MAX = 4096
+# The first _PREFIX_LEN bytes of a block -> (kind, name), for blocks whose
+# first line ends within them. Emptied when full (unique prefixes, e.g. a
+# response's ActionID, must not lock out new ones).
+_PREFIX_LEN = 32
+_prefix = itemgetter(slice(0, _PREFIX_LEN))
+_PREFIXES: dict[bytes, tuple[str, str | None]] = {}
+_PREFIXES_MAX = 8192
+
+
+_UNKNOWN: tuple[str, str | None] = ("unknown", None)
+_second_item = itemgetter(1)
 
 
 def _kind_name(key: str, value: str) -> tuple[str, str | None]:
@@ -162,8 +173,14 @@ def _kind_name(key: str, value: str) -> tuple[str, str | None]:
 
 
 def _first_line(first: bytes) -> tuple[str, str | None]:
-    """(kind, name) of a first header line that has a colon; remembered if well-formed."""
-    key, _, value = first.partition(b":")
+    """(kind, name) of a first header line; remembered if well-formed.
+
+    A line without a colon gives ("unknown", None); reading the message's
+    headers then raises the protocol error.
+    """
+    key, sep, value = first.partition(b":")
+    if not sep:
+        return _UNKNOWN
     kn = _kind_name(_decode(key), _decode(value[1:] if value[:1] == b" " else value))
     if (
         kn[0] != "unknown"
@@ -181,13 +198,24 @@ _ALL_BUT_COLON_CR = bytes(c for c in range(256) if c not in (0x3A, 0x0D))
 _COLON_CR = b":\r" * 4096
 
 
-def _parse_raw(raw: bytes, offset: int) -> list[str]:
-    """Split one block into a flat list [key1, value1, key2, value2, ...]."""
+def _split_fast(raw: bytes) -> list[str] | None:
+    """[key1, value1, key2, ...] if every line is exactly ``Key: Value``, else None."""
     shape = raw.translate(None, _ALL_BUT_COLON_CR)
     n = len(shape)
-    if n & 1 and shape == _COLON_CR[:n] and raw.count(b": ") == (n + 1) >> 1:
-        # One colon per line, always followed by a space: split in C.
-        return _decode(raw).replace("\r\n", ": ").split(": ")
+    if n & 1 and shape == _COLON_CR[:n]:
+        # Exactly one colon per line. Split in C at ": " and at line ends;
+        # if some colon lacks its space, that line yields one item, not two.
+        flat = raw.decode("utf-8", "surrogateescape").replace("\r\n", ": ").split(": ")
+        if len(flat) == n + 1:
+            return flat
+    return None
+
+
+def _parse_raw(raw: bytes, offset: int) -> list[str]:
+    """Split one block into a flat list [key1, value1, key2, value2, ...]."""
+    flat = _split_fast(raw)
+    if flat is not None:
+        return flat
     flat = []
     pos = offset
     for line in _decode(raw).split("\r\n"):
@@ -349,15 +377,18 @@ class _HeaderMessage(Message):
 
 
 class _WireMessage(tuple, Message):
-    """A received message: (raw bytes, offset, (kind, name) or None).
+    """A received message: (raw bytes, offset, kind, name, flat headers or None).
 
     Built in bulk by the parser without running any Python code per message;
-    headers are parsed on first use and cached in the instance dict.
+    kind and name come from the first line when framing; the other headers
+    are parsed on first use and cached in the instance dict.
     """
 
     raw = _tuplegetter(0, "The bytes as received, without the terminating empty line.")
     offset = _tuplegetter(1, "Stream offset of the first byte.")
-    _kn0 = _tuplegetter(2, "(kind, name) from the first line, if known at framing.")
+    kind = _tuplegetter(2, "response, event, action or unknown, from the first header.")
+    name = _tuplegetter(3, "The value of the first header when that is Response, Event or Action.")
+    _f0 = _tuplegetter(4, "[key1, value1, ...] if split at framing (lazy=False).")
 
     @property
     def length(self) -> int:
@@ -382,48 +413,16 @@ class _WireMessage(tuple, Message):
     def __reduce__(self):
         return (_restore_wire, (tuple.__getitem__(self, slice(None)), dict(self.__dict__)))
 
-    @property
-    def kind(self) -> str:
-        kn = self._kn0
-        if kn is None:
-            kn = self._kind_name()
-        return kn[0]
-
-    @property
-    def name(self) -> str | None:
-        kn = self._kn0
-        if kn is None:
-            kn = self._kind_name()
-        return kn[1]
-
     def _kind_name(self) -> tuple[str, str | None]:
-        kn = self._kn0
-        if kn is not None:
-            return kn
-        d = self.__dict__
-        kn = d.get("_kn")
-        if kn is not None:
-            return kn
-        flat = d.get("_f")
-        if flat is not None:
-            kn = _kind_name(flat[0], flat[1]) if flat else ("unknown", None)
-        else:
-            raw = self.raw
-            end = raw.find(b"\r\n")
-            first = raw if end < 0 else raw[:end]
-            if b":" not in first:
-                raise RemoteProtocolError(
-                    f"AMI message does not start with a header: {first[:60]!r}", self.offset
-                )
-            kn = _first_line(first)
-        d["_kn"] = kn
-        return kn
+        return (self.kind, self.name)
 
     def _flat(self) -> list[str]:
-        d = self.__dict__
-        flat = d.get("_f")
+        flat = self._f0
         if flat is None:
-            flat = d["_f"] = _parse_raw(self.raw, self.offset)
+            d = self.__dict__
+            flat = d.get("_f")
+            if flat is None:
+                flat = d["_f"] = _parse_raw(self.raw, self.offset)
         return flat
 
     def _items(self) -> list[tuple[str, str]]:
@@ -460,7 +459,7 @@ class _WireMessage(tuple, Message):
         d = self.__dict__
         idx = d.get("_idx")
         if idx is None:
-            if "_f" not in d:
+            if self._f0 is None and "_f" not in d:
                 found = self._find(key)
                 if found is not _MISSING:
                     return found  # type: ignore[return-value]
@@ -492,7 +491,6 @@ class _WireMessage(tuple, Message):
 
     def _parse_now(self) -> "_WireMessage":
         self._flat()
-        self._kind_name()
         return self
 
 
@@ -523,7 +521,8 @@ def _legacy_message(raw: bytes, offset: int) -> _WireMessage:
     lines = text[pos:].split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    message = _WireMessage((raw, offset, None))
+    kind, name = _kind_name(*headers[0]) if headers else ("unknown", None)
+    message = _WireMessage((raw, offset, kind, name, None))
     message.__dict__["_h"] = headers
     message.__dict__["_f"] = [x for pair in headers for x in pair]
     message.__dict__["_output"] = [line[:-1] if line[-1:] == "\r" else line for line in lines]
@@ -562,6 +561,7 @@ class AMIParser:
         self._eof = False
         self._error: RemoteProtocolError | None = None
         self._plain = not self._want_banner  # see next_event
+        self._closed = False
         self.bytes_received = 0
 
     @property
@@ -602,10 +602,45 @@ class AMIParser:
                     end -= 3
                     self._scan = end if end > pos else pos
                     return NEED_DATA
+        found = self._frame()
+        if type(found) is list:
+            if len(found) > 1:
+                ready.extend(found[1:])
+            return found[0]
+        return found  # type: ignore[return-value]
+
+    def next_events(self) -> list[Union[Banner, Message]]:
+        """Every event complete so far, in order; ``[]`` when there is none.
+
+        The same as calling :meth:`next_event` until it returns a sentinel,
+        with less overhead per message. After ``[]``, :attr:`closed` tells
+        whether the stream has ended (cleanly). Errors are raised as by
+        :meth:`next_event`, after the good messages before them were returned.
+        """
+        ready = self._ready
+        if ready:
+            found = list(ready)
+            ready.clear()
+            return found
+        found = self._frame()
+        if type(found) is list:
+            return found  # type: ignore[return-value]
+        return []
+
+    @property
+    def closed(self) -> bool:
+        """True once every message has been returned and the stream ended cleanly."""
+        return self._closed
+
+    def _frame(self) -> Union[list, _Sentinel]:
+        """Frame what is buffered: a list of one or more events, or a sentinel."""
         if self._error is not None:
             raise self._error
         try:
-            return self._next()
+            found = self._next()
+            if found is CLOSED:
+                self._closed = True
+            return found if type(found) is list or found is NEED_DATA or found is CLOSED else [found]
         except RemoteProtocolError as exc:
             self._error = exc
             self._plain = False
@@ -613,7 +648,7 @@ class AMIParser:
         finally:
             self._plain = not (self._want_banner or self._legacy or self._eof or self._error)
 
-    def _next(self) -> Union[Banner, Message, _Sentinel]:
+    def _next(self) -> Union[list, Banner, Message, _Sentinel]:
         if self._want_banner:
             return self._banner()
         if self._legacy:
@@ -629,26 +664,79 @@ class AMIParser:
         rest = pieces.pop()
         done = len(region) - len(rest)
         base = self._base + pos
-        firsts = list(map(_first_item, map(bytes.partition, pieces, repeat(b"\r\n"))))
-        kns = list(map(_FIRST_LINES.get, firsts))
-        if None in kns or done > self.max_message_size:
-            # Unknown first lines, stray empty lines, a possible
-            # Response: Follows block, or a size to check: one at a time.
+        # (kind, name) by the first 32 bytes of each block: in C, no copy of
+        # the block. Misses are resolved one by one; stray empty lines, a
+        # possible Response: Follows block or a size to check send the whole
+        # batch down the careful path.
+        kns = list(map(_PREFIXES.get, map(_prefix, pieces)))
+        careful = done > self.max_message_size
+        if not careful and None in kns:
+            careful = self._resolve(pieces, kns)
+        if careful:
+            firsts = list(map(_first_item, map(bytes.partition, pieces, repeat(b"\r\n"))))
+            kns = list(map(_FIRST_LINES.get, firsts))
             messages, done = self._careful(pieces, firsts, kns, base)
+            if not self.lazy:
+                for i, message in enumerate(messages):
+                    try:
+                        message._parse_now()
+                    except RemoteProtocolError as exc:
+                        # Hand out the good messages before it; then raise.
+                        self._error = exc
+                        del messages[i:]
+                        break
         else:
             offsets = map(add, accumulate(map(len, pieces), initial=base), count(0, 4))
-            messages = list(map(_WireMessage, zip(pieces, offsets, kns)))
+            if self.lazy:
+                flats: Iterable = repeat(None)
+            else:
+                flats = list(map(_split_fast, pieces))
+                if None in flats:
+                    offsets = list(offsets)
+                    for i, flat in enumerate(flats):
+                        if flat is None:
+                            try:
+                                flats[i] = _parse_raw(pieces[i], offsets[i])
+                            except RemoteProtocolError as exc:
+                                # Hand out the good messages before it; then raise.
+                                self._error = exc
+                                del flats[i:]
+                                break
+            messages = list(
+                map(
+                    _WireMessage,
+                    zip(pieces, offsets, map(_first_item, kns), map(_second_item, kns), flats),
+                )
+            )
         self._pos = pos + done
         if not self._legacy:
             self._scan = max(self._pos, len(buf) - 3)
-        if not self.lazy:
-            for message in messages:
-                message._parse_now()
         if not messages:
+            if self._error is not None:
+                raise self._error
             return self._next()
-        if len(messages) > 1:
-            self._ready.extend(messages[1:])
-        return messages[0]
+        return messages
+
+    def _resolve(self, pieces: list[bytes], kns: list) -> bool:
+        """Fill in unknown (kind, name)s; True if the batch needs the careful path."""
+        for i, kn in enumerate(kns):
+            if kn is not None:
+                continue
+            piece = pieces[i]
+            if not piece or piece[0] == 13:
+                return True
+            first = piece.partition(b"\r\n")[0]
+            if _LEGACY_FIRST.fullmatch(first):
+                return True
+            kn = _FIRST_LINES.get(first) or _first_line(first)
+            kns[i] = kn
+            key = piece[:_PREFIX_LEN]
+            if kn[0] != "unknown" and (len(first) + 2 <= len(key) or len(piece) < _PREFIX_LEN):
+                # The key holds the whole first line, so it decides (kind, name).
+                if len(_PREFIXES) >= _PREFIXES_MAX:
+                    _PREFIXES.clear()
+                _PREFIXES[key] = kn
+        return False
 
     def _careful(
         self, pieces: list[bytes], firsts: list[bytes], kns: list, base: int
@@ -675,14 +763,14 @@ class AMIParser:
                     start = offset - self._base
                     self._scan = max(start, start + len(piece) + 4 - len(_LEGACY_END))
                     return out, offset - base
-                if kn is None and b":" in first:
+                if kn is None:
                     kn = _first_line(first)
             size = len(piece) + 4
             if size > limit:
                 raise RemoteProtocolError(
                     f"AMI message of {size} bytes exceeds the limit of {limit}", offset
                 )
-            out.append(_WireMessage((piece, offset, kn)))
+            out.append(_WireMessage((piece, offset, kn[0], kn[1], None)))
             offset += size
         return out, offset - base
 
