@@ -743,23 +743,24 @@ class AMIConnection:
             if self._dispatch(message):
                 await self._publish(message)
         stats = self._stats
-        next_event = parser.next_event
+        next_events = parser.next_events
         dispatch = self._dispatch
         offer = self._offer
         while True:
-            event = next_event()
-            if event is NEED_DATA:
+            events = next_events()
+            if not events:
+                if parser.closed:
+                    raise _Drop("connection closed by the server")
                 data = await stream.receive_some(65536)
                 self._last_rx = trio.current_time()
                 stats.bytes_in += len(data)
                 parser.receive_data(data)
                 continue
-            if event is CLOSED:
-                raise _Drop("connection closed by the server")
-            if dispatch(event):  # type: ignore[arg-type]
-                blocked = offer(event)  # type: ignore[arg-type]
-                if blocked:
-                    await self._wait_send(blocked, event)  # type: ignore[arg-type]
+            for event in events:
+                if dispatch(event):  # type: ignore[arg-type]
+                    blocked = offer(event)  # type: ignore[arg-type]
+                    if blocked:
+                        await self._wait_send(blocked, event)  # type: ignore[arg-type]
 
     def _dispatch(self, message: Message) -> bool:
         """Account for one message and hand responses to their actions.
