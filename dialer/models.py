@@ -23,7 +23,8 @@ i.e. in ``new`` and ``retry``)::
     dialing    a call attempt for it is in flight
     done       reached a final disposition (no retry rule applies)
     exhausted  ``max_attempts`` reached without a final disposition
-    dnc        its number was put on the do-not-call list after it was loaded
+    dnc        its number was put on the do-not-call list while the lead was
+               new, retry or claimed (see dialer.dnc)
 
 Call attempt states (each step has its own timestamp column)::
 
