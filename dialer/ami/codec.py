@@ -19,14 +19,19 @@ Decisions:
   that are not UTF-8 become lone surrogates, nothing is dropped, and
   :func:`encode_message` writes them back byte for byte. Messages are framed as
   bytes and decoded whole, so a character split across reads arrives whole.
-* Laziness: framing is done on bytes; a message keeps its raw bytes and parses
-  its headers only when they are first read. :attr:`Message.kind`,
-  :attr:`Message.name` and a single :meth:`Message.get` look at the bytes
-  without building the header list. With ``AMIParser(lazy=True)`` (the
-  default) a malformed header line therefore raises
-  :class:`RemoteProtocolError` (with its stream offset) when that message's
-  headers are read; ``lazy=False`` parses every message inside
-  :meth:`AMIParser.next_event`, so every error comes from there.
+* Laziness: framing is done on bytes, every complete block in the buffer at
+  once, in C (``bytes.split``); :attr:`Message.kind` and :attr:`Message.name`
+  are resolved while framing from the block's first line (cached by the
+  block's first 32 bytes); the other headers are split only when first read,
+  and a single :meth:`Message.get` before that looks at the bytes directly.
+  With ``AMIParser(lazy=True)`` (the default) a malformed header line
+  therefore raises :class:`RemoteProtocolError` (with its stream offset) when
+  that message's headers are read, and a first line without a colon gives
+  ``kind == "unknown"``; ``lazy=False`` splits every message while framing,
+  so every error comes from :meth:`AMIParser.next_event`, after the good
+  messages before it have been returned.
+* :meth:`AMIParser.next_events` returns every complete message at once (a
+  list), for consumers that want less overhead per message.
 * Values: one space after the colon is removed (``AccountCode: `` gives
   ``""``); everything else in the value is kept as sent.
 * End of stream: ``receive_data(b"")`` marks EOF. Once every complete message
@@ -35,8 +40,9 @@ Decisions:
   :class:`RemoteProtocolError` if it ended inside one.
 * Limits: a message (or banner) longer than ``max_message_size`` bytes raises
   :class:`RemoteProtocolError`, whether still incomplete or not. The parser
-  never searches the same bytes twice for a terminator, so input arriving one
-  byte at a time costs linear time.
+  never searches the same bytes twice for a terminator (the one exception: a
+  ``Response: Follows`` block is searched once more for its end marker), so
+  input arriving one byte at a time costs linear time.
 * Stray empty lines between messages are skipped (they carry no data).
 """
 
@@ -128,7 +134,6 @@ class Banner:
         return f"{self.product}/{self.version}"
 
 
-_KIND_EXACT = {b"Response": "response", b"Event": "event", b"Action": "action"}
 _KIND_LOWER = {"response": "response", "event": "event", "action": "action"}
 _SECRET_KEYS = frozenset({"secret", "key"})
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
@@ -151,7 +156,8 @@ class _Missing:
 
 _MISSING = _Missing()
 
-# First header line (bytes) -> (kind, name); filled as first lines are seen.
+# First header line (bytes) -> (kind, name); filled as first lines are seen,
+# emptied when full.
 _FIRST_LINES: dict[bytes, tuple[str, str | None]] = {}
 _FIRST_LINES_MAX = 4096
 # The first _PREFIX_LEN bytes of a block -> (kind, name), for blocks whose
@@ -182,12 +188,9 @@ def _first_line(first: bytes) -> tuple[str, str | None]:
     if not sep:
         return _UNKNOWN
     kn = _kind_name(_decode(key), _decode(value[1:] if value[:1] == b" " else value))
-    if (
-        kn[0] != "unknown"
-        and len(_FIRST_LINES) < _FIRST_LINES_MAX
-        and _TOKEN_B.fullmatch(key)
-        and not _LEGACY_FIRST.fullmatch(first)
-    ):
+    if kn[0] != "unknown" and _TOKEN_B.fullmatch(key) and not _LEGACY_FIRST.fullmatch(first):
+        if len(_FIRST_LINES) >= _FIRST_LINES_MAX:
+            _FIRST_LINES.clear()
         _FIRST_LINES[first] = kn
     return kn
 
