@@ -667,6 +667,8 @@ class Engine:
             }
         return {
             "engine_id": self.engine_id,
+            # Real wall-clock seconds: the engine clock may run fast or start elsewhere.
+            "wall_time": time.time(),
             "speed": self.settings.speed,
             "campaigns": campaigns,
             "connections": self.pool.statistics(trio.current_time()),

@@ -223,20 +223,7 @@ def build_report(
             "p90": _round(_percentile(session, dialect, expr, ended_where, n)),
         }
 
-    # Abandon rate over the windows the engine enforces (ended calls, whatever --since).
-    abandon = {"target": campaign.abandon_target}
-    within = True
-    for key, span in (("rolling_30d", dt.timedelta(days=30)), ("last_24h", dt.timedelta(hours=24))):
-        dropped_n, answered_n = session.execute(
-            sa.select(
-                sa.func.count().filter(a.disposition == Disposition.DROPPED.value),
-                sa.func.count().filter(a.answered_at.is_not(None)),
-            ).where(a.campaign_id == campaign.id, a.ended_at >= now - span)
-        ).one()
-        rate = _share(dropped_n or 0, answered_n or 0)
-        abandon[key] = {"dropped": dropped_n or 0, "answered": answered_n or 0, "rate": rate}
-        within = within and (rate is None or rate <= campaign.abandon_target)
-    abandon["within_target"] = within
+    abandon = abandon_figures(session, campaign, now)
 
     # Per hour (UTC) of the attempt's start.
     hour = _hour(dialect, a.created_at).label("hour")
@@ -279,6 +266,26 @@ def build_report(
         "hours": hours,
         "connections": _connections(session, dialect, campaign, where),
     }
+
+
+def abandon_figures(session: Session, campaign: Campaign, now: dt.datetime) -> dict[str, Any]:
+    """Dropped calls over answered calls that ended in the last 30 days and in
+    the last 24 hours: the windows the engine enforces."""
+    a = CallAttempt
+    figures: dict[str, Any] = {"target": campaign.abandon_target}
+    within = True
+    for key, span in (("rolling_30d", dt.timedelta(days=30)), ("last_24h", dt.timedelta(hours=24))):
+        dropped_n, answered_n = session.execute(
+            sa.select(
+                sa.func.count().filter(a.disposition == Disposition.DROPPED.value),
+                sa.func.count().filter(a.answered_at.is_not(None)),
+            ).where(a.campaign_id == campaign.id, a.ended_at >= now - span)
+        ).one()
+        rate = _share(dropped_n or 0, answered_n or 0)
+        figures[key] = {"dropped": dropped_n or 0, "answered": answered_n or 0, "rate": rate}
+        within = within and (rate is None or rate <= campaign.abandon_target)
+    figures["within_target"] = within
+    return figures
 
 
 def _connections(session: Session, dialect: str, campaign: Campaign, where: list) -> list[dict]:
