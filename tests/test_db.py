@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,18 @@ def test_hopper_claim_order_uses_the_index_on_postgres(pg_url):
         assert "Sort" not in text
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("ci, status, outcome", [("true", 1, "1 error"), ("", 0, "1 skipped")])
+def test_postgres_tests_skip_without_a_server_but_fail_in_ci(ci, status, outcome):
+    env = {k: v for k, v in os.environ.items() if k not in ("DIALER_TEST_PG_URL", "CI")}
+    if ci:
+        env["CI"] = ci
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         "tests/test_db.py::test_cli_upgrade_and_check_on_postgres"],
+        capture_output=True, text=True, cwd=REPO, env=env,
+    )
+    assert proc.returncode == status, proc.stdout
+    assert outcome in proc.stdout
+    assert "DIALER_TEST_PG_URL is not set" in proc.stdout or not ci
