@@ -605,6 +605,13 @@ class AMIParser:
                     end -= 3
                     self._scan = end if end > pos else pos
                     return NEED_DATA
+            else:
+                found = self._bulk_plain()
+                if type(found) is list:
+                    if len(found) > 1:
+                        ready.extend(found[1:])
+                    return found[0]
+                return found  # type: ignore[return-value]
         found = self._frame()
         if type(found) is list:
             if len(found) > 1:
@@ -625,10 +632,30 @@ class AMIParser:
             found = list(ready)
             ready.clear()
             return found
-        found = self._frame()
+        if self._plain:
+            if self._buf.find(b"\r\n\r\n", self._scan) < 0:
+                found = self._frame()  # NEED_DATA, or the size error
+            else:
+                found = self._bulk_plain()
+        else:
+            found = self._frame()
         if type(found) is list:
             return found  # type: ignore[return-value]
         return []
+
+    def _bulk_plain(self) -> Union[list, _Sentinel]:
+        """Frame complete blocks (a terminator is known to be buffered)."""
+        try:
+            found = self._bulk(self._buf, self._pos)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._plain = False
+            raise
+        if self._legacy or self._error is not None:
+            self._plain = False
+        if type(found) is list or found is NEED_DATA:
+            return found
+        return [found]
 
     @property
     def closed(self) -> bool:
@@ -657,9 +684,11 @@ class AMIParser:
         if self._legacy:
             return self._legacy_block()
         buf = self._buf
-        pos = self._pos
         if buf.find(b"\r\n\r\n", self._scan) < 0:
             return self._incomplete(3)
+        return self._bulk(buf, self._pos)
+
+    def _bulk(self, buf: bytearray, pos: int) -> Union[list, Message, _Sentinel]:
         # Split everything buffered in one C call: every piece but the last is
         # a complete block, the last one is the start of the next.
         region = bytes(buf[pos:])
