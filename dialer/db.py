@@ -111,7 +111,7 @@ def connect(engine: Engine) -> Iterator[Connection]:
     """A connection, with connection failures turned into a one-line error."""
     try:
         conn = engine.connect()
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise DatabaseError(
             f"--db: cannot connect to {engine.url.render_as_string(hide_password=True)}: {reason}"

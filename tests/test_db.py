@@ -154,6 +154,14 @@ def test_unreachable_postgres_is_one_line():
     assert err.count("\n") == 1
 
 
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("these are notes, not a database\n" * 100)
+    status, out, err = run_cli("campaign", "list", "--db", f"sqlite:///{path}")
+    assert status == 1
+    assert err == f"dialer: --db: cannot connect to sqlite:///{path}: file is not a database\n"
+
+
 def test_postgres_url_without_driver_uses_psycopg():
     assert db.parse_url("postgresql://u:p@h/d").drivername == "postgresql+psycopg"
 
