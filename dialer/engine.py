@@ -81,6 +81,7 @@ class EngineSettings:
     stale_after: float = 60.0        # past ring timeout, a call with no result is looked up
     housekeeping_interval: float = 5.0
     stats_interval: float = 5.0
+    batch_interval: float = 0.05     # real seconds between two claims, at least
     speed: float = 1.0               # engine-clock seconds per real second
 
     @classmethod
@@ -206,6 +207,8 @@ class Engine:
         self._db_limiter = trio.CapacityLimiter(1)
         self._pending: list[Transition] = []
         self._logged: list[LoggedEvent] = []
+        self._cancelled: list[tuple[int, int]] = []   # (attempt id, lead id) never sent
+        self._unsent: set[TrackedCall] = set()          # waiting for their send slot
         self._members: dict[str, PoolMember] = {}      # action_id -> connection
         self._gap_calls: dict[str, list[TrackedCall]] = {}
         self._check_calls: set[TrackedCall] = set()
@@ -216,7 +219,7 @@ class Engine:
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
         self.counters = {"originates": 0, "refused": 0, "lost": 0, "ended": 0, "events": 0,
-                         "adopted": 0, "reconciled": 0}
+                         "adopted": 0, "reconciled": 0, "not_sent": 0}
 
     # -- helpers -------------------------------------------------------------------
 
@@ -318,12 +321,13 @@ class Engine:
 
     def _finished(self) -> bool:
         if self._draining:
-            return self.in_flight() == 0 and not self._pending
+            return self.in_flight() == 0 and not self._pending and not self._cancelled
         if not self.until_done:
             return False
         return (
             self.in_flight() == 0
             and not self._pending
+            and not self._cancelled
             and all(r.state in ("done", "stopped") for r in self.runs.values())
         )
 
@@ -422,19 +426,18 @@ class Engine:
         assert self.pool is not None
         while True:
             wake = self._wake
+            started = trio.current_time()
             placed = 0
             if not self._draining:
                 for run in list(self.runs.values()):
                     if run.state == CampaignState.RUNNING.value:
                         placed += await self._dial_campaign(run)
             if placed:
+                # Let room gather for the next batch: each claim is a database
+                # transaction, and calls wait for their send slot meanwhile.
+                await trio.sleep_until(started + self.settings.batch_interval)
                 continue
-            now_t = trio.current_time()
-            timeout = 0.25
-            next_token = self.pool.next_time(now_t)
-            if next_token is not None and next_token > now_t:
-                timeout = min(timeout, next_token - now_t)
-            with trio.move_on_after(max(timeout, 0.001)):
+            with trio.move_on_after(0.25):
                 await wake.wait()
 
     async def _dial_campaign(self, run: CampaignRun) -> int:
@@ -442,7 +445,7 @@ class Engine:
         now_t = trio.current_time()
         if run.hopper_empty_until > now_t:
             return 0
-        capacity = self.pool.capacity(now_t)
+        capacity = self.pool.capacity()
         if capacity <= 0:
             return 0
         run.decision = decide(self._stats_for(run, now_t, capacity), run.settings)
@@ -451,7 +454,7 @@ class Engine:
             return 0
         members: list[PoolMember] = []
         while len(members) < wanted:
-            member = self.pool.take(now_t)
+            member = self.pool.assign()
             if member is None:
                 break
             members.append(member)
@@ -462,21 +465,23 @@ class Engine:
             run.timezones_at = now_t
         now = self.clock.utcnow()
         campaign = run.campaign
+        campaigns = Campaign.__table__
 
         def claim_and_start(session: Session) -> list[hopper.NewAttempt]:
-            live = session.get(Campaign, campaign.id)
-            if live is None or live.state != CampaignState.RUNNING.value:
+            # The state as of now, not as of the last poll: a pause acts at once.
+            state = session.scalar(sa.select(campaigns.c.state).where(campaigns.c.id == campaign.id))
+            if state != CampaignState.RUNNING.value:
                 return []
             leads = hopper.claim_leads(
-                session, live, engine_id=self.engine_id, now=now, limit=len(members),
+                session, campaign, engine_id=self.engine_id, now=now, limit=len(members),
                 timezones=run.timezones, lease=dt.timedelta(seconds=self.settings.lease),
             )
             assignments = [(lead, m.server, m.name) for lead, m in zip(leads, members)]
-            return hopper.start_attempts(session, live, assignments, engine_id=self.engine_id, now=now)
+            return hopper.start_attempts(session, campaign, assignments, engine_id=self.engine_id, now=now)
 
         attempts = await self._db(claim_and_start)
         for member in members[len(attempts):]:
-            self.pool.give_back(member, trio.current_time())
+            self.pool.unassign(member)
         if not attempts:
             run.hopper_empty_until = now_t + 1.0
             return 0
@@ -495,6 +500,7 @@ class Engine:
             self.tracker.add(call)
             run.calls.add(call)
             self._members[call.action_id] = member
+            self._unsent.add(call)
             self._nursery.start_soon(self._originate, run, call, attempt.lead, member)
         run.placed += len(attempts)
         return len(attempts)
@@ -523,29 +529,60 @@ class Engine:
     async def _originate(self, run: CampaignRun, call: TrackedCall, lead: hopper.ClaimedLead,
                          member: PoolMember) -> None:
         assert self.clock is not None
-        self.counters["originates"] += 1
         try:
             headers = self._originate_headers(run, call, lead)
-            if member.ami is None:
+        except (KeyError, ValueError, IndexError) as exc:
+            # The channel template names a field this lead does not have.
+            member.queued -= 1
+            self._unsent.discard(call)
+            self._apply(self.tracker.refused(call.action_id, self.clock.now(),
+                                             f"channel template: {_one_line(exc)}"))
+            return
+        await member.send_slot()
+        self._unsent.discard(call)
+        try:
+            if member.ami is None or not member.up:
                 raise NotConnected(f"{member.name}: not connected")
+            self.counters["originates"] += 1
             await member.ami.action("Originate", headers, action_id=call.action_id)
-        except (AMIActionError, NotConnected, LocalProtocolError, KeyError, ValueError) as exc:
-            # Refused by Asterisk, or never sent: no call was placed.
+        except (NotConnected, LocalProtocolError) as exc:
+            if isinstance(exc, LocalProtocolError):
+                # A value that cannot be sent (CR/LF in a lead field): refused here.
+                self.counters["refused"] += 1
+                self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
+            else:
+                self._not_sent(call, member)
+        except AMIActionError as exc:
+            # Asterisk refused it: no call was placed.
             member.failures += 1
             self.counters["refused"] += 1
             self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
         except ActionTimeout as exc:
             member.failures += 1
-            if not exc.sent:
-                self.counters["refused"] += 1
-                self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
-            else:
+            if exc.sent:
                 self._lost(call)
+            else:
+                self._not_sent(call, member)
         except (ConnectionLost, AMIError):
             member.failures += 1
             self._lost(call)
         else:
             self._apply(self.tracker.originated(call.action_id, self.clock.now()))
+
+    def _not_sent(self, call: TrackedCall, member: PoolMember) -> None:
+        """The Originate never left: the lead goes back to the hopper as if
+        this attempt had not been made."""
+        assert self.pool is not None
+        self.counters["not_sent"] += 1
+        member.originates_sent -= 1  # counted when its send slot came
+        self.tracker.forget(call)
+        self._members.pop(call.action_id, None)
+        self.pool.release(member)
+        run = self.runs.get(call.campaign_id)
+        if run is not None:
+            run.calls.discard(call)
+            run.hopper_empty_until = -math.inf
+        self._cancelled.append((call.attempt_id, call.lead_id))
 
     def _lost(self, call: TrackedCall) -> None:
         """The Originate may or may not have run: never resend it; ask Asterisk
@@ -612,12 +649,20 @@ class Engine:
             await self._flush()
 
     async def _flush(self) -> None:
-        if not self._pending:
+        if not self._pending and not self._cancelled:
             return
         batch, self._pending = self._pending, []
         logged, self._logged = self._logged, []
+        cancelled, self._cancelled = self._cancelled, []
         rules = {cid: run.rules for cid, run in self.runs.items()}
-        await self._db(lambda s: record(s, batch, rules=rules, events=logged))
+        assert self.clock is not None
+        now = self.clock.utcnow()
+
+        def write(session: Session) -> None:
+            hopper.cancel_attempts(session, cancelled, now=now)
+            record(session, batch, rules=rules, events=logged)
+
+        await self._db(write)
 
     async def _write_connection_stats(self) -> None:
         if self.pool is None:
@@ -696,7 +741,7 @@ class Engine:
     async def _on_gap(self, server: str) -> None:
         # Called from a connection's reader task: only note it, never block.
         self._gap_calls.setdefault(server, []).extend(
-            c for c in self.tracker.calls() if c.server == server
+            c for c in self.tracker.calls() if c.server == server and c not in self._unsent
         )
         self._reconcile_wake.set()
 
@@ -764,8 +809,8 @@ class Engine:
             alive.setdefault(ch.get("Linkedid") or "", {})[ch.get("Uniqueid") or ""] = ch
         now = self.clock.now()
         for call in calls:
-            if call.ended:
-                continue
+            if call.ended or self.tracker.get(call.action_id) is not call:
+                continue  # ended meanwhile, or never sent and handed back
             self._check_calls.discard(call)
             self.counters["reconciled"] += 1
             live = alive.get(call.channel_id, {})

@@ -61,9 +61,10 @@ class ClaimedLead:
     previous_state: str
 
 
+_L = Lead.__table__.c
 _LEAD_COLUMNS = (
-    Lead.id, Lead.phone_e164, Lead.timezone, Lead.attempts, Lead.first_name,
-    Lead.last_name, Lead.region, Lead.postal_code, Lead.priority, Lead.custom, Lead.state,
+    _L.id, _L.phone_e164, _L.timezone, _L.attempts, _L.first_name,
+    _L.last_name, _L.region, _L.postal_code, _L.priority, _L.custom, _L.state,
 )
 
 
@@ -87,10 +88,11 @@ def campaign_timezones(session: Session, campaign_id: int) -> list[str]:
 
 
 def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
+    a = CallAttempt.__table__.c
     return sa.exists().where(
-        CallAttempt.phone_e164 == Lead.phone_e164,
-        CallAttempt.ended_at > now - ABANDON_QUIET_PERIOD,
-        CallAttempt.disposition == Disposition.DROPPED.value,
+        a.phone_e164 == Lead.__table__.c.phone_e164,
+        a.ended_at > now - ABANDON_QUIET_PERIOD,
+        a.disposition == Disposition.DROPPED.value,
     )
 
 
@@ -119,38 +121,38 @@ def claim_leads(
     candidates: list[tuple[dt.datetime, int, int, tuple]] = []
     for zone in open_zones:
         stmt = (
-            sa.select(*_LEAD_COLUMNS, Lead.next_attempt_at)
+            sa.select(*_LEAD_COLUMNS, _L.next_attempt_at)
             .where(
-                Lead.campaign_id == campaign.id,
-                Lead.timezone == zone,
-                Lead.next_attempt_at <= now,
-                Lead.attempts < campaign.max_attempts,
-                not_on_dnc_list(),
+                _L.campaign_id == campaign.id,
+                _L.timezone == zone,
+                _L.next_attempt_at <= now,
+                _L.attempts < campaign.max_attempts,
+                not_on_dnc_list(_L.phone_e164),
                 ~_recently_abandoned(now),
             )
-            .order_by(Lead.next_attempt_at, Lead.priority.desc())
+            .order_by(_L.next_attempt_at, _L.priority.desc())
             .limit(limit)
         )
         if postgres:
-            stmt = stmt.with_for_update(skip_locked=True, of=Lead)
+            stmt = stmt.with_for_update(skip_locked=True, of=Lead.__table__)
         for row in session.execute(stmt):
             candidates.append((row.next_attempt_at, -row.priority, row.id, tuple(row[:-1])))
     chosen = heapq.nsmallest(limit, candidates)
     if not chosen:
         return []
     ids = [c[2] for c in chosen]
+    leads = Lead.__table__
     claimed_ids = set(
         session.scalars(
-            sa.update(Lead)
-            .where(Lead.id.in_(ids), Lead.state.in_(WAITING))
+            leads.update()
+            .where(leads.c.id.in_(ids), leads.c.state.in_(WAITING))
             .values(
                 state=LeadState.CLAIMED.value,
                 next_attempt_at=None,
                 lease_owner=engine_id,
                 lease_expires_at=now + lease,
             )
-            .returning(Lead.id)
-            .execution_options(synchronize_session=False)
+            .returning(leads.c.id)
         )
     )
     return [ClaimedLead(*c[3]) for c in chosen if c[2] in claimed_ids]
@@ -225,13 +227,15 @@ def start_attempts(
             "state": AttemptState.QUEUED.value,
             "created_at": now,
         })
-    ids = list(session.scalars(sa.insert(CallAttempt).returning(CallAttempt.id, sort_by_parameter_order=True), rows))
-    lead_ids = [lead.id for lead, _, _ in assignments]
+    attempts = CallAttempt.__table__
+    ids = list(session.scalars(
+        attempts.insert().returning(attempts.c.id, sort_by_parameter_order=True), rows
+    ))
+    leads = Lead.__table__
     session.execute(
-        sa.update(Lead)
-        .where(Lead.id.in_(lead_ids))
-        .values(state=LeadState.DIALING.value, attempts=Lead.attempts + 1)
-        .execution_options(synchronize_session=False)
+        leads.update()
+        .where(leads.c.id.in_([lead.id for lead, _, _ in assignments]))
+        .values(state=LeadState.DIALING.value, attempts=leads.c.attempts + 1)
     )
     return [
         NewAttempt(attempt_id, lead, row["attempt_no"], row["action_id"], row["channel_id"],
@@ -258,5 +262,31 @@ def reclaim_expired(session: Session, *, now: dt.datetime) -> int:
             lease_expires_at=None,
         )
         .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def cancel_attempts(session: Session, attempts: Sequence[tuple[int, int]], *, now: dt.datetime) -> int:
+    """Undo attempts whose Originate never left (their connection went down
+    before it could be sent): the rows go, and their leads go back to the
+    hopper, due at once, with the attempt not counted. ``attempts`` holds
+    (attempt id, lead id) pairs."""
+    if not attempts:
+        return 0
+    a = CallAttempt.__table__
+    leads = Lead.__table__
+    session.execute(
+        a.delete().where(a.c.id.in_([aid for aid, _ in attempts]), a.c.originated_at.is_(None))
+    )
+    result = session.execute(
+        leads.update()
+        .where(leads.c.id.in_([lid for _, lid in attempts]), leads.c.state == LeadState.DIALING.value)
+        .values(
+            state=sa.case((leads.c.attempts > 1, LeadState.RETRY.value), else_=LeadState.NEW.value),
+            attempts=leads.c.attempts - 1,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
     )
     return result.rowcount

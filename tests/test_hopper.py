@@ -186,3 +186,19 @@ def test_next_lead_state(disposition, attempts, expected):
     want_state, delay = expected
     assert state == want_state
     assert at == (None if delay is None else NOW + dt.timedelta(seconds=delay))
+
+
+def test_an_attempt_never_sent_is_undone(sessions, campaign):
+    with sessions.begin() as s:
+        add_leads(s, campaign, [("+12125550171", NY, "retry", NOW, 1, 0)])
+    (lead,) = claim(sessions, campaign)
+    with sessions.begin() as s:
+        (attempt,) = hopper.start_attempts(s, s.merge(campaign), [(lead, "pbx1", "pbx1#1")],
+                                           engine_id="e1", now=NOW)
+    later = NOW + dt.timedelta(seconds=5)
+    with sessions.begin() as s:
+        assert hopper.cancel_attempts(s, [(attempt.attempt_id, lead.id)], now=later) == 1
+    with sessions.begin() as s:
+        assert s.get(CallAttempt, attempt.attempt_id) is None
+        row = s.get(Lead, lead.id)
+        assert (row.state, row.attempts, row.next_attempt_at, row.lease_owner) == ("retry", 1, later, None)

@@ -68,3 +68,4 @@ def test_refund_gives_the_send_back():
     assert lim.available(0.0) == 1
     assert lim.try_take(0.0)
     assert not lim.try_take(0.0)
+

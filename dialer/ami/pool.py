@@ -2,7 +2,11 @@
 
 Originates are spread over every usable connection. Each connection has its
 own :class:`~dialer.ami.ratelimit.RateLimiter` and a ceiling on Originates in
-flight; :meth:`AMIPool.take` hands out a connection only when both allow it.
+flight. Claiming leads is a database transaction, so the engine claims a
+little ahead: :meth:`AMIPool.assign` gives each new call a connection that has
+room in its next ``horizon`` seconds of sending, and the call then waits for
+that connection's next send slot (:meth:`PoolMember.send_slot`), which is
+where the cap is enforced, at the moment the bytes go on the wire.
 
 Events: every connection whose user may read ``call`` events receives every
 call event of its server, including the ``OriginateResponse`` to an Originate
@@ -25,6 +29,7 @@ which is that much less for Asterisk to write and for the engine to read.
 from __future__ import annotations
 
 import dataclasses
+import math
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -61,7 +66,8 @@ class PoolMember:
     limiter: RateLimiter
     max_in_flight: int
     ami: AMIConnection | None = None
-    in_flight: int = 0
+    in_flight: int = 0        # calls assigned here and not ended (queued ones included)
+    queued: int = 0           # calls assigned here waiting for their send slot
     originates_sent: int = 0
     failures: int = 0
     reconnects: int = 0
@@ -70,6 +76,19 @@ class PoolMember:
     @property
     def up(self) -> bool:
         return self.ami is not None and self.ami.is_connected
+
+    def room(self, horizon: float) -> int:
+        """How many more calls may wait here: what the cap lets out within
+        ``horizon`` seconds (plus the burst), less those already waiting."""
+        ahead = math.ceil(self.limiter.rate * horizon) + self.limiter.burst
+        return min(ahead - self.queued, self.max_in_flight - self.in_flight)
+
+    async def send_slot(self) -> None:
+        """Wait until the cap lets one more Originate out on this connection."""
+        while not self.limiter.try_take(trio.current_time()):
+            await trio.sleep_until(self.limiter.next_time(trio.current_time()))
+        self.queued -= 1
+        self.originates_sent += 1
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,8 +111,9 @@ class AMIPool:
     def __init__(self, servers: Sequence[Any], *, now: float, connect: Callable[..., Any] = open_ami,
                  action_timeout: float = 10.0, ping_interval: float | None = 20.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 events: Sequence[str] | None = ENGINE_EVENTS) -> None:
+                 events: Sequence[str] | None = ENGINE_EVENTS, horizon: float = 0.25) -> None:
         self._connect = connect
+        self.horizon = horizon
         self._events = events
         self._action_timeout = action_timeout
         self._ping_interval = ping_interval
@@ -121,42 +141,32 @@ class AMIPool:
         server = self._servers[member.server]
         return member.up and server.reader is not None and server.reader.up
 
-    def capacity(self, now: float) -> int:
-        """How many Originates the pool could send right now."""
-        return sum(
-            min(m.limiter.available(now), m.max_in_flight - m.in_flight)
-            for m in self.members if self.usable(m)
-        )
+    def capacity(self) -> int:
+        """How many more calls the pool can take on now."""
+        return sum(max(0, m.room(self.horizon)) for m in self.members if self.usable(m))
 
-    def take(self, now: float) -> PoolMember | None:
-        """A connection allowed to send one Originate now (its token is spent
-        and the call counted in flight), or None."""
+    def assign(self) -> PoolMember | None:
+        """The usable connection with the most room for one more call (counted
+        in flight and waiting to send there), or None."""
+        best, best_room = None, 0
         n = len(self.members)
         for step in range(n):
             member = self.members[(self._rr + step) % n]
-            if (
-                member.in_flight < member.max_in_flight
-                and self.usable(member)
-                and member.limiter.try_take(now)
-            ):
-                self._rr = (self._rr + step + 1) % n
-                member.in_flight += 1
-                member.originates_sent += 1
-                return member
-        return None
+            if not self.usable(member):
+                continue
+            room = member.room(self.horizon)
+            if room > best_room:
+                best, best_room = member, room
+        if best is None:
+            return None
+        self._rr = (self.members.index(best) + 1) % n
+        best.in_flight += 1
+        best.queued += 1
+        return best
 
-    def next_time(self, now: float) -> float | None:
-        """When a usable connection will next have a token, or None if none is usable."""
-        times = [
-            m.limiter.next_time(now) for m in self.members
-            if self.usable(m) and m.in_flight < m.max_in_flight
-        ]
-        return min(times, default=None)
-
-    def give_back(self, member: PoolMember, now: float) -> None:
-        """Undo :meth:`take` for an Originate that was not sent after all."""
-        member.limiter.refund(now)
-        member.originates_sent -= 1
+    def unassign(self, member: PoolMember) -> None:
+        """Undo :meth:`assign` for a call that will not be sent."""
+        member.queued -= 1
         self.release(member)
 
     def release(self, member: PoolMember) -> None:
@@ -276,7 +286,7 @@ class AMIPool:
             row = {
                 "server": m.server, "connection": m.name, "up": m.up,
                 "reader": self._servers[m.server].reader is m,
-                "in_flight": m.in_flight, "originates_sent": m.originates_sent,
+                "in_flight": m.in_flight, "queued": m.queued, "originates_sent": m.originates_sent,
                 "failures": m.failures, "reconnects": m.reconnects, "rate_cap": m.limiter.rate,
             }
             if now is not None:

@@ -67,3 +67,4 @@ class RateLimiter:
         if len(self._recent) >= self.cap:
             when = max(when, self._recent[len(self._recent) - self.cap] + 1.0)
         return when
+

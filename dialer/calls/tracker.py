@@ -144,6 +144,10 @@ class CallTracker:
     def __len__(self) -> int:
         return len(self._by_action)
 
+    def forget(self, call: TrackedCall) -> None:
+        """Stop tracking a call that was never placed."""
+        self._drop(call)
+
     def _drop(self, call: TrackedCall) -> None:
         self._settling.pop(call.action_id, None)
         self._by_action.pop(call.action_id, None)
