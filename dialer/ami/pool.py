@@ -231,11 +231,21 @@ class AMIPool:
             ))
             member.ami = ami
             channel = await stack.enter_async_context(ami.subscribe(max_buffer=4096))
-            async for item in channel:
-                if isinstance(item, ConnectionStateChanged):
-                    await self._state_changed(server, member, item, on_gap)
-                else:
-                    await on_event(member.server, item)
+            while True:
+                try:
+                    item = await channel.receive()
+                except trio.EndOfChannel:
+                    return
+                # Then drain what is already there without a scheduler pass per event.
+                while True:
+                    if isinstance(item, ConnectionStateChanged):
+                        await self._state_changed(server, member, item, on_gap)
+                    else:
+                        await on_event(member.server, item)
+                    try:
+                        item = channel.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
 
     async def _state_changed(self, server: _Server, member: PoolMember, change: ConnectionStateChanged,
                              on_gap: GapHandler) -> None:
