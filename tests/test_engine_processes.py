@@ -142,3 +142,41 @@ def test_two_engines_share_one_postgresql_and_never_claim_the_same_lead(pg_url, 
         engines_used = set(s.scalars(sa.select(CallAttempt.engine_id)))
     assert engines_used == {"a", "b"}
     engine.dispose()
+
+
+def test_sigterm_drains_and_a_second_signal_exits_at_once(sqlite_url, tmp_path):
+    engine = db.create_engine(sqlite_url)
+    sessions = db.session_factory(engine)
+    make_campaign(sessions, phones=numbers(400), mode="unattended", queue=None,
+                  max_concurrent=1000, tz=business_zone())
+    log = tmp_path / "engine.log"
+    with SimThread(speed=2) as sim:
+        config = write_config(tmp_path / "dialer.toml", sim.port, rate=20, speed=2)
+        proc = start_engine(config, sqlite_url, log)
+        wait_until(lambda: count_attempts(sessions) >= 40, 60, "the engine to dial")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0, log.read_text()
+        assert "draining" in log.read_text()
+        with sessions.begin() as s:
+            placed = count_attempts(sessions)
+            open_attempts = s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_(None)))
+            waiting = s.scalar(sa.select(sa.func.count()).where(Lead.state == "new"))
+            leased = s.scalar(sa.select(sa.func.count()).where(Lead.lease_owner.is_not(None)))
+        # every call placed was followed to its end; the rest wait for the next run
+        assert open_attempts == 0 and leased == 0
+        assert waiting == 400 - placed and placed < 400
+
+        # A second signal does not wait for the calls in flight.
+        proc = start_engine(config, sqlite_url, log)
+        wait_until(lambda: count_attempts(sessions) >= placed + 40, 60, "the engine to dial again")
+        proc.send_signal(signal.SIGTERM)
+        pause(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 1
+        assert "exiting now" in log.read_text()
+        with sessions.begin() as s:
+            left_open = s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_(None)))
+        assert left_open > 0  # what a restart reconciles
+    engine.dispose()

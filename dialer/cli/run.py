@@ -68,7 +68,7 @@ def run(args, out, err) -> int:
             db.session_factory(engine), config.ami, settings=settings,
             campaigns=args.campaign, until_done=args.until_done, engine_id=args.engine_id,
         )
-        trio.run(_run_with_signals, dialer, err)
+        forced = trio.run(_run_with_signals, dialer, err)
     finally:
         engine.dispose()
     c = dialer.counters
@@ -76,10 +76,12 @@ def run(args, out, err) -> int:
         f"engine {dialer.engine_id}: {c['originates']} calls placed, {c['ended']} ended,"
         f" {c['refused']} refused, {c['adopted']} adopted\n"
     )
-    return 0
+    return 1 if forced else 0
 
 
-async def _run_with_signals(dialer: Engine, err) -> None:
+async def _run_with_signals(dialer: Engine, err) -> bool:
+    """Run the engine; True when a second signal cut it short."""
+    forced = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             async def engine_then_stop() -> None:
@@ -96,5 +98,7 @@ async def _run_with_signals(dialer: Engine, err) -> None:
                     dialer.drain()
                 else:
                     err.write("dialer: exiting now; a restart reconciles the calls in flight\n")
+                    forced = True
                     nursery.cancel_scope.cancel()
-                    return
+                    break
+    return forced
