@@ -28,6 +28,7 @@ which is that much less for Asterisk to write and for the engine to read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import ssl
@@ -39,7 +40,7 @@ import trio
 
 from dialer.ami.codec import Message
 from dialer.ami.connection import AMIConnection, ConnectionStateChanged, open_ami
-from dialer.ami.errors import AMIError
+from dialer.ami.errors import AMIError, NotConnected
 from dialer.ami.ratelimit import RateLimiter
 
 EventSink = Callable[[str, Message], Awaitable[None]]
@@ -235,6 +236,9 @@ class AMIPool:
                 try:
                     item = await channel.receive()
                 except trio.EndOfChannel:
+                    # The connection gave up: a refused login is the user's to fix.
+                    with contextlib.suppress(NotConnected):
+                        await ami.wait_connected(timeout=0)
                     return
                 # Then drain what is already there without a scheduler pass per event.
                 while True:

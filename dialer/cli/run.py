@@ -68,7 +68,10 @@ def run(args, out, err) -> int:
             db.session_factory(engine), config.ami, settings=settings,
             campaigns=args.campaign, until_done=args.until_done, engine_id=args.engine_id,
         )
-        forced = trio.run(_run_with_signals, dialer, err)
+        try:
+            forced = trio.run(_run_with_signals, dialer, err)
+        except* UserError as group:
+            raise UserError("; ".join(dict.fromkeys(str(e) for e in _leaves(group)))) from None
     finally:
         engine.dispose()
     c = dialer.counters
@@ -77,6 +80,13 @@ def run(args, out, err) -> int:
         f" {c['refused']} refused, {c['adopted']} adopted\n"
     )
     return 1 if forced else 0
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
 
 
 async def _run_with_signals(dialer: Engine, err) -> bool:
