@@ -227,3 +227,29 @@ async def test_predictive_campaign_runs_against_the_simulator(clock, sessions):
     # With 3 agents and 60 % of calls unanswered, predictive keeps more lines
     # busy than agents: the dial level goes above 1.
     assert max(levels) > 1.0
+
+
+async def test_sample_leads_each_get_the_outcome_of_their_last_digit(clock, sessions):
+    from pathlib import Path
+
+    from dialer.leads.importer import import_leads
+
+    sample = Path(__file__).resolve().parents[1] / "sample_leads.csv"
+    make_campaign(sessions, mode="progressive", max_concurrent=30)
+    loaded_at = dt.datetime(2026, 11, 25, 18, 0)
+    with sessions.begin() as s:
+        result = import_leads(s, "spring", sample, now=loaded_at)
+    assert result.loaded == 200
+    # 19:00 UTC on a Wednesday: 14:00 in New York, 09:00 in Honolulu.
+    epoch = dt.datetime(2026, 11, 25, 19, 0, tzinfo=dt.UTC).timestamp()
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery)
+        engine = new_engine(sessions, [server(port)], until_done=True, epoch=epoch)
+        with trio.fail_after(7200):
+            await engine.run()
+        nursery.cancel_scope.cancel()
+    leads = lead_dispositions(sessions)
+    assert len(leads) == 200
+    for phone, (state, disposition) in leads.items():
+        assert disposition in BY_DIGIT[phone[-1]], (phone, disposition)
+    assert len(originates(sim)) == 200
