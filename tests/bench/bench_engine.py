@@ -13,7 +13,10 @@ ceiling: the same with the caps lifted, on SQLite and on PostgreSQL:
 completed calls per second end to end (claimed, originated, every event
 followed, outcome written), events per second processed, and the engine's
 CPU time per second of wall time. The simulator runs in its own process so
-that it does not share the engine's core.
+that it does not share the engine's core. The baseline, measured in the same
+run: a bare AMI client with no database and no engine (it only sends the
+Originates, 500 at a time, and counts each call's last Hangup), which is
+what the simulator and the AMI layer alone allow.
 
 One JSON object per line: one per run, then the medians.
 """
@@ -133,11 +136,59 @@ def run_once(url: str, leads: int, *, rate: float, burst: int, tmp: Path) -> dic
     }
 
 
+def run_raw(leads: int, tmp: Path) -> dict:
+    """The baseline: Originates and events through the AMI client alone."""
+    from dialer.ami.connection import open_ami
+
+    record = tmp / "record.json"
+    sim, port = start_sim(record)
+    ended = 0
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+
+    async def main() -> None:
+        nonlocal ended
+        async with open_ami("127.0.0.1", port, username="dialer", secret="dialerpass",
+                            ping_interval=None) as ami:
+            done = trio.Event()
+            async with ami.subscribe(max_buffer=4096) as events, trio.open_nursery() as nursery:
+                async def count() -> None:
+                    nonlocal ended
+                    async for ev in events:
+                        if getattr(ev, "name", None) == "Hangup" and ev.get("Uniqueid", "").endswith("-a"):
+                            ended += 1
+                            if ended == leads:
+                                done.set()
+                                return
+
+                nursery.start_soon(count)
+                numbers = phones(leads)
+                for start in range(0, leads, 500):
+                    async with trio.open_nursery() as batch:
+                        for i in range(start, min(leads, start + 500)):
+                            batch.start_soon(ami.action, "Originate", [
+                                ("Channel", f"Local/{numbers[i][1:]}@carrier"), ("Context", "dialer-connect"),
+                                ("Exten", "s"), ("Priority", "1"), ("Async", "true"), ("Timeout", "15000"),
+                                ("ChannelId", f"raw{i}-a"), ("OtherChannelId", f"raw{i}-b"),
+                            ])
+                with trio.fail_after(600):
+                    await done.wait()
+
+    trio.run(main)
+    wall = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    stop_sim(sim, record)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return {"leads": leads, "ended": ended, "wall_s": round(wall, 2),
+            "completed_calls_per_s": round(ended / wall, 1),
+            "client_cpu_per_wall_s": round(cpu / wall, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--what", default="fidelity,ceiling")
+    parser.add_argument("--what", default="fidelity,raw,ceiling")
     parser.add_argument("--db", default="sqlite,postgresql")
     args = parser.parse_args()
     whats = args.what.split(",")
@@ -146,11 +197,13 @@ def main() -> None:
     results = collections.defaultdict(list)
     try:
         for what in whats:
-            for backend in (["sqlite"] if what == "fidelity" else dbs):
+            for backend in (["sqlite"] if what == "fidelity" else ["none"] if what == "raw" else dbs):
                 for i in range(args.runs):
                     with tempfile.TemporaryDirectory() as tmp:
                         tmp = Path(tmp)
-                        if backend == "sqlite":
+                        if what == "raw":
+                            url = ""
+                        elif backend == "sqlite":
                             url = f"sqlite:///{tmp}/bench.db"
                         else:
                             if pg is None:
@@ -158,7 +211,9 @@ def main() -> None:
 
                                 pg = ThrowawayPostgres()
                             url = fresh_pg_database(pg.url, f"bench_engine_{i}")
-                        if what == "fidelity":
+                        if what == "raw":
+                            out = run_raw(args.leads, tmp)
+                        elif what == "fidelity":
                             out = run_once(url, args.leads, rate=50, burst=5, tmp=tmp)
                             out["fraction_of_cap"] = round(out["originate_rate_per_s"] / 200.0, 3)
                         else:
