@@ -90,7 +90,7 @@ import bisect
 import math
 from collections import Counter, deque
 from functools import cached_property
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [

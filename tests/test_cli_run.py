@@ -95,7 +95,6 @@ def test_run_refuses_an_unmigrated_database(tmp_path, monkeypatch):
 
 
 def test_run_with_a_wrong_secret_or_unknown_campaign_is_one_line(dbu, tmp_path, monkeypatch):
-    import threading
 
     from tests.sim_thread import SimThread
 

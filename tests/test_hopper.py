@@ -11,7 +11,7 @@ from dialer.calls.outcomes import RetryRules, next_lead_state, record
 from dialer.calls.tracker import CallTracker, TrackedCall
 from dialer.campaigns import create_campaign
 from dialer.dnc import add_dnc
-from dialer.models import CallAttempt, Lead, LeadState
+from dialer.models import CallAttempt, Lead
 
 # A Wednesday, 15:00 UTC: 10:00 in New York, 07:00 in Los Angeles.
 NOW = dt.datetime(2026, 11, 25, 15, 0)

@@ -52,7 +52,7 @@ import random
 import secrets
 import ssl
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator, Iterable
 
 import trio
