@@ -420,3 +420,13 @@ def test_a_database_error_while_storing_fails_the_load_and_keeps_nothing(sqlite_
     assert {(r.id, r.state) for r in leads(sessions)} == before
     assert not (tmp_path / "r.csv").exists()
     engine.dispose()
+
+
+def test_file_name_with_quotes_is_stored_as_given(sessions, spring, tmp_path):
+    path = write(tmp_path / "o'brien \"list\".csv", HEADER + "4155550100,A,B,,CA,1,0,x\n")
+    load(sessions, path)
+    [lead] = leads(sessions)
+    assert lead.source_file == str(path)
+    assert lead.source_line == 2
+    result = load(sessions, path)
+    assert (result.loaded, result.duplicate) == (0, 1)

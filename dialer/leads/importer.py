@@ -234,10 +234,14 @@ _INSERT_COLUMNS = (
     "postal_code", "state", "priority", "attempts", "next_attempt_at", "custom",
     "source_file", "source_line", "created_at",
 )
+# What varies per lead, in the order of a row tuple (and of the COPY columns).
+_ROW_COLUMNS = (
+    "phone_e164", "first_name", "last_name", "timezone", "region", "postal_code",
+    "priority", "custom", "source_line",
+)
 
 
-# PostgreSQL staging: the columns of the row tuple that vary per lead.
-_PG_COPY_COLUMNS = (1, 2, 3, 4, 5, 6, 8, 11, 13)
+# PostgreSQL staging table: one column per item of a row tuple.
 _PG_STAGING_TABLE = "dialer_lead_load"
 _PG_STAGING = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGING_TABLE} (phone text, first_name text,"
@@ -257,6 +261,17 @@ _PG_INSERT = (
 )
 
 
+def _sqlite_literal(value: Any) -> str:
+    """A SQL literal for SQLite: an integer, or a string with its quotes doubled."""
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise UserError(f"{value!r}: contains a NUL character")
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no SQLite literal for {value!r}")
+
+
 class _Sql:
     """The load's statements, in the driver's own parameter style.
 
@@ -265,7 +280,7 @@ class _Sql:
     the dialect's own DateTime processor, JSON as text).
     """
 
-    def __init__(self, conn, campaign_id: int, load_time: dt.datetime) -> None:
+    def __init__(self, conn, campaign_id: int, load_time: dt.datetime, source: str) -> None:
         dialect = conn.dialect
         if dialect.name not in ("sqlite", "postgresql"):  # pragma: no cover
             raise UserError(f"unsupported database {dialect.name!r}")
@@ -273,15 +288,30 @@ class _Sql:
         self.campaign_id = campaign_id
         self.sqlite = dialect.name == "sqlite"
         mark = "?" if self.sqlite else "%s"
-        self.insert = (
-            f"INSERT INTO {Lead.__tablename__} ({', '.join(_INSERT_COLUMNS)})"
-            f" VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})"
-            " ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
-        )
         process = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
         # The load time as the driver stores it, and as it reads it back.
         self.load_time = process(load_time) if process else load_time
         self._mark = mark
+        self._source = source
+        if self.sqlite:
+            # The values shared by every lead of the load are written into the
+            # statement once (as quoted literals) instead of bound per row.
+            constants = {
+                "campaign_id": int(campaign_id),
+                "state": LeadState.NEW.value,
+                "attempts": 0,
+                "next_attempt_at": self.load_time,
+                "source_file": source,
+                "created_at": self.load_time,
+            }
+            values = [
+                _sqlite_literal(constants[c]) if c in constants else "?" for c in _INSERT_COLUMNS
+            ]
+            self.insert = (
+                f"INSERT INTO {Lead.__tablename__} ({', '.join(_INSERT_COLUMNS)})"
+                f" VALUES ({', '.join(values)})"
+                " ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
+            )
         self._pg_staging = False
         self._cache_size = None
         if self.sqlite:
@@ -328,9 +358,11 @@ class _Sql:
             with cur.copy(_PG_COPY) as copy:
                 write_row = copy.write_row
                 for row in rows:
-                    write_row([row[i] for i in _PG_COPY_COLUMNS])
-            row0 = rows[0]
-            cur.execute(_PG_INSERT, (row0[0], row0[7], row0[10], row0[12], row0[14]))
+                    write_row(row)
+            cur.execute(
+                _PG_INSERT,
+                (self.campaign_id, LeadState.NEW.value, self.load_time, self._source, self.load_time),
+            )
             cur.execute(f"TRUNCATE {_PG_STAGING_TABLE}")
 
 
@@ -372,7 +404,7 @@ def import_leads(
     result = ImportResult(campaign=campaign.name, source=source)
     rejects_out = _Rejects(rejects, header.names)
     result.rejects_path = rejects_out.path
-    sql = _Sql(session.connection(), campaign.id, load_time)
+    sql = _Sql(session.connection(), campaign.id, load_time, source)
     total_bytes = os.path.getsize(path)
     failed = True
     try:
@@ -485,8 +517,6 @@ class _Load:
             counts[kind] += 1
             batch_rejects.append((line, reason, row))
 
-        campaign_id = self.campaign.id
-        load_time = self.sql.load_time
         source = self.source
         # Custom fields as a JSON object, formatted directly: '{"a":%s,"b":%s}'
         # with each value quoted by json's own (C) string encoder.
@@ -498,7 +528,6 @@ class _Load:
         if len(custom) == 1:
             single = custom_values
             custom_values = lambda row: (single(row),)  # noqa: E731 - itemgetter of one is not a tuple
-        new_state = LeadState.NEW.value
         sep = ","  # joins fields for one search; not a bad character itself
         batch_size = self.batch_size
         rows_read = 0
@@ -568,22 +597,17 @@ class _Load:
                 if earlier is not None:
                     reject("duplicate", this_line, f"duplicate: same number {e164} as line {earlier[0]}", row)
                     continue
+                # In the order of _ROW_COLUMNS.
                 batch[e164] = (this_line, (
-                    campaign_id,
                     e164,
                     (row[first_i].strip() or None) if first_i is not None else None,
                     (row[last_i].strip() or None) if last_i is not None else None,
                     zone,
                     (row[region_i].strip() or None) if region_i is not None else None,
                     (row[postal_i].strip() or None) if postal_i is not None else None,
-                    new_state,
                     priority,
-                    0,
-                    load_time,
                     custom_format % tuple(map(quote, custom_values(row))) if custom else None,
-                    source,
                     this_line,
-                    load_time,
                 ), row)
             self._submit(batch, batch_rejects)
         finally:
