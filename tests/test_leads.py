@@ -193,7 +193,12 @@ def test_summary_counts_in_cli_output(sqlite_url, tmp_path, monkeypatch):
     assert len(read_rejects(tmp_path / "few.csv.rejects.csv")) == 2
 
 
-def test_duplicates_are_found_across_batches(sessions, spring, tmp_path):
+@pytest.mark.parametrize("campaign_empty", [True, False])
+def test_duplicates_are_found_across_batches(sessions, spring, tmp_path, campaign_empty):
+    if not campaign_empty:
+        load(sessions, write(tmp_path / "first.csv", HEADER + "2125550199,A,B,,NY,1,0,x\n"))
+        with sessions.begin() as s:
+            dnc.add_dnc(s, ["3125550199"])
     lines = [f"41555501{i:02d},N{i},L,,CA,1,0,x" for i in range(10)]
     lines.append("(415) 555-0103,again,L,,CA,1,0,x")   # line 12, batch 4 with size 3
     path = write(tmp_path / "batches.csv", HEADER + "\n".join(lines) + "\n")
