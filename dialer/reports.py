@@ -151,7 +151,7 @@ def _campaign_rows(session: Session, dialect: str, campaign_id: int) -> sa.Colum
     """The condition selecting a campaign's attempts.
 
     On SQLite, reading a large share of the table through the campaign's index
-    visits the rows in index order, i.e. all over the file: ten times slower
+    visits the rows in index order, i.e. all over the file: several times slower
     than reading the table straight through. ``campaign_id + 0`` keeps SQLite
     from using the index when the campaign holds more than a twentieth of the
     attempts (the index still counts them, cheaply)."""
