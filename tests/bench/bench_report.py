@@ -13,8 +13,9 @@ Then times, in this process through the command line's ``main``:
 ``report NAME`` (table), ``report NAME --format json`` and
 ``report NAME --attempts`` (CSV export of every attempt, to a file), each
 --runs times, and prints one JSON object per line: the generation, a baseline
-measured on the same database (one ``count(*)`` over the campaign's attempts,
-i.e. one scan), every run, and the medians. Without --pg-url a throwaway
+measured on the same database (``count(*), count(answered_at)`` over the
+campaign's attempts, read the way the report reads them: one scan), every
+run, and the medians. Without --pg-url a throwaway
 PostgreSQL cluster is started as in bench_import.py.
 """
 
@@ -206,11 +207,14 @@ def baseline_scan(url: str) -> float:
     from dialer import db
 
     engine = db.create_engine(url)
+    # Read the way the report reads a campaign this size: straight through the
+    # table on SQLite (campaign_id + 0 keeps the index out), by the planner's
+    # choice on PostgreSQL.
+    where = "campaign_id + 0 = 1" if engine.dialect.name == "sqlite" else "campaign_id = 1"
     started = time.perf_counter()
     with engine.connect() as conn:
         n = conn.execute(sa.text(
-            "SELECT count(*), sum(CASE WHEN answered_at IS NOT NULL THEN 1 ELSE 0 END) FROM call_attempts"
-            " WHERE campaign_id = 1")).one()
+            f"SELECT count(*), count(answered_at) FROM call_attempts WHERE {where}")).one()
     seconds = time.perf_counter() - started
     engine.dispose()
     assert n[0] > 0
