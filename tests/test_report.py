@@ -255,3 +255,27 @@ def test_report_as_a_real_subprocess(known, db_url):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["leads"]["total"] == 10
+
+
+def _keys(value, out):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.add(k)
+            _keys(v, out)
+    elif isinstance(value, list):
+        for v in value:
+            _keys(v, out)
+    return out
+
+
+def test_readme_documents_every_field_of_the_json_report(known):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Report format"):readme.index("## Performance")]
+    with known.begin() as s:
+        r = reports.build_report(s, "spring", now=NOW)
+    missing = sorted(k for k in _keys(r, set()) if f'"{k}"' not in section)
+    assert missing == []
+    for column in reports.ATTEMPT_COLUMNS:
+        assert column in readme
