@@ -30,6 +30,7 @@ runs under trio's ``MockClock``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -68,6 +69,11 @@ from dialer.pacing import CallStatsEstimator, PacingDecision, PacingSettings, Pa
 
 log = logging.getLogger("dialer.engine")
 T = TypeVar("T")
+
+
+class DatabaseBusy(Exception):
+    """The database could not be reached or stayed locked (another writer, a
+    restart): the unit of work did not happen and may be tried again."""
 
 
 @dataclasses.dataclass
@@ -228,10 +234,14 @@ class Engine:
             with self.sessions.begin() as session:
                 return fn(session, *args)
 
-        if not self.db_thread:
-            await trio.lowlevel.checkpoint()
-            return unit()
-        return await trio.to_thread.run_sync(unit, limiter=self._db_limiter)
+        try:
+            if not self.db_thread:
+                await trio.lowlevel.checkpoint()
+                return unit()
+            return await trio.to_thread.run_sync(unit, limiter=self._db_limiter)
+        except sa.exc.OperationalError as exc:
+            reason = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
+            raise DatabaseBusy(reason) from exc
 
     def _poke(self) -> None:
         self._wake.set()
@@ -384,7 +394,11 @@ class Engine:
                 session.expunge(c)
             return campaigns, abandon, orphans
 
-        campaigns, abandon, orphans = await self._db(poll)
+        try:
+            campaigns, abandon, orphans = await self._db(poll)
+        except DatabaseBusy as exc:
+            log.warning("campaign states not read (%s); trying again", exc)
+            return
         for c in campaigns:
             run = self._update_run(c)
             if c.id in abandon:
@@ -461,8 +475,12 @@ class Engine:
         if not members:
             return 0
         if now_t - run.timezones_at > 30.0:
-            run.timezones = await self._db(hopper.campaign_timezones, run.id)
-            run.timezones_at = now_t
+            try:
+                run.timezones = await self._db(hopper.campaign_timezones, run.id)
+            except DatabaseBusy:
+                pass  # the previous list serves until the next try
+            else:
+                run.timezones_at = now_t
         now = self.clock.utcnow()
         campaign = run.campaign
         campaigns = Campaign.__table__
@@ -479,7 +497,11 @@ class Engine:
             assignments = [(lead, m.server, m.name) for lead, m in zip(leads, members)]
             return hopper.start_attempts(session, campaign, assignments, engine_id=self.engine_id, now=now)
 
-        attempts = await self._db(claim_and_start)
+        try:
+            attempts = await self._db(claim_and_start)
+        except DatabaseBusy as exc:
+            log.warning("%s: no leads claimed (%s); trying again", campaign.name, exc)
+            attempts = []
         for member in members[len(attempts):]:
             self.pool.unassign(member)
         if not attempts:
@@ -662,7 +684,14 @@ class Engine:
             hopper.cancel_attempts(session, cancelled, now=now)
             record(session, batch, rules=rules, events=logged)
 
-        await self._db(write)
+        try:
+            await self._db(write)
+        except DatabaseBusy as exc:
+            # Keep them, in order, for the next flush: nothing is dropped.
+            log.warning("outcomes not written yet (%s); trying again", exc)
+            self._pending[:0] = batch
+            self._logged[:0] = logged
+            self._cancelled[:0] = cancelled
 
     async def _write_connection_stats(self) -> None:
         if self.pool is None:
@@ -685,7 +714,8 @@ class Engine:
                 stats.rate_cap = row["rate_cap"]
                 stats.updated_at = now
 
-        await self._db(write)
+        with contextlib.suppress(DatabaseBusy):  # figures only: the next write catches up
+            await self._db(write)
 
     def status(self) -> dict[str, Any]:
         """The live figures ``dialer status`` shows, as plain data."""
@@ -734,7 +764,8 @@ class Engine:
                 row.heartbeat_at = now
                 row.data = data
 
-        await self._db(write)
+        with contextlib.suppress(DatabaseBusy):  # figures only: the next write catches up
+            await self._db(write)
 
     # -- finding out what Asterisk knows ------------------------------------------
 

@@ -253,3 +253,46 @@ async def test_sample_leads_each_get_the_outcome_of_their_last_digit(clock, sess
     for phone, (state, disposition) in leads.items():
         assert disposition in BY_DIGIT[phone[-1]], (phone, disposition)
     assert len(originates(sim)) == 200
+
+
+async def test_a_locked_database_delays_outcomes_but_loses_none(clock, sessions, sqlite_url, caplog):
+    """Another writer holds SQLite's lock for a while (a long lead load): the
+    engine keeps following its calls and writes every outcome afterwards."""
+    import sqlite3
+
+    phones = numbers(60)
+    make_campaign(sessions, phones=phones, mode="unattended", queue=None, max_concurrent=100)
+    path = sqlite_url.removeprefix("sqlite:///")
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery)
+        engine = new_engine(sessions, [server(port, connections=1, rate=10, burst=2)],
+                            until_done=True, epoch=BUSINESS_HOURS)
+        from dialer import db as dbmod
+
+        impatient = dbmod.create_engine(sqlite_url)
+        # Give up on the lock after 10 ms of real time instead of 10 s.
+        sa.event.listen(impatient, "connect",
+                        lambda conn, _: conn.execute("PRAGMA busy_timeout = 10"))
+        engine.sessions = dbmod.session_factory(impatient)
+        blocker = sqlite3.connect(path, timeout=0, isolation_level=None)
+
+        async def hold_lock():
+            await trio.sleep(2)
+            blocker.execute("BEGIN IMMEDIATE")
+            await trio.sleep(5)
+            blocker.rollback()
+
+        nursery.start_soon(hold_lock)
+        with trio.fail_after(3600):
+            await engine.run()
+        nursery.cancel_scope.cancel()
+        impatient.dispose()
+    blocker.close()
+    assert engine.counters["ended"] == 60
+    assert "database is locked" in caplog.text and "trying again" in caplog.text
+    leads = lead_dispositions(sessions)
+    assert len(leads) == 60
+    assert all(state in ("done", "exhausted") for state, _ in leads.values())
+    with sessions.begin() as s:
+        assert s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_(None))) == 0
+        assert s.scalar(sa.select(sa.func.count()).select_from(CallAttempt)) == 60
