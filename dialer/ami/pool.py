@@ -73,6 +73,7 @@ class PoolMember:
     failures: int = 0
     reconnects: int = 0
     generation: int = 0
+    gate: trio.StrictFIFOLock = dataclasses.field(default_factory=trio.StrictFIFOLock)
 
     @property
     def up(self) -> bool:
@@ -85,9 +86,13 @@ class PoolMember:
         return min(ahead - self.queued, self.max_in_flight - self.in_flight)
 
     async def send_slot(self) -> None:
-        """Wait until the cap lets one more Originate out on this connection."""
-        while not self.limiter.try_take(trio.current_time()):
-            await trio.sleep_until(self.limiter.next_time(trio.current_time()))
+        """Wait until the cap lets one more Originate out on this connection.
+
+        Calls get their slots in the order they asked, and only the first in
+        line watches the clock: the others wait on the gate, not on a timer."""
+        async with self.gate:
+            while not self.limiter.try_take(trio.current_time()):
+                await trio.sleep_until(self.limiter.next_time(trio.current_time()))
         self.queued -= 1
         self.originates_sent += 1
 

@@ -177,6 +177,8 @@ def run_raw(leads: int, tmp: Path) -> dict:
     wall = time.perf_counter() - t0
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     stop_sim(sim, record)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    _children_cpu[0] = children.ru_utime + children.ru_stime
     cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
     return {"leads": leads, "ended": ended, "wall_s": round(wall, 2),
             "completed_calls_per_s": round(ended / wall, 1),
