@@ -296,3 +296,21 @@ async def test_a_locked_database_delays_outcomes_but_loses_none(clock, sessions,
     with sessions.begin() as s:
         assert s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_(None))) == 0
         assert s.scalar(sa.select(sa.func.count()).select_from(CallAttempt)) == 60
+
+
+def test_peak_per_second_is_tracked_per_connection():
+    from dialer.ami.pool import PoolMember
+    from dialer.ami.ratelimit import RateLimiter
+
+    async def main():
+        member = PoolMember("pbx", "pbx#1", RateLimiter(5, burst=5, now=trio.current_time()), 100)
+        member.queued = 12
+        for _ in range(12):
+            await member.send_slot()
+        return member, trio.current_time()
+
+    member, elapsed = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert member.peak_1s == 5 and member.originates_sent == 12 and member.queued == 0
+    # a burst of 5 at once; then the one-second window allows 5 more at 1.0 s
+    # and the last 2 at 2.0 s
+    assert elapsed == pytest.approx(2.0)

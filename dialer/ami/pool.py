@@ -74,6 +74,7 @@ class PoolMember:
     reconnects: int = 0
     generation: int = 0
     gate: trio.StrictFIFOLock = dataclasses.field(default_factory=trio.StrictFIFOLock)
+    peak_1s: int = 0          # most Originates this connection sent in any one second
 
     @property
     def up(self) -> bool:
@@ -91,10 +92,11 @@ class PoolMember:
         Calls get their slots in the order they asked, and only the first in
         line watches the clock: the others wait on the gate, not on a timer."""
         async with self.gate:
-            while not self.limiter.try_take(trio.current_time()):
-                await trio.sleep_until(self.limiter.next_time(trio.current_time()))
+            while not self.limiter.try_take(now := trio.current_time()):
+                await trio.sleep_until(self.limiter.next_time(now))
         self.queued -= 1
         self.originates_sent += 1
+        self.peak_1s = max(self.peak_1s, self.limiter.sent_last_second(now))
 
 
 @dataclasses.dataclass(eq=False)
@@ -307,6 +309,7 @@ class AMIPool:
                 "reader": self._servers[m.server].reader is m,
                 "in_flight": m.in_flight, "queued": m.queued, "originates_sent": m.originates_sent,
                 "failures": m.failures, "reconnects": m.reconnects, "rate_cap": m.limiter.rate,
+                "peak_1s": m.peak_1s,
             }
             if now is not None:
                 row["rate_1s"] = m.limiter.sent_last_second(now)

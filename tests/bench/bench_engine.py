@@ -7,7 +7,8 @@ fidelity: an unattended campaign through 4 connections capped at 50
 Originates/s each (the simulator sped up so calls stay short): the achieved
 total rate as a fraction of the 200/s the caps allow, and the most Originates
 any one connection put on the wire in any one-second window, read from the
-simulator's own record of arrival times.
+simulator's own record of arrival times (``max_per_connection_per_1s``) and
+as the engine sent them (``max_sent_per_connection_per_1s``).
 
 ceiling: the same with the caps lifted, on SQLite and on PostgreSQL:
 completed calls per second end to end (claimed, originated, every event
@@ -127,6 +128,7 @@ def run_once(url: str, leads: int, *, rate: float, burst: int, tmp: Path) -> dic
         "wall_s": round(wall, 2),
         "originate_rate_per_s": round((len(all_times) - 1) / sending, 1) if sending else None,
         "max_per_connection_per_1s": max(max_in_window(ts) for ts in per_conn.values()),
+        "max_sent_per_connection_per_1s": max(m.peak_1s for m in dialer.pool.members),
         "connections_used": len([ts for ts in per_conn.values() if ts]),
         "completed_calls_per_s": round(ended / wall, 1),
         "events_per_s": round(dialer.counters["events"] / wall),
