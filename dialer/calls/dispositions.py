@@ -9,16 +9,17 @@ route, a ringing call hung up by the dialer), so the cause decides there.
 
 from __future__ import annotations
 
-CONNECTED = "connected"
-DROPPED = "dropped"
-NO_ANSWER = "no_answer"
-BUSY = "busy"
-CONGESTION = "congestion"
-INVALID_NUMBER = "invalid_number"
-FAILED = "failed"
-UNKNOWN = "unknown"
+from dialer.models import Disposition
 
-ALL = (CONNECTED, DROPPED, NO_ANSWER, BUSY, CONGESTION, INVALID_NUMBER, FAILED, UNKNOWN)
+# The documented set lives in dialer.models.Disposition; these are its values.
+CONNECTED = Disposition.CONNECTED.value
+DROPPED = Disposition.DROPPED.value
+NO_ANSWER = Disposition.NO_ANSWER.value
+BUSY = Disposition.BUSY.value
+CONGESTION = Disposition.CONGESTION.value
+INVALID_NUMBER = Disposition.INVALID_NUMBER.value
+FAILED = Disposition.FAILED.value
+UNKNOWN = Disposition.UNKNOWN.value
 
 # OriginateResponse Reason codes (AST_CONTROL_* values Asterisk reports).
 REASON_FAILED = 0
