@@ -41,8 +41,13 @@ class SimThread:
 
     def __exit__(self, *exc) -> None:
         if self._token is not None and self._stop is not None:
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+            try:
+                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass  # it stopped on its own: reported below
         self._thread.join(30)
+        if self._error is not None:
+            raise RuntimeError(f"simulated Asterisk failed: {self._error!r}") from self._error
 
     def originated_channels(self) -> list[str]:
         """The Channel of every Originate received, in no particular order.

@@ -205,3 +205,37 @@ async def test_reader_that_stops_reading_is_dropped_after_the_write_timeout(nurs
     assert sim.statistics()["slow_disconnects"] == 1
     await driver.send("Ping", action_id="p")
     assert (await driver.response("p"))["Ping"] == "Pong"
+
+
+async def test_a_client_reset_mid_write_ends_only_its_session():
+    """A client killed while events are being written to it (the socket is
+    reset) must not take the server down."""
+    import socket
+    import struct
+
+    import trio
+
+    from dialer.sim import SimAsterisk
+
+    sim = SimAsterisk()
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve)
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"Action: Login\r\nUsername: dialer\r\nSecret: dialerpass\r\n\r\n")
+            for i in range(50):
+                sock.sendall(
+                    b"Action: Originate\r\nChannel: Local/1212555%04d@carrier\r\n"
+                    b"Context: dialer-connect\r\nExten: s\r\nPriority: 1\r\nAsync: true\r\n\r\n" % i
+                )
+            await trio.sleep(0.05)
+            # close with RST instead of FIN, as a killed process's socket may
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            await trio.sleep(0.5)
+        # still serving
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        banner = await stream.receive_some(100)
+        assert banner.startswith(b"Asterisk Call Manager/")
+        await stream.aclose()
+        nursery.cancel_scope.cancel()

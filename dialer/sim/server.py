@@ -412,8 +412,8 @@ class SimAsterisk(FaultsMixin):
                 n.start_soon(s.writer)
                 await s.reader()
                 # The writer ends the session once everything queued is sent.
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away (reset, killed): only its session ends
         finally:
             s.closed = True
             self.sessions.pop(s.id, None)
