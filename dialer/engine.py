@@ -55,6 +55,7 @@ from dialer.calls import dispositions as disp
 from dialer.calls.agents import AgentBoard
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
+from dialer.errors import UserError
 from dialer.models import (
     AmiConnectionStats,
     EngineStatus,
@@ -92,8 +93,6 @@ class EngineSettings:
 
     @classmethod
     def from_config(cls, table: dict[str, Any], where: str = "[engine]") -> "EngineSettings":
-        from dialer.errors import UserError
-
         settings = cls()
         for key, value in table.items():
             if key not in {f.name for f in dataclasses.fields(cls)}:
@@ -290,8 +289,6 @@ class Engine:
             if self.only is not None:
                 missing = set(self.only) - {c.name for c in found}
                 if missing:
-                    from dialer.errors import UserError
-
                     raise UserError(f"no campaign named {sorted(missing)[0]!r}")
             for c in found:
                 session.expunge(c)
@@ -782,8 +779,9 @@ class Engine:
             call = TrackedCall(**row)
             if self.tracker.get(call.action_id) is not None:
                 continue
-            self.tracker.add(call)
             run = self.runs.get(call.campaign_id)
+            call.unattended = run is not None and run.campaign.mode == "unattended"
+            self.tracker.add(call)
             if run is not None:
                 run.calls.add(call)
             self._gap_calls.setdefault(call.server, []).append(call)
