@@ -22,11 +22,11 @@ from tests.sim_thread import SimThread
 DIALER = [sys.executable, "-m", "dialer"]
 
 
-def write_config(path: Path, port: int, *, rate=20, speed=10, lease=20) -> Path:
+def write_config(path: Path, port: int, *, rate=20, speed=10, lease=20, name="pbx") -> Path:
     path.write_text(
         f"""
 [[ami]]
-name = "pbx"
+name = "{name}"
 host = "127.0.0.1"
 port = {port}
 username = "dialer"
@@ -128,7 +128,7 @@ def test_two_engines_share_one_postgresql_and_never_claim_the_same_lead(pg_url, 
                   max_concurrent=1000, tz=business_zone())
     with SimThread(speed=10) as sim_a, SimThread(speed=10) as sim_b:
         engines = [
-            start_engine(write_config(tmp_path / f"{name}.toml", sim.port), pg_url,
+            start_engine(write_config(tmp_path / f"{name}.toml", sim.port, name=f"pbx-{name}"), pg_url,
                          tmp_path / f"{name}.log", "--engine-id", name)
             for name, sim in (("a", sim_a), ("b", sim_b))
         ]
