@@ -207,7 +207,7 @@ async def test_reader_that_stops_reading_is_dropped_after_the_write_timeout(nurs
     assert (await driver.response("p"))["Ping"] == "Pong"
 
 
-async def test_a_client_reset_mid_write_ends_only_its_session():
+async def test_a_client_reset_mid_write_ends_only_its_session(autojump_clock):
     """A client killed while events are being written to it (the socket is
     reset) must not take the server down."""
     import socket
