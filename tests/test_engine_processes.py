@@ -44,12 +44,28 @@ housekeeping_interval = 1
     return path
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_left_behind():
+    """An engine a failing test left running is killed, not left dialing."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def start_engine(config: Path, url: str, log: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, DIALER_AMI_SECRET="dialerpass")
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [*DIALER, "--config", str(config), "--db", url, "run", "--until-done", *extra],
         stdout=subprocess.PIPE, stderr=log.open("ab"), env=env,
     )
+    _started.append(proc)
+    return proc
 
 
 def pause(seconds: float) -> None:
