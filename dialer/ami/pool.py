@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
@@ -107,14 +106,9 @@ class _Server:
     promoting: trio.Lock = dataclasses.field(default_factory=trio.Lock)
 
 
-def ssl_context_for(config: Any) -> ssl.SSLContext | None:
-    if not getattr(config, "tls", False):
-        return None
-    return ssl.create_default_context(cafile=getattr(config, "ca_file", None) or None)
-
-
 class AMIPool:
-    """Build with :func:`open_pool`."""
+    """The connections of every configured server (``AMIServerConfig``);
+    :meth:`run` keeps them up, in the caller's nursery."""
 
     def __init__(self, servers: Sequence[Any], *, now: float, connect: Callable[..., Any] = open_ami,
                  action_timeout: float = 10.0, ping_interval: float | None = 20.0,
@@ -227,13 +221,10 @@ class AMIPool:
     async def _keep(self, server: _Server, member: PoolMember, on_event: EventSink, on_gap: GapHandler) -> None:
         config = server.config
         async with AsyncExitStack() as stack:
+            kwargs = config.open_kwargs()
+            kwargs["name"] = member.name
             ami = await stack.enter_async_context(self._connect(
-                config.host, config.port,
-                username=config.username, secret=config.read_secret(),
-                ssl_context=ssl_context_for(config),
-                server_hostname=getattr(config, "server_hostname", None) or config.host,
-                md5=getattr(config, "md5", False),
-                name=member.name, events=False, require_initial=False,
+                **kwargs, events=False, require_initial=False,
                 action_timeout=self._action_timeout, ping_interval=self._ping_interval,
                 backoff_initial=self._backoff[0], backoff_max=self._backoff[1],
             ))
