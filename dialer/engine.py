@@ -42,7 +42,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import phonenumbers
 import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,6 +54,7 @@ from dialer.calls import dispositions as disp
 from dialer.calls.agents import AgentBoard
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
+from dialer.campaigns import render_channel
 from dialer.errors import UserError
 from dialer.models import (
     AmiConnectionStats,
@@ -147,14 +147,11 @@ class CampaignRun:
         return self.campaign.state
 
 
-def render_channel(template: str, lead: hopper.ClaimedLead) -> str:
-    """The Originate channel for a lead from the campaign's template."""
-    number = phonenumbers.parse(lead.phone_e164)
+def lead_channel(template: str, lead: hopper.ClaimedLead) -> str:
+    """The Originate channel for a lead from the campaign's template; lead
+    columns take precedence over custom fields of the same name."""
     fields: dict[str, Any] = dict(lead.custom or {})
     fields.update(
-        e164=lead.phone_e164,
-        digits=lead.phone_e164.lstrip("+"),
-        national=str(number.national_number),
         first_name=lead.first_name or "",
         last_name=lead.last_name or "",
         timezone=lead.timezone,
@@ -163,7 +160,7 @@ def render_channel(template: str, lead: hopper.ClaimedLead) -> str:
         priority=lead.priority,
         id=lead.id,
     )
-    return template.format_map(fields)
+    return render_channel(template, lead.phone_e164, fields)
 
 
 def _pacing_settings(c: Campaign) -> PacingSettings:
@@ -409,7 +406,7 @@ class Engine:
 
     # -- dialing -------------------------------------------------------------------
 
-    def _stats_for(self, run: CampaignRun, now_t: float, capacity: int) -> PacingStats:
+    def _stats_for(self, run: CampaignRun, capacity: int) -> PacingStats:
         assert self.clock is not None
         now = self.clock.now()
         ringing: list[float] = []
@@ -459,7 +456,7 @@ class Engine:
         capacity = self.pool.capacity()
         if capacity <= 0:
             return 0
-        run.decision = decide(self._stats_for(run, now_t, capacity), run.settings)
+        run.decision = decide(self._stats_for(run, capacity), run.settings)
         wanted = min(run.decision.calls, capacity)
         if wanted <= 0:
             return 0
@@ -527,7 +524,7 @@ class Engine:
     def _originate_headers(self, run: CampaignRun, call: TrackedCall, lead: hopper.ClaimedLead) -> list[tuple[str, str]]:
         c = run.campaign
         headers = [
-            ("Channel", render_channel(c.channel, lead)),
+            ("Channel", lead_channel(c.channel, lead)),
             ("Context", c.context),
             ("Exten", c.exten),
             ("Priority", str(c.priority)),

@@ -31,7 +31,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer.calling_hours import CallingWindow, callable_timezones
+from dialer.calling_hours import callable_timezones
+from dialer.campaigns import calling_window
 from dialer.dnc import not_on_dnc_list
 from dialer.models import (
     AttemptState,
@@ -66,15 +67,6 @@ _LEAD_COLUMNS = (
     _L.id, _L.phone_e164, _L.timezone, _L.attempts, _L.first_name,
     _L.last_name, _L.region, _L.postal_code, _L.priority, _L.custom, _L.state,
 )
-
-
-def campaign_window(campaign: Campaign) -> CallingWindow:
-    return CallingWindow(
-        start=campaign.calling_window_start,
-        end=campaign.calling_window_end,
-        days=frozenset(campaign.calling_days),
-        holidays=frozenset(dt.date.fromisoformat(d) for d in campaign.holidays),
-    )
 
 
 def campaign_timezones(session: Session, campaign_id: int) -> list[str]:
@@ -114,7 +106,7 @@ def claim_leads(
     if limit <= 0 or campaign.state != "running":
         return []
     aware_now = now.replace(tzinfo=dt.timezone.utc)
-    open_zones = sorted(callable_timezones(timezones, campaign_window(campaign), aware_now))
+    open_zones = sorted(callable_timezones(timezones, calling_window(campaign), aware_now))
     if not open_zones:
         return []
     postgres = session.get_bind().dialect.name == "postgresql"
