@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dialer.errors import UserError
-from dialer.leads.importer import SNIFF_BYTES, LeadFileError, parse_header
+from dialer.leads.importer import LeadFileError, parse_header, read_sample
 from dialer.leads.phones import InvalidPhone, PhoneNormalizer
 from dialer.models import DncNumber, Lead, LeadState, utcnow
 
@@ -179,15 +179,7 @@ def load_dnc(
     skipped). Invalid numbers go to the rejects file with their line number.
     """
     source = source or str(path)
-    try:
-        with open(path, "rb") as f:
-            sample = f.read(SNIFF_BYTES)
-    except FileNotFoundError:
-        raise LeadFileError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise LeadFileError(f"{source}: is a directory, not a list of numbers") from None
-    except OSError as exc:
-        raise LeadFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    sample = read_sample(path, source, "a list of numbers")
     try:
         normalizer = PhoneNormalizer(region)
     except ValueError as exc:

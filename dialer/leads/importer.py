@@ -120,19 +120,24 @@ def _normal_name(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
-def read_header(path: str | os.PathLike, source: str | None = None) -> Header:
-    """Check that ``path`` is a CSV lead file and read its header; refuses with LeadFileError."""
-    source = source or str(path)
+def read_sample(path: str | os.PathLike, source: str, expected: str) -> bytes:
+    """The first SNIFF_BYTES of a file; LeadFileError naming ``source`` when it
+    cannot be read (``expected`` says what a directory was taken for)."""
     try:
         with open(path, "rb") as f:
-            sample = f.read(SNIFF_BYTES)
+            return f.read(SNIFF_BYTES)
     except FileNotFoundError:
         raise LeadFileError(f"{source}: no such file") from None
     except IsADirectoryError:
-        raise LeadFileError(f"{source}: is a directory, not a CSV file") from None
+        raise LeadFileError(f"{source}: is a directory, not {expected}") from None
     except OSError as exc:
         raise LeadFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    return parse_header(sample, source)
+
+
+def read_header(path: str | os.PathLike, source: str | None = None) -> Header:
+    """Check that ``path`` is a CSV lead file and read its header; refuses with LeadFileError."""
+    source = source or str(path)
+    return parse_header(read_sample(path, source, "a CSV file"), source)
 
 
 def parse_header(sample: bytes, source: str) -> Header:
