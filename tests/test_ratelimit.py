@@ -1,18 +1,7 @@
-from collections import deque
-
 import pytest
 
 from dialer.ami.ratelimit import RateLimiter
-
-
-def max_in_any_window(times, width=1.0):
-    best, window = 0, deque()
-    for t in times:
-        window.append(t)
-        while window[0] + width <= t:
-            window.popleft()
-        best = max(best, len(window))
-    return best
+from tests.engine_harness import max_in_window
 
 
 def drive(limiter, start, end):
@@ -38,7 +27,7 @@ def test_burst_then_steady_rate():
 def test_never_more_than_cap_in_any_one_second_window():
     lim = RateLimiter(50, burst=20, now=0.0)
     sent = drive(lim, 0.0, 10.0)
-    assert max_in_any_window(sent) == 50
+    assert max_in_window(sent) == 50
     # and the long-run rate is the cap: 50/s over 10 s, give or take the edges
     assert 495 <= len(sent) <= 520
 

@@ -49,7 +49,7 @@ from dialer import db  # noqa: E402
 from dialer.config import AMIServerConfig  # noqa: E402
 from dialer.engine import Engine, EngineSettings  # noqa: E402
 from dialer.models import CallAttempt  # noqa: E402
-from tests.engine_harness import business_zone, make_campaign  # noqa: E402
+from tests.engine_harness import business_zone, make_campaign, max_in_window  # noqa: E402
 
 SPEED = 50.0
 
@@ -73,16 +73,6 @@ def phones(count: int) -> list[str]:
     # Valid US numbers over several area codes; last digits run 0..9.
     codes = ["212", "312", "415", "617", "713", "206", "305", "404", "602", "503"]
     return [f"+1{codes[(i // 10_000) % len(codes)]}55{i % 100_000:05d}" for i in range(count)]
-
-
-def max_in_window(times: list[float], width: float = 1.0) -> int:
-    best, window = 0, collections.deque()
-    for t in sorted(times):
-        window.append(t)
-        while window[0] + width <= t:
-            window.popleft()
-        best = max(best, len(window))
-    return best
 
 
 _children_cpu = [0.0]
