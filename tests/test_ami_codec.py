@@ -693,3 +693,73 @@ def test_same_prefix_different_first_lines():
         parser.receive_data(a + b + c + d + e)
         names = [m.name for m in parser.next_events()]
         assert names == ["A" * 40, "A" * 41, "Short", "Short", "Shor\rt"]
+
+
+# -- framing paths agree --------------------------------------------------------------
+
+
+@given(
+    messages=st.lists(message_st, min_size=1, max_size=8),
+    sizes=st.lists(st.sampled_from([1, 2, 3, 5, 17, 300, 4000, 9000, 20000]), min_size=1, max_size=30),
+    pad=st.integers(0, 12000),
+    batched=st.booleans(),
+    lazy=st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_buffer_kinds_and_batches_agree(messages, sizes, pad, batched, lazy):
+    """Short (bytes) and long (bytearray) buffers, one or many blocks per split:
+    the same messages at the same offsets, and bytes_received / buffered add up."""
+    big = [("Event", "Big"), ("Data", "x" * pad)]
+    blocks = [encode_message(h) for h in [big] + messages + [big] + messages]
+    stream = b"Asterisk Call Manager/11.0.0\r\n" + b"".join(blocks)
+    parser = AMIParser(lazy=lazy)
+    events = []
+    i = 0
+    k = 0
+    while i < len(stream):
+        n = sizes[k % len(sizes)]
+        k += 1
+        parser.receive_data(stream[i : i + n])
+        i += n
+        assert parser.bytes_received == min(i, len(stream))
+        if batched:
+            while batch := parser.next_events():
+                events += batch
+        else:
+            events += drain(parser)
+        assert parser.buffered == parser.bytes_received - sum(e.length for e in events)
+    assert isinstance(events[0], Banner)
+    got = [(m.offset, m.raw, m.kind, m.name) for m in events[1:]]
+    offset = events[0].length
+    want = []
+    for headers, block in zip([big] + messages + [big] + messages, blocks):
+        want.append((offset, block[:-4], headers[0][0].lower(), headers[0][1]))
+        offset += len(block)
+    assert got == want
+    assert [m.items() for m in events[1:]] == [big] + messages + [big] + messages
+
+
+def test_terminator_straddling_the_banner():
+    """The banner's CRLF and a stray CRLF after it form no message."""
+    parser = AMIParser()
+    parser.receive_data(b"Asterisk Call Manager/11.0.0\r\n")
+    assert isinstance(parser.next_event(), Banner)
+    parser.receive_data(b"\r")
+    assert parser.next_event() is NEED_DATA
+    parser.receive_data(b"\n")
+    assert parser.next_event() is NEED_DATA
+    assert parser.next_events() == []
+    parser.receive_data(b"Event: A\r\n\r\n")
+    message = parser.next_event()
+    assert (message.name, message.offset, message.length) == ("A", 32, 12)
+
+
+def test_offsets_survive_pickling():
+    import pickle
+
+    parser = AMIParser(role="server")
+    parser.receive_data(b"Event: A\r\n\r\nEvent: B\r\nX: 1\r\n\r\n")
+    a, b = parser.next_events()
+    for message, offset in ((a, 0), (b, 12)):
+        copy = pickle.loads(pickle.dumps(message))
+        assert copy == message and copy.offset == offset and copy.name == message.name

@@ -167,6 +167,9 @@ _PREFIX_LEN = 32
 _prefix = itemgetter(slice(0, _PREFIX_LEN))
 _PREFIXES: dict[bytes, tuple[str, str | None]] = {}
 _PREFIXES_MAX = 8192
+_prefix_kind_name = _PREFIXES.get
+# Buffers shorter than this are immutable bytes (see AMIParser.receive_data).
+_SMALL = 8192
 
 
 _UNKNOWN: tuple[str, str | None] = ("unknown", None)
@@ -380,18 +383,31 @@ class _HeaderMessage(Message):
 
 
 class _WireMessage(tuple, Message):
-    """A received message: (raw bytes, offset, kind, name, flat headers or None).
+    """A received message: (raw bytes, kind, name, flat headers or None, where, index).
 
     Built in bulk by the parser without running any Python code per message;
     kind and name come from the first line when framing; the other headers
-    are parsed on first use and cached in the instance dict.
+    are parsed on first use and cached in the instance dict. ``where`` is the
+    stream offset itself (index None) or the :class:`_Batch` the message was
+    framed in (index: its position there), which works the offset out when
+    first asked.
     """
 
     raw = _tuplegetter(0, "The bytes as received, without the terminating empty line.")
-    offset = _tuplegetter(1, "Stream offset of the first byte.")
-    kind = _tuplegetter(2, "response, event, action or unknown, from the first header.")
-    name = _tuplegetter(3, "The value of the first header when that is Response, Event or Action.")
-    _f0 = _tuplegetter(4, "[key1, value1, ...] if split at framing (lazy=False).")
+    kind = _tuplegetter(1, "response, event, action or unknown, from the first header.")
+    name = _tuplegetter(2, "The value of the first header when that is Response, Event or Action.")
+    _f0 = _tuplegetter(3, "[key1, value1, ...] if split at framing (lazy=False).")
+    _where = _tuplegetter(4, "Stream offset, or the batch it was framed in.")
+    _nth = _tuplegetter(5, "Position in that batch.")
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the first byte."""
+        where = self._where
+        nth = self._nth
+        if nth is None:
+            return where
+        return where.offset(nth)
 
     @property
     def length(self) -> int:
@@ -497,6 +513,29 @@ class _WireMessage(tuple, Message):
         return self
 
 
+class _Batch:
+    """The blocks framed by one split: their stream offsets, worked out when first needed."""
+
+    __slots__ = ("base", "lengths", "_offsets")
+
+    def __init__(self, base: int, lengths: list[int]) -> None:
+        self.base = base
+        self.lengths = lengths
+        self._offsets: list[int] | None = None
+
+    def offset(self, index: int) -> int:
+        offsets = self._offsets
+        if offsets is None:
+            # Each block is followed by its 4-byte terminator.
+            offsets = self._offsets = list(
+                map(add, accumulate(self.lengths, initial=self.base), count(0, 4))
+            )
+        return offsets[index]
+
+    def __reduce__(self):
+        return (_Batch, (self.base, self.lengths))
+
+
 def _restore_wire(fields: tuple, state: dict) -> _WireMessage:
     message = _WireMessage(fields)
     message.__dict__.update(state)
@@ -525,7 +564,7 @@ def _legacy_message(raw: bytes, offset: int) -> _WireMessage:
     if lines and lines[-1] == "":
         lines.pop()
     kind, name = _kind_name(*headers[0]) if headers else ("unknown", None)
-    message = _WireMessage((raw, offset, kind, name, None))
+    message = _WireMessage((raw, kind, name, None, offset, None))
     message.__dict__["_h"] = headers
     message.__dict__["_f"] = [x for pair in headers for x in pair]
     message.__dict__["_output"] = [line[:-1] if line[-1:] == "\r" else line for line in lines]
@@ -553,7 +592,9 @@ class AMIParser:
         self.role = role
         self.max_message_size = max_message_size
         self.lazy = lazy
-        self._buf = bytearray()
+        # Unconsumed bytes (and possibly some consumed ones before _pos): bytes
+        # while short, a bytearray once longer than _SMALL.
+        self._buf: bytes | bytearray = b""
         self._pos = 0  # start of the first unconsumed byte in _buf
         self._scan = 0  # where the next terminator search starts
         self._base = 0  # stream offset of _buf[0]
@@ -565,30 +606,35 @@ class AMIParser:
         self._error: RemoteProtocolError | None = None
         self._plain = not self._want_banner  # see next_event
         self._closed = False
-        self.bytes_received = 0
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
         return len(self._buf) - self._pos
 
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received so far (end of stream not counted)."""
+        return self._base + len(self._buf)
+
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed the stream."""
-        if not data:
-            self._eof = True
-            self._plain = False
+        if data and not self._eof:
+            buf = self._buf
+            if type(buf) is bytearray:
+                buf += data
+            elif len(buf) < _SMALL:
+                # A short buffer is kept as bytes, so framing splits it
+                # without copying it first; a long one grows in place.
+                self._buf = buf + data
+            else:
+                buf = self._buf = bytearray(buf)
+                buf += data
             return
-        if self._eof:
+        if data:
             raise LocalProtocolError("receive_data() after end of stream")
-        buf = self._buf
-        pos = self._pos
-        if pos > 65536 and pos * 2 > len(buf):
-            del buf[:pos]
-            self._base += pos
-            self._scan -= pos
-            self._pos = 0
-        buf += data
-        self.bytes_received += len(data)
+        self._eof = True
+        self._plain = False
 
     def next_event(self) -> Union[Banner, Message, _Sentinel]:
         """Return the next :class:`Banner` or :class:`Message`, or :data:`NEED_DATA` / :data:`CLOSED`."""
@@ -596,27 +642,27 @@ class AMIParser:
         if ready:
             return ready.popleft()
         if self._plain:
-            # Between messages, no end of stream yet: the common "need more" case.
+            # Between messages, no end of stream yet: the common case.
             buf = self._buf
             if buf.find(b"\r\n\r\n", self._scan) < 0:
-                pos = self._pos
+                # Nothing to split. Within the size limit (a check that may
+                # fail early: _frame checks exactly), search only the new
+                # bytes next time. A terminator found that starts before
+                # _pos (at most 3 bytes before it) is dropped by _bulk.
                 end = len(buf)
-                if end - pos <= self.max_message_size:
-                    end -= 3
-                    self._scan = end if end > pos else pos
+                if end <= self.max_message_size:
+                    self._scan = end - 3 if end > 3 else 0
                     return NEED_DATA
             else:
                 found = self._bulk_plain()
                 if type(found) is list:
-                    if len(found) > 1:
-                        ready.extend(found[1:])
-                    return found[0]
+                    ready.extend(found)
+                    return ready.popleft()
                 return found  # type: ignore[return-value]
         found = self._frame()
         if type(found) is list:
-            if len(found) > 1:
-                ready.extend(found[1:])
-            return found[0]
+            ready.extend(found)
+            return ready.popleft()
         return found  # type: ignore[return-value]
 
     def next_events(self) -> list[Union[Banner, Message]]:
@@ -633,10 +679,15 @@ class AMIParser:
             ready.clear()
             return found
         if self._plain:
-            if self._buf.find(b"\r\n\r\n", self._scan) < 0:
-                found = self._frame()  # NEED_DATA, or the size error
-            else:
+            buf = self._buf
+            if buf.find(b"\r\n\r\n", self._scan) >= 0:
                 found = self._bulk_plain()
+            else:
+                end = len(buf)  # as in next_event
+                if end <= self.max_message_size:
+                    self._scan = end - 3 if end > 3 else 0
+                    return []
+                found = self._frame()  # the size error, or NEED_DATA
         else:
             found = self._frame()
         if type(found) is list:
@@ -646,7 +697,7 @@ class AMIParser:
     def _bulk_plain(self) -> Union[list, _Sentinel]:
         """Frame complete blocks (a terminator is known to be buffered)."""
         try:
-            found = self._bulk(self._buf, self._pos)
+            found = self._bulk()
         except RemoteProtocolError as exc:
             self._error = exc
             self._plain = False
@@ -683,66 +734,95 @@ class AMIParser:
             return self._banner()
         if self._legacy:
             return self._legacy_block()
-        buf = self._buf
-        if buf.find(b"\r\n\r\n", self._scan) < 0:
+        if self._buf.find(b"\r\n\r\n", self._scan) < 0:
             return self._incomplete(3)
-        return self._bulk(buf, self._pos)
+        return self._bulk()
 
-    def _bulk(self, buf: bytearray, pos: int) -> Union[list, Message, _Sentinel]:
+    def _bulk(self) -> Union[list, Message, _Sentinel]:
         # Split everything buffered in one C call: every piece but the last is
         # a complete block, the last one is the start of the next.
-        region = bytes(buf[pos:])
+        buf = self._buf
+        pos = self._pos
+        region = buf if pos == 0 and type(buf) is bytes else bytes(memoryview(buf)[pos:])
         pieces = region.split(b"\r\n\r\n")
         rest = pieces.pop()
+        if not pieces:
+            # The terminator found began before _pos.
+            return self._incomplete(3)
         done = len(region) - len(rest)
-        base = self._base + pos
         # (kind, name) by the first 32 bytes of each block: in C, no copy of
         # the block. Misses are resolved one by one; stray empty lines, a
         # possible Response: Follows block or a size to check send the whole
         # batch down the careful path.
-        kns = list(map(_PREFIXES.get, map(_prefix, pieces)))
-        careful = done > self.max_message_size
-        if not careful and None in kns:
-            careful = self._resolve(pieces, kns)
-        if careful:
-            firsts = list(map(_first_item, map(bytes.partition, pieces, repeat(b"\r\n"))))
-            kns = list(map(_FIRST_LINES.get, firsts))
-            messages, done = self._careful(pieces, firsts, kns, base)
-            if not self.lazy:
-                for i, message in enumerate(messages):
+        kns = list(map(_prefix_kind_name, map(_prefix, pieces)))
+        if done > self.max_message_size or (None in kns and self._resolve(pieces, kns)):
+            return self._bulk_careful(pieces, pos, self._base + pos)
+        # Everything buffered but the rest is consumed; the rest is what stays.
+        base = self._base + pos
+        self._buf = rest
+        self._base = base + done
+        self._pos = 0
+        end = len(rest) - 3
+        self._scan = end if end > 0 else 0
+        batch = _Batch(base, list(map(len, pieces)))
+        if self.lazy:
+            return list(
+                map(
+                    _WireMessage,
+                    zip(
+                        pieces,
+                        map(_first_item, kns),
+                        map(_second_item, kns),
+                        repeat(None),
+                        repeat(batch),
+                        count(),
+                    ),
+                )
+            )
+        flats = list(map(_split_fast, pieces))
+        if None in flats:
+            for i, flat in enumerate(flats):
+                if flat is None:
                     try:
-                        message._parse_now()
+                        flats[i] = _parse_raw(pieces[i], batch.offset(i))
                     except RemoteProtocolError as exc:
                         # Hand out the good messages before it; then raise.
                         self._error = exc
-                        del messages[i:]
+                        if not i:
+                            raise
+                        del flats[i:]
                         break
-        else:
-            offsets = map(add, accumulate(map(len, pieces), initial=base), count(0, 4))
-            if self.lazy:
-                flats: Iterable = repeat(None)
-            else:
-                flats = list(map(_split_fast, pieces))
-                if None in flats:
-                    offsets = list(offsets)
-                    for i, flat in enumerate(flats):
-                        if flat is None:
-                            try:
-                                flats[i] = _parse_raw(pieces[i], offsets[i])
-                            except RemoteProtocolError as exc:
-                                # Hand out the good messages before it; then raise.
-                                self._error = exc
-                                del flats[i:]
-                                break
-            messages = list(
-                map(
-                    _WireMessage,
-                    zip(pieces, offsets, map(_first_item, kns), map(_second_item, kns), flats),
-                )
+        return list(
+            map(
+                _WireMessage,
+                zip(
+                    pieces,
+                    map(_first_item, kns),
+                    map(_second_item, kns),
+                    flats,
+                    repeat(batch),
+                    count(),
+                ),
             )
+        )
+
+    def _bulk_careful(self, pieces: list[bytes], pos: int, base: int) -> Union[list, Message, _Sentinel]:
+        """Frame blocks one by one: stray empty lines, a size to check, a possible legacy block."""
+        firsts = list(map(_first_item, map(bytes.partition, pieces, repeat(b"\r\n"))))
+        kns = list(map(_FIRST_LINES.get, firsts))
+        messages, done = self._careful(pieces, firsts, kns, base)
+        if not self.lazy:
+            for i, message in enumerate(messages):
+                try:
+                    message._parse_now()
+                except RemoteProtocolError as exc:
+                    # Hand out the good messages before it; then raise.
+                    self._error = exc
+                    del messages[i:]
+                    break
         self._pos = pos + done
         if not self._legacy:
-            self._scan = max(self._pos, len(buf) - 3)
+            self._scan = max(self._pos, len(self._buf) - 3)
         if not messages:
             if self._error is not None:
                 raise self._error
@@ -802,7 +882,7 @@ class AMIParser:
                 raise RemoteProtocolError(
                     f"AMI message of {size} bytes exceeds the limit of {limit}", offset
                 )
-            out.append(_WireMessage((piece, offset, kn[0], kn[1], None)))
+            out.append(_WireMessage((piece, kn[0], kn[1], None, offset, None)))
             offset += size
         return out, offset - base
 
