@@ -757,9 +757,11 @@ def test_terminator_straddling_the_banner():
 def test_offsets_survive_pickling():
     import pickle
 
-    parser = AMIParser(role="server")
-    parser.receive_data(b"Event: A\r\n\r\nEvent: B\r\nX: 1\r\n\r\n")
-    a, b = parser.next_events()
-    for message, offset in ((a, 0), (b, 12)):
-        copy = pickle.loads(pickle.dumps(message))
-        assert copy == message and copy.offset == offset and copy.name == message.name
+    for lazy in (True, False):
+        parser = AMIParser(role="server", lazy=lazy)
+        parser.receive_data(b"Event: A\r\n\r\nEvent: B\r\nX: 1\r\n\r\n")
+        a, b = parser.next_events()
+        for message, offset in ((a, 0), (b, 12)):
+            copy = pickle.loads(pickle.dumps(message))
+            assert copy == message and copy.offset == offset and copy.name == message.name
+            assert type(copy) is type(message)

@@ -208,7 +208,7 @@ def _split_fast(raw: bytes) -> list[str] | None:
     """[key1, value1, key2, ...] if every line is exactly ``Key: Value``, else None."""
     shape = raw.translate(None, _ALL_BUT_COLON_CR)
     n = len(shape)
-    if n & 1 and shape == _COLON_CR[:n]:
+    if n & 1 and _COLON_CR.startswith(shape):
         # Exactly one colon per line. Split in C at ": " and at line ends;
         # if some colon lacks its space, that line yields one item, not two.
         flat = raw.decode("utf-8", "surrogateescape").replace("\r\n", ": ").split(": ")
@@ -222,6 +222,11 @@ def _parse_raw(raw: bytes, offset: int) -> list[str]:
     flat = _split_fast(raw)
     if flat is not None:
         return flat
+    return _parse_lines(raw, offset)
+
+
+def _parse_lines(raw: bytes, offset: int) -> list[str]:
+    """:func:`_parse_raw` line by line, for blocks :func:`_split_fast` refused."""
     flat = []
     pos = offset
     for line in _decode(raw).split("\r\n"):
@@ -383,31 +388,30 @@ class _HeaderMessage(Message):
 
 
 class _WireMessage(tuple, Message):
-    """A received message: (raw bytes, kind, name, flat headers or None, where, index).
+    """A received message: (raw bytes, kind, name, where, index).
 
     Built in bulk by the parser without running any Python code per message;
     kind and name come from the first line when framing; the other headers
     are parsed on first use and cached in the instance dict. ``where`` is the
-    stream offset itself (index None) or the :class:`_Batch` the message was
-    framed in (index: its position there), which works the offset out when
-    first asked.
+    stream offset itself (index None) or, for the blocks framed by one split,
+    a list shared by them: their lengths, then the offset of the first
+    (index: the position in that list); the offset is worked out when asked.
     """
 
     raw = _tuplegetter(0, "The bytes as received, without the terminating empty line.")
     kind = _tuplegetter(1, "response, event, action or unknown, from the first header.")
     name = _tuplegetter(2, "The value of the first header when that is Response, Event or Action.")
-    _f0 = _tuplegetter(3, "[key1, value1, ...] if split at framing (lazy=False).")
-    _where = _tuplegetter(4, "Stream offset, or the batch it was framed in.")
-    _nth = _tuplegetter(5, "Position in that batch.")
+    _where = _tuplegetter(3, "Stream offset, or the batch it was framed in.")
+    _nth = _tuplegetter(4, "Position in that batch.")
+    _f0 = None  # see _EagerMessage
 
     @property
     def offset(self) -> int:
         """Stream offset of the first byte."""
-        where = self._where
         nth = self._nth
         if nth is None:
-            return where
-        return where.offset(nth)
+            return self._where
+        return _batch_offset(self._where, nth)
 
     @property
     def length(self) -> int:
@@ -430,7 +434,7 @@ class _WireMessage(tuple, Message):
     __mul__ = __rmul__ = __add__  # type: ignore[assignment]
 
     def __reduce__(self):
-        return (_restore_wire, (tuple.__getitem__(self, slice(None)), dict(self.__dict__)))
+        return (_restore_wire, (type(self), tuple.__getitem__(self, slice(None)), dict(self.__dict__)))
 
     def _kind_name(self) -> tuple[str, str | None]:
         return (self.kind, self.name)
@@ -441,16 +445,38 @@ class _WireMessage(tuple, Message):
             d = self.__dict__
             flat = d.get("_f")
             if flat is None:
-                flat = d["_f"] = _parse_raw(self.raw, self.offset)
+                raw = self.raw
+                flat = _split_fast(raw)
+                if flat is None:
+                    flat = _parse_lines(raw, self.offset)
+                d["_f"] = flat
         return flat
 
     def _items(self) -> list[tuple[str, str]]:
         d = self.__dict__
         headers = d.get("_h")
         if headers is None:
-            flat = self._flat()
-            headers = d["_h"] = list(zip(flat[::2], flat[1::2]))
+            pairs = iter(self._flat())
+            headers = d["_h"] = list(zip(pairs, pairs))
         return headers
+
+    # Cached in the instance dict once computed; read through these class
+    # defaults so that a message nobody has asked anything yet gets no dict.
+    _f = None
+    _h = None
+
+    def items(self) -> list[tuple[str, str]]:
+        headers = self._h
+        if headers is not None:
+            return headers.copy()
+        flat = self._f0 or self._f
+        if flat is None:
+            # Not cached: most callers ask once.
+            flat = _split_fast(self.raw)
+            if flat is None:
+                flat = self._flat()
+        pairs = iter(flat)
+        return list(zip(pairs, pairs))
 
     def _index(self) -> dict[str, str]:
         d = self.__dict__
@@ -513,31 +539,20 @@ class _WireMessage(tuple, Message):
         return self
 
 
-class _Batch:
-    """The blocks framed by one split: their stream offsets, worked out when first needed."""
+class _EagerMessage(_WireMessage):
+    """A received message split while framing (``lazy=False``): a sixth field holds the split."""
 
-    __slots__ = ("base", "lengths", "_offsets")
-
-    def __init__(self, base: int, lengths: list[int]) -> None:
-        self.base = base
-        self.lengths = lengths
-        self._offsets: list[int] | None = None
-
-    def offset(self, index: int) -> int:
-        offsets = self._offsets
-        if offsets is None:
-            # Each block is followed by its 4-byte terminator.
-            offsets = self._offsets = list(
-                map(add, accumulate(self.lengths, initial=self.base), count(0, 4))
-            )
-        return offsets[index]
-
-    def __reduce__(self):
-        return (_Batch, (self.base, self.lengths))
+    _f0 = _tuplegetter(5, "[key1, value1, ...] as split while framing.")
 
 
-def _restore_wire(fields: tuple, state: dict) -> _WireMessage:
-    message = _WireMessage(fields)
+def _batch_offset(batch: list[int], index: int) -> int:
+    """Stream offset of block ``index`` of a batch: [length of each block..., offset of the first]."""
+    # Each block is followed by its 4-byte terminator.
+    return batch[-1] + sum(batch[:index]) + 4 * index
+
+
+def _restore_wire(cls: type, fields: tuple, state: dict) -> _WireMessage:
+    message = cls(fields)
     message.__dict__.update(state)
     return message
 
@@ -564,7 +579,7 @@ def _legacy_message(raw: bytes, offset: int) -> _WireMessage:
     if lines and lines[-1] == "":
         lines.pop()
     kind, name = _kind_name(*headers[0]) if headers else ("unknown", None)
-    message = _WireMessage((raw, kind, name, None, offset, None))
+    message = _WireMessage((raw, kind, name, offset, None))
     message.__dict__["_h"] = headers
     message.__dict__["_f"] = [x for pair in headers for x in pair]
     message.__dict__["_output"] = [line[:-1] if line[-1:] == "\r" else line for line in lines]
@@ -764,19 +779,13 @@ class AMIParser:
         self._pos = 0
         end = len(rest) - 3
         self._scan = end if end > 0 else 0
-        batch = _Batch(base, list(map(len, pieces)))
+        batch = list(map(len, pieces))
+        batch.append(base)
         if self.lazy:
             return list(
                 map(
                     _WireMessage,
-                    zip(
-                        pieces,
-                        map(_first_item, kns),
-                        map(_second_item, kns),
-                        repeat(None),
-                        repeat(batch),
-                        count(),
-                    ),
+                    zip(pieces, map(_first_item, kns), map(_second_item, kns), repeat(batch), count()),
                 )
             )
         flats = list(map(_split_fast, pieces))
@@ -784,7 +793,7 @@ class AMIParser:
             for i, flat in enumerate(flats):
                 if flat is None:
                     try:
-                        flats[i] = _parse_raw(pieces[i], batch.offset(i))
+                        flats[i] = _parse_lines(pieces[i], _batch_offset(batch, i))
                     except RemoteProtocolError as exc:
                         # Hand out the good messages before it; then raise.
                         self._error = exc
@@ -794,15 +803,8 @@ class AMIParser:
                         break
         return list(
             map(
-                _WireMessage,
-                zip(
-                    pieces,
-                    map(_first_item, kns),
-                    map(_second_item, kns),
-                    flats,
-                    repeat(batch),
-                    count(),
-                ),
+                _EagerMessage,
+                zip(pieces, map(_first_item, kns), map(_second_item, kns), repeat(batch), count(), flats),
             )
         )
 
@@ -882,7 +884,7 @@ class AMIParser:
                 raise RemoteProtocolError(
                     f"AMI message of {size} bytes exceeds the limit of {limit}", offset
                 )
-            out.append(_WireMessage((piece, kn[0], kn[1], None, offset, None)))
+            out.append(_WireMessage((piece, kn[0], kn[1], offset, None)))
             offset += size
         return out, offset - base
 
