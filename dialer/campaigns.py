@@ -249,6 +249,28 @@ def _check_ring_timeout(value: Any) -> int:
     return value
 
 
+_OFF = ("off", "none", "never", "no")
+
+
+def _parse_hangup_after(text: str) -> int:
+    if text.strip().lower() in _OFF:
+        return 0
+    return _check_hangup_after(_parse_seconds(text))
+
+
+def _check_hangup_after(value: Any) -> int:
+    value = _check_int(value, 0, 10**9)
+    if value and value < MIN_RING_TIMEOUT:
+        raise _Bad(f"must be off (0) or at least {MIN_RING_TIMEOUT} seconds of ringing, not {value}")
+    if value > 300:
+        raise _Bad(f"must be at most 300 seconds, not {value}")
+    return value
+
+
+def _fmt_hangup_after(value: Any) -> str:
+    return str(value) if value else "off"
+
+
 def _parse_time(text: str) -> dt.time:
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
     if not m or int(m.group(1)) > 24 or int(m.group(2)) > 59:
@@ -499,6 +521,10 @@ SETTINGS: dict[str, Setting] = {
         _s("ring_timeout", 25, lambda t: _check_ring_timeout(_parse_seconds(t)),
            _check_ring_timeout, _fmt_plain, "SECONDS",
            "how long a call rings before it counts as no answer (15-300)"),
+        _s("hangup_after", 0, _parse_hangup_after, _check_hangup_after, _fmt_hangup_after,
+           "SECONDS", "predictive: a call that has rung this long (15 or more) may be hung up"
+           " when no agent is likely to be free for it; off: calls ring until answered or"
+           " ring_timeout"),
         _s("calling_window", (dt.time(8, 0), dt.time(21, 0)), _parse_calling_window,
            _check_calling_window, _fmt_window, "HH:MM-HH:MM",
            "hours in the lead's local time when calls may be placed (within 08:00-21:00)"),
@@ -578,6 +604,12 @@ def _check_combination(values: Mapping[str, Any]) -> None:
         raise SettingError(
             "dial_ratio",
             f"{values['dial_ratio']:g} is above max_dial_level {values['max_dial_level']:g}",
+        )
+    if values["hangup_after"] and values["hangup_after"] >= values["ring_timeout"]:
+        raise SettingError(
+            "hangup_after",
+            f"{values['hangup_after']} s is not below ring_timeout {values['ring_timeout']} s"
+            " (calls would time out first)",
         )
 
 

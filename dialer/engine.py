@@ -167,6 +167,7 @@ def _pacing_settings(c: Campaign) -> PacingSettings:
     return PacingSettings(
         mode=c.mode, dial_ratio=c.dial_ratio, max_dial_level=max(1.0, c.max_dial_level),
         abandon_target=c.abandon_target, max_concurrent=c.max_concurrent,
+        hangup_after=float(c.hangup_after) if c.hangup_after else None,
     )
 
 
@@ -221,7 +222,7 @@ class Engine:
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
         self.counters = {"originates": 0, "refused": 0, "lost": 0, "ended": 0, "events": 0,
-                         "adopted": 0, "reconciled": 0, "not_sent": 0}
+                         "adopted": 0, "reconciled": 0, "not_sent": 0, "hangups": 0, "hung_up": 0}
 
     # -- helpers -------------------------------------------------------------------
 
@@ -406,14 +407,31 @@ class Engine:
 
     # -- dialing -------------------------------------------------------------------
 
-    def _stats_for(self, run: CampaignRun, capacity: int) -> PacingStats:
+    def _stats_for(self, run: CampaignRun, capacity: int) -> tuple[PacingStats, list[TrackedCall]]:
+        """The campaign's live figures, and its ringing calls in the order of
+        ``ringing_elapsed`` (which ``hangup_candidates`` index)."""
         assert self.clock is not None
         now = self.clock.now()
         ringing: list[float] = []
+        ringing_calls: list[TrackedCall] = []
+        candidates: list[int] = []
         waiting = 0
+        # A call may be hung up once the called line has rung this long
+        # (ringing_at is its DialBegin) and its channel's name is known.
+        hangup_after = run.settings.hangup_after
         for call in run.calls:
             if call.answered_at is None:
+                if (
+                    hangup_after is not None
+                    and call.ringing_at is not None
+                    and call.hangup_at is None
+                    and call.channel_name
+                    and not call.ended
+                    and now - call.ringing_at >= hangup_after
+                ):
+                    candidates.append(len(ringing))
                 ringing.append(now - (call.queued_at or now))
+                ringing_calls.append(call)
             elif call.connected_at is None:
                 waiting += 1
         queue = run.campaign.queue
@@ -422,13 +440,14 @@ class Engine:
         else:
             logged_in, free, busy = 0, 0, ()
         d30, a30, d24, a24 = run.abandon
-        return PacingStats(
+        stats = PacingStats(
             now=now, agents_logged_in=logged_in, agents_free=free, talk_elapsed=busy,
             calls_ringing=len(ringing), ringing_elapsed=tuple(ringing), calls_waiting=waiting,
-            in_flight=len(run.calls), capacity=capacity,
+            hangup_candidates=tuple(candidates), in_flight=len(run.calls), capacity=capacity,
             estimates=run.estimator.estimates(now),
             drops_30d=d30, answered_30d=a30, drops_24h=d24, answered_24h=a24,
         )
+        return stats, ringing_calls
 
     async def _dial_loop(self) -> None:
         assert self.pool is not None
@@ -451,12 +470,18 @@ class Engine:
     async def _dial_campaign(self, run: CampaignRun) -> int:
         assert self.pool is not None and self.clock is not None
         now_t = trio.current_time()
-        if run.hopper_empty_until > now_t:
-            return 0
         capacity = self.pool.capacity()
-        if capacity <= 0:
+        if run.hopper_empty_until > now_t or capacity <= 0:
+            if run.settings.hangup_after is not None and run.calls:
+                # No new calls now, but ringing ones may still be too many.
+                stats, ringing_calls = self._stats_for(run, 0)
+                if stats.hangup_candidates:
+                    self._hang_up(run, decide(stats, run.settings).hangup, ringing_calls)
             return 0
-        run.decision = decide(self._stats_for(run, capacity), run.settings)
+        stats, ringing_calls = self._stats_for(run, capacity)
+        run.decision = decide(stats, run.settings)
+        if run.decision.hangup:
+            self._hang_up(run, run.decision.hangup, ringing_calls)
         wanted = min(run.decision.calls, capacity)
         if wanted <= 0:
             return 0
@@ -585,6 +610,33 @@ class Engine:
         else:
             self._apply(self.tracker.originated(call.action_id, self.clock.now()))
 
+    def _hang_up(self, run: CampaignRun, indices: Sequence[int], ringing: list[TrackedCall]) -> None:
+        """Ask Asterisk to hang up these ringing calls (pacing found them unneeded)."""
+        assert self.clock is not None and self._nursery is not None
+        now = self.clock.now()
+        for i in indices:
+            call = ringing[i]
+            member = self._members.get(call.action_id)
+            if member is None or call.hangup_at is not None or call.answered_at is not None:
+                continue
+            call.hangup_at = now
+            self.counters["hangups"] += 1
+            self._nursery.start_soon(self._send_hangup, call, member)
+
+    async def _send_hangup(self, call: TrackedCall, member: PoolMember) -> None:
+        # Not retried: if it fails, the call rings on until answered or its
+        # timeout, as it would have without hang-ups.
+        assert call.channel_name is not None
+        try:
+            if member.ami is None or not member.up:
+                raise NotConnected(f"{member.name}: not connected")
+            await member.ami.action("Hangup", [("Channel", call.channel_name), ("Cause", "16")])
+        except AMIActionError as exc:
+            # "No such channel": it ended meanwhile.
+            log.debug("attempt %s: hangup refused: %s", call.attempt_id, _one_line(exc))
+        except (AMIError, LocalProtocolError) as exc:
+            log.info("attempt %s: hangup not sent: %s", call.attempt_id, _one_line(exc))
+
     def _not_sent(self, call: TrackedCall, member: PoolMember) -> None:
         """The Originate never left: the lead goes back to the hopper as if
         this attempt had not been made."""
@@ -653,6 +705,9 @@ class Engine:
                     est.call_dropped(now)
                 if call.connected_at is not None:
                     est.talk_ended(now, max(0.0, now - call.connected_at))
+            elif call.hangup_at is not None and call.disposition == disp.NO_ANSWER:
+                self.counters["hung_up"] += 1
+                est.call_hung_up(now, max(0.0, now - start))
             elif call.disposition != disp.UNKNOWN:
                 est.call_not_answered(now, max(0.0, now - start))
         self._poke()

@@ -178,6 +178,8 @@ class Campaign(Base):
     queue: Mapped[str | None] = mapped_column(String(80))
     caller_id: Mapped[str | None] = mapped_column(String(255))
     ring_timeout: Mapped[int] = mapped_column(Integer)
+    # Seconds of ringing after which a call may be hung up; 0: never.
+    hangup_after: Mapped[int] = mapped_column(Integer, server_default=sa.text("0"))
     calling_window_start: Mapped[dt.time] = mapped_column()
     calling_window_end: Mapped[dt.time] = mapped_column()
     # Weekday numbers, 0 = Monday .. 6 = Sunday, sorted.
@@ -196,6 +198,7 @@ class Campaign(Base):
         CheckConstraint(_one_of("state", CampaignState), name="state"),
         CheckConstraint(_one_of("mode", DialMode), name="mode"),
         CheckConstraint("ring_timeout >= 15", name="ring_timeout"),
+        CheckConstraint("hangup_after = 0 OR hangup_after >= 15", name="hangup_after"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
         CheckConstraint("max_concurrent >= 1", name="max_concurrent"),
         CheckConstraint("abandon_target > 0 AND abandon_target < 1", name="abandon_target"),
@@ -311,6 +314,8 @@ class CallAttempt(Base):
     uniqueid: Mapped[str | None] = mapped_column(String(64))
     agent: Mapped[str | None] = mapped_column(String(100))
     time_to_agent: Mapped[float | None] = mapped_column(Float)
+    # When the dialer asked Asterisk to hang the call up while it rang (hangup_after).
+    hangup_at: Mapped[dt.datetime | None] = mapped_column()
 
     __table_args__ = (
         Index(None, "lead_id"),

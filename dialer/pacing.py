@@ -82,6 +82,20 @@ which of the calls ringing are answered, and when within 5-25 s, cannot be
 known, so some agents must be kept free as a buffer. Told exactly when every
 talking agent will be free, the same model gains only about one point of
 occupancy in the benchmark (``tests/bench/bench_pacing.py --policies oracle``).
+
+Hang-ups
+--------
+With ``hangup_after`` set, the engine also offers the calls whose line has
+rung at least that long (15 s or more, the legal minimum) as
+``hangup_candidates``. Keeping such a call is judged by the rule for placing
+one: with it taken out of the demand, would it, answered at the moments it
+still may be, find no agent with a probability above the allowed limit? If
+so, it is hung up (the likeliest to find none first, then the balance is
+worked out again). Calls that turn out unneeded are then cut before they are
+answered instead of being dropped after, which lets the policy dial harder:
+the allowed limit starts at ``MARGINAL_DROP_HANGUP`` instead of
+``MARGINAL_DROP``. The estimator counts a hung-up call as placed only for as
+long as it rang (:meth:`CallStatsEstimator.answer_rate`).
 """
 
 from __future__ import annotations
@@ -107,6 +121,10 @@ __all__ = [
 ]
 
 Mode = Literal["progressive", "predictive", "unattended"]
+
+#: seconds a call must ring before the dialer may give up on it (US FTC TSR,
+#: 16 CFR 310.4(b)(1)(iv): at least 15 seconds or four rings)
+MIN_RING = 15.0
 MODES: tuple[str, ...] = ("progressive", "predictive", "unattended")
 
 _SQRT2 = math.sqrt(2.0)
@@ -239,6 +257,9 @@ class PacingStats:
     calls_ringing: int = 0
     #: how long each of those has been ringing; calls missing here count as just placed
     ringing_elapsed: tuple[float, ...] = ()
+    #: indices into ``ringing_elapsed`` of the calls that may be hung up now
+    #: (rung at least ``PacingSettings.hangup_after``, no hang-up asked yet)
+    hangup_candidates: tuple[int, ...] = ()
     #: answered calls not yet connected to an agent
     calls_waiting: int = 0
     #: every call of the campaign placed and not yet ended, including connected ones
@@ -265,6 +286,14 @@ class PacingStats:
                 f"PacingStats has {len(self.ringing_elapsed)} ringing ages "
                 f"for {self.calls_ringing} ringing calls"
             )
+        n = len(self.ringing_elapsed)
+        if len(set(self.hangup_candidates)) != len(self.hangup_candidates) or any(
+            not 0 <= i < n for i in self.hangup_candidates
+        ):
+            raise ValueError(
+                f"PacingStats.hangup_candidates {self.hangup_candidates} are not distinct "
+                f"indices into the {n} ringing ages"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -284,8 +313,14 @@ class PacingSettings:
     connect_deadline: float = 2.0
     #: the abandon rate is taken over at least this many answered calls
     abandon_min_sample: int = 100
-    #: predictive: the allowed marginal drop probability with the whole budget left
-    max_marginal_drop: float = 0.10
+    #: predictive: the allowed marginal drop probability with the whole budget
+    #: left; None: MARGINAL_DROP, or MARGINAL_DROP_HANGUP with hang-ups
+    max_marginal_drop: float | None = None
+    #: predictive: seconds a call must have rung (since the called line
+    #: started ringing) before it may be hung up when it would likely find no
+    #: agent; the engine offers such calls as ``PacingStats.hangup_candidates``.
+    #: None: calls ring until answered or the ring timeout
+    hangup_after: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -298,7 +333,12 @@ class PacingSettings:
             raise ValueError(f"abandon_target must be between 0 and 1, not {self.abandon_target}")
         if self.max_concurrent < 0:
             raise ValueError(f"max_concurrent must not be negative, not {self.max_concurrent}")
-        if not 0 <= self.max_marginal_drop < 1:
+        if self.hangup_after is not None and not self.hangup_after >= MIN_RING:
+            raise ValueError(
+                f"hangup_after must be at least {MIN_RING:g} s (the minimum ring before"
+                f" giving up on a call), not {self.hangup_after}"
+            )
+        if self.max_marginal_drop is not None and not 0 <= self.max_marginal_drop < 1:
             raise ValueError(f"max_marginal_drop must be in [0, 1), not {self.max_marginal_drop}")
 
 
@@ -316,6 +356,9 @@ class PacingDecision:
     abandon_rate: float
     #: predictive: the marginal drop probability allowed, else 0
     allowed_drop: float = 0.0
+    #: predictive with ``hangup_after``: ringing calls to hang up now, as
+    #: indices into ``PacingStats.ringing_elapsed``
+    hangup: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -345,7 +388,7 @@ def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     room = max(0, room)
     agents = stats.agents_logged_in
 
-    def done(calls: int, reason: str, allowed: float = 0.0) -> PacingDecision:
+    def done(calls: int, reason: str, allowed: float = 0.0, hangups: tuple[int, ...] = ()) -> PacingDecision:
         capped = min(max(0, calls), room)
         if capped < calls:
             reason += "; capped by concurrency"
@@ -357,6 +400,7 @@ def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
             dial_level=level,
             abandon_rate=rate,
             allowed_drop=allowed,
+            hangup=hangups,
         )
 
     if settings.mode == "unattended":
@@ -369,25 +413,35 @@ def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     # predictive
     one_to_one = _progressive(stats.agents_free, 1.0, pending)
     if agents == 0:
-        return done(0, "no agents")
+        # Any of the ringing calls answered now would be dropped.
+        hangups = stats.hangup_candidates if settings.hangup_after is not None else ()
+        return done(0, "no agents", hangups=hangups)
     target = settings.abandon_target
     if rate >= target:
         return done(one_to_one, "over abandon budget: 1:1")
-    allowed = settings.max_marginal_drop * min(1.0, (target - rate) / (FEEDBACK_BAND * target))
+    top = settings.max_marginal_drop
+    if top is None:
+        top = MARGINAL_DROP_HANGUP if settings.hangup_after is not None else MARGINAL_DROP
+    allowed = top * min(1.0, (target - rate) / (FEEDBACK_BAND * target))
     line_cap = int(math.floor(settings.max_dial_level * agents + 1e-9)) - stats.in_flight
     limit = max(0, min(room, line_cap))
-    n = _predictive(stats, settings.connect_deadline, allowed, limit)
+    n, hangups = _predictive(stats, settings.connect_deadline, allowed, limit, settings.hangup_after is not None)
     if n <= one_to_one:
-        return done(one_to_one, "predictive: 1:1 floor", allowed)
+        return done(one_to_one, "predictive: 1:1 floor", allowed, hangups)
     reason = "predictive"
     if n >= limit and limit == line_cap and line_cap < room:
         reason += "; capped by max dial level"
-    return done(n, reason, allowed)
+    return done(n, reason, allowed, hangups)
 
 
 #: the allowed marginal drop probability falls from its maximum to zero over
 #: this top fraction of the abandon target
 FEEDBACK_BAND = 0.5
+#: the maximum allowed marginal drop probability, by default; with hang-ups,
+#: calls that turn out unneeded while still ringing are cut, so the same
+#: abandon rate is reached with a higher one (see tests/bench/bench_pacing.py)
+MARGINAL_DROP = 0.10
+MARGINAL_DROP_HANGUP = 0.20
 
 
 def _progressive(free: int, ratio: float, pending: int) -> int:
@@ -400,10 +454,17 @@ _GRID = (0.125, 0.375, 0.625, 0.875)
 _VAR_FLOOR = 0.01
 
 
-def _predictive(stats: PacingStats, deadline: float, allowed: float, limit: int) -> int:
-    """The most calls such that the last one, if answered, finds no agent with probability <= allowed."""
-    if limit <= 0:
-        return 0
+def _predictive(
+    stats: PacingStats, deadline: float, allowed: float, limit: int, hang_up: bool = False
+) -> tuple[int, tuple[int, ...]]:
+    """How many calls to place, and which ringing calls to hang up.
+
+    Places the most calls such that the last one, if answered, finds no agent
+    with probability <= allowed. First, if ``hang_up``, hangs up one by one
+    the candidates (``stats.hangup_candidates``) that, if answered, would find
+    no agent with probability > allowed, the likeliest first. Hang-ups are
+    indices into ``stats.ringing_elapsed``.
+    """
     est = stats.estimates
     p = min(1.0, max(0.005, est.answer_rate))
     delay = est.answer_delay
@@ -411,8 +472,18 @@ def _predictive(stats: PacingStats, deadline: float, allowed: float, limit: int)
     dlen = len(dcdf)
     dlast = dcdf[-1]
     times = delay.grid_times
-    m = len(times)
-    horizons = [t + deadline for t in times]
+    ripe = list(stats.hangup_candidates) if hang_up else []
+    if ripe:
+        # Candidates have rung a while: they are answered, if at all, within
+        # the next few seconds, so the balance is checked from now on, every
+        # two seconds, as well.
+        grid = tuple(sorted(set(times).union(range(0, dlen, 2))))
+    else:
+        if limit <= 0:
+            return 0, ()
+        grid = times
+    m = len(grid)
+    horizons = [t + deadline for t in grid]
 
     # Supply: agents free by t + deadline.
     mean = [float(stats.agents_free)] * m
@@ -442,45 +513,96 @@ def _predictive(stats: PacingStats, deadline: float, allowed: float, limit: int)
     # Demand: calls that will want an agent by t.
     for j in range(m):
         mean[j] -= stats.calls_waiting
+    timeout = est.no_answer_timeout
+
+    def answered_by(k: int) -> list[float] | None:
+        """For a call that has rung k s: P(answered by each t), or None if it cannot be."""
+        g0 = dcdf[k] if k < dlen else dlast
+        still = p * (1.0 - g0) + ((1.0 - p) if k < timeout else 0.0)
+        if still <= 1e-12:
+            return None
+        return [p * ((dcdf[k + t] if k + t < dlen else dlast) - g0) / still for t in grid]
+
     ages = Counter(map(round, stats.ringing_elapsed))
     fresh = stats.calls_ringing - len(stats.ringing_elapsed)
     if fresh:
         ages[0] += fresh
-    timeout = est.no_answer_timeout
     for k, count in ages.items():
-        g0 = dcdf[k] if k < dlen else dlast
-        still = p * (1.0 - g0) + ((1.0 - p) if k < timeout else 0.0)
-        if still <= 1e-12:
+        row_a = answered_by(k)
+        if row_a is None:
             continue
         for j in range(m):
-            kk = k + times[j]
-            a = p * ((dcdf[kk] if kk < dlen else dlast) - g0) / still
+            a = row_a[j]
             mean[j] -= count * a
             var[j] += count * (a - a * a)
+
+    def worst_from() -> list[float]:
+        # P(no spare agent at t_j), continuity-corrected; a call answered at
+        # t_j that takes an agent leaves one fewer for every later t, so its
+        # cost is the worst shortage from t_j on.
+        out = [0.5 * math.erfc((mean[j] - 0.5) / (math.sqrt(var[j] + _VAR_FLOOR) * _SQRT2)) for j in range(m)]
+        for j in range(m - 2, -1, -1):
+            if out[j + 1] > out[j]:
+                out[j] = out[j + 1]
+        return out
+
+    hangups: list[int] = []
+    if ripe:
+        # Hang up the candidate that would most likely find no agent while
+        # that likelihood is above what a new call is allowed: the rule for
+        # placing a call, applied to keeping one (the balance without it, at
+        # the moments it may be answered). Its own chance counts here, not
+        # the worst later shortage: the calls placed after it counted on it.
+        by_age: dict[int, list[int]] = {}
+        for i in ripe:
+            by_age.setdefault(round(stats.ringing_elapsed[i]), []).append(i)
+        rows_a = {k: answered_by(k) for k in by_age}
+        while by_age:
+            best_k, best_cost = -1, allowed
+            for k in by_age:
+                row_a = rows_a[k]
+                if row_a is None or row_a[-1] <= 1e-12:
+                    continue
+                total = row_a[-1]
+                cost = 0.0
+                prev = 0.0
+                for j in range(m):
+                    a = row_a[j]
+                    sd = math.sqrt(max(0.0, var[j] - (a - a * a)) + _VAR_FLOOR)
+                    cost += (a - prev) * 0.5 * math.erfc((mean[j] + a - 0.5) / (sd * _SQRT2))
+                    if a >= total:
+                        break  # answered by now if at all
+                    prev = a
+                cost /= total
+                if cost > best_cost:
+                    best_k, best_cost = k, cost
+            if best_k < 0:
+                break
+            hangups.append(by_age[best_k].pop())
+            if not by_age[best_k]:
+                del by_age[best_k]
+            row_a = rows_a[best_k]
+            for j in range(m):
+                a = row_a[j]
+                mean[j] += a
+                var[j] -= a - a * a
+        main = [grid.index(t) for t in times]
+        mean = [mean[j] for j in main]
+        var = [var[j] for j in main]
+        m = len(times)
 
     # New calls, one at a time.
     new = [p * (dcdf[t] if t < dlen else dlast) for t in times]
     n = 0
     while n < limit:
-        # P(no spare agent at t_j), continuity-corrected; a call answered at
-        # t_j that takes an agent leaves one fewer for every later t, so its
-        # cost is the worst shortage from t_j on.
-        miss = 0.0
-        worst = 0.0
-        for j in range(m - 1, -1, -1):
-            sd = math.sqrt(var[j] + _VAR_FLOOR)
-            short = 0.5 * math.erfc((mean[j] - 0.5) / (sd * _SQRT2))
-            if short > worst:
-                worst = short
-            miss += worst
-        if miss / m > allowed:
+        if sum(worst_from()) / m > allowed:
             break
         n += 1
         for j in range(m):
             a = new[j]
             mean[j] -= a
             var[j] += a * (1.0 - a)
-    return n
+    return n, tuple(hangups)
 
 
 def _completion_rows(talk: Distribution, shifts: tuple[int, ...]) -> dict[int, tuple[float, ...]]:
@@ -540,7 +662,10 @@ class CallStatsEstimator:
         self.prior_weight = prior_weight
         self.min_samples = min_samples
         self.refresh = refresh
-        self._attempts: deque[tuple[float, bool]] = deque(maxlen=max_samples)
+        # (when it ended, answered: True / not answered: False / hung up by the
+        # dialer while ringing: None, seconds it rang)
+        self._attempts: deque[tuple[float, bool | None, float]] = deque(maxlen=max_samples)
+        self._hung_up = 0  # attempts with None in _attempts
         self._delays: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self._timeouts: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self._talks: deque[tuple[float, float]] = deque(maxlen=max_samples)
@@ -556,16 +681,33 @@ class CallStatsEstimator:
 
     def call_answered(self, now: float, ring_time: float) -> None:
         """A placed call was answered after ``ring_time`` seconds."""
-        self._attempts.append((now, True))
+        self._add_attempt((now, True, ring_time))
         self._delays.append((now, ring_time))
         self._answered.append(now)
         self._dirty = True
 
     def call_not_answered(self, now: float, ring_time: float) -> None:
         """A placed call ended unanswered (no answer, busy, failed) after ``ring_time`` seconds."""
-        self._attempts.append((now, False))
+        self._add_attempt((now, False, ring_time))
         self._timeouts.append((now, ring_time))
         self._dirty = True
+
+    def call_hung_up(self, now: float, ring_time: float) -> None:
+        """The dialer hung up a still ringing call after ``ring_time`` seconds.
+
+        Whether it would have been answered is unknown: it counts as placed
+        only for as long as it rang (see :meth:`answer_rate`).
+        """
+        self._add_attempt((now, None, ring_time))
+        self._dirty = True
+
+    def _add_attempt(self, attempt: tuple[float, bool | None, float]) -> None:
+        attempts = self._attempts
+        if len(attempts) == attempts.maxlen and attempts[0][1] is None:
+            self._hung_up -= 1
+        attempts.append(attempt)
+        if attempt[1] is None:
+            self._hung_up += 1
 
     def call_dropped(self, now: float) -> None:
         """An answered call was not connected to an agent in time."""
@@ -585,7 +727,12 @@ class CallStatsEstimator:
 
     def _prune(self, now: float) -> None:
         cutoff = now - self.window
-        for queue in (self._attempts, self._delays, self._timeouts, self._talks, self._wraps):
+        attempts = self._attempts
+        while attempts and attempts[0][0] < cutoff:
+            if attempts.popleft()[1] is None:
+                self._hung_up -= 1
+            self._dirty = True
+        for queue in (self._delays, self._timeouts, self._talks, self._wraps):
             while queue and queue[0][0] < cutoff:
                 queue.popleft()
                 self._dirty = True
@@ -594,11 +741,56 @@ class CallStatsEstimator:
                 stamps.popleft()
 
     def answer_rate(self, now: float) -> float:
-        """Answered / placed over the window, blended with the prior rate."""
+        """Answered / placed over the window, blended with the prior rate.
+
+        With calls hung up while ringing in the window, the share that would
+        have been answered is estimated from the calls that rang longer
+        (see :meth:`_answer_curve`).
+        """
         self._prune(now)
-        answered = sum(1 for _, a in self._attempts if a)
+        if self._hung_up:
+            share = self._answer_curve()[-1]
+        else:
+            answered = sum(1 for _, a, _ in self._attempts if a)
+            share = answered / len(self._attempts) if self._attempts else 0.0
         w = self.prior_weight
-        return (answered + w * self.prior.answer_rate) / (len(self._attempts) + w)
+        n = len(self._attempts)
+        return (share * n + w * self.prior.answer_rate) / (n + w)
+
+    def _answer_curve(self) -> list[float]:
+        """P(answered within k seconds) for each whole second k, from the attempts.
+
+        The cumulative incidence of an answer with ending unanswered as the
+        competing outcome and a hang-up by the dialer as censoring (the
+        Aalen-Johansen estimator): each second's answers and unanswered ends
+        are taken as a share of the calls still ringing then, so a call hung
+        up at 15 s counts for the first 15 s and no further. The last value
+        is the answer rate. Valid because which calls are hung up depends on
+        the agents' state, not on the call.
+        """
+        attempts = self._attempts
+        top = int(max(ring for _, _, ring in attempts) + 0.5) + 1
+        answers = [0] * top
+        ends = [0] * top
+        leaving = [0] * top
+        for _, answered, ring in attempts:
+            k = int(ring + 0.5)
+            leaving[k] += 1
+            if answered:
+                answers[k] += 1
+            elif answered is not None:
+                ends[k] += 1
+        at_risk = len(attempts)
+        ringing = 1.0  # P(still ringing at second k)
+        incidence = 0.0
+        curve = []
+        for k in range(top):
+            if at_risk:
+                incidence += ringing * answers[k] / at_risk
+                ringing *= 1.0 - (answers[k] + ends[k]) / at_risk
+            curve.append(incidence)
+            at_risk -= leaving[k]
+        return curve
 
     def recent_abandon(self, now: float) -> tuple[int, int]:
         """(drops, answered calls) over the window."""
@@ -612,14 +804,23 @@ class CallStatsEstimator:
             return self._cache
         prior = self.prior
         delays = [d for _, d in self._delays]
+        answer_delay = prior.answer_delay
+        if len(delays) >= self.min_samples:
+            answer_delay = Distribution.from_samples(delays)
+            if self._hung_up:
+                # Late answers are missing among the calls hung up: the curve
+                # accounts for them, the answered calls' own delays would not.
+                curve = self._answer_curve()
+                rate = curve[-1]
+                if rate > 0:
+                    cdf = tuple(c / rate for c in curve)
+                    answer_delay = Distribution(cdf=cdf, mean=sum(1.0 - c for c in cdf[:-1]))
         timeouts = [d for _, d in self._timeouts]
         talks = [d for _, d in self._talks if d > 0]
         wraps = [d for _, d in self._wraps]
         self._cache = CallEstimates(
             answer_rate=self.answer_rate(now),
-            answer_delay=(
-                Distribution.from_samples(delays) if len(delays) >= self.min_samples else prior.answer_delay
-            ),
+            answer_delay=answer_delay,
             no_answer_timeout=(
                 _median(timeouts) if len(timeouts) >= self.min_samples else prior.no_answer_timeout
             ),

@@ -65,6 +65,10 @@ def test_every_default_round_trips_through_its_text_form(name):
         ("caller_id", '"Acme" <15550001000>', '"Acme" <15550001000>'),
         ("channel", "Local/{national}@outbound-{region}", "Local/{national}@outbound-{region}"),
         ("max_concurrent", "250", 250),
+        ("hangup_after", "15", 15),
+        ("hangup_after", "20s", 20),
+        ("hangup_after", "off", 0),
+        ("hangup_after", "0", 0),
     ],
 )
 def test_setting_text_is_parsed_to_typed_values(name, text, value):
@@ -94,6 +98,9 @@ def test_setting_text_is_parsed_to_typed_values(name, text, value):
         ("ring_timeout", "14s", "at least 15 seconds"),
         ("ring_timeout", "600", "at most 300"),
         ("ring_timeout", "soon", "not a duration"),
+        ("hangup_after", "10", "at least 15 seconds of ringing"),
+        ("hangup_after", "600", "at most 300"),
+        ("hangup_after", "later", "not a duration"),
         ("calling_window", "07:00-21:00", "outside the legal calling hours"),
         ("calling_window", "08:00-22:00", "outside the legal calling hours"),
         ("calling_window", "17:00-09:00", "must be before end"),
@@ -212,6 +219,25 @@ def test_dial_ratio_above_max_dial_level_is_refused(sessions):
             campaigns.set_campaign_settings(s, "spring", dial_ratio=2.5)
 
 
+def test_hangup_after_must_be_below_ring_timeout(sessions):
+    with sessions.begin() as s:
+        campaigns.create_campaign(s, "spring", ring_timeout=30, hangup_after=20)
+    with pytest.raises(SettingError, match="setting hangup_after: 20 s is not below ring_timeout 20 s"):
+        with sessions.begin() as s:
+            campaigns.set_campaign_settings(s, "spring", ring_timeout=20)
+    with sessions.begin() as s:
+        c = campaigns.get_campaign(s, "spring")
+        assert (c.ring_timeout, c.hangup_after) == (30, 20)
+
+
+def test_database_refuses_an_unchecked_hangup_after(sessions):
+    with sessions.begin() as s:
+        campaigns.create_campaign(s, "spring")
+    with pytest.raises(sa.exc.IntegrityError):
+        with sessions.begin() as s:
+            s.execute(sa.update(Campaign).values(hangup_after=5))
+
+
 def test_database_refuses_an_unchecked_ring_timeout(sessions):
     # The CHECK constraint backs the validation for writers that bypass it.
     with sessions.begin() as s:
@@ -252,7 +278,7 @@ def test_cli_create_set_show_list(db_url):
         "mode": "predictive", "dial_ratio": "1", "max_dial_level": "3", "abandon_target": "2%",
         "channel": "PJSIP/{e164}@trunk", "context": "dialer", "exten": "s", "priority": "1",
         "queue": "sales", "caller_id": '"Acme" <15550001000>', "ring_timeout": "30",
-        "calling_window": "08:00-21:00", "calling_days": "mon-fri", "holidays": "none",
+        "hangup_after": "off", "calling_window": "08:00-21:00", "calling_days": "mon-fri", "holidays": "none",
         "max_attempts": "5", "retry_delays": "no_answer=7200,busy=300", "max_concurrent": "10",
     }
     assert info["leads"] == {"total": 0}

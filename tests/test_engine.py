@@ -224,9 +224,65 @@ async def test_predictive_campaign_runs_against_the_simulator(clock, sessions):
     leads = lead_dispositions(sessions)
     assert all(d in BY_DIGIT[p[-1]] for p, (_, d) in leads.items())
     assert len(originates(sim)) == 120
+    # hangup_after is off by default: no call is cut short.
+    assert not any(m.name == "Hangup" for items in sim.received.values() for _, m in items)
     # With 3 agents and 60 % of calls unanswered, predictive keeps more lines
     # busy than agents: the dial level goes above 1.
     assert max(levels) > 1.0
+
+
+HANGUP_SCENARIO = """
+seed = 7
+[outcomes]
+answered = 0.3
+noanswer = 0.7
+[ring_time]
+dist = "uniform"
+min = 5
+max = 25
+[talk_time]
+dist = "fixed"
+value = 900
+[queue]
+name = "agents"
+agents = 3
+timeout = 30
+wrapup = 5
+agent_talk_time = 60
+"""
+
+
+async def test_predictive_hangs_up_unneeded_calls_only_after_they_rang_long_enough(clock, sessions):
+    from dialer.sim.scenario import parse_scenario
+
+    make_campaign(sessions, phones=numbers(150), mode="predictive", max_concurrent=40,
+                  ring_timeout=30, hangup_after=15, retry_delays={})
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery, scenario=parse_scenario(HANGUP_SCENARIO))
+        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
+        with trio.fail_after(7200):
+            await engine.run()
+        nursery.cancel_scope.cancel()
+
+    hangups = [m for items in sim.received.values() for _, m in items if m.name == "Hangup"]
+    with sessions.begin() as s:
+        attempts = s.scalars(sa.select(CallAttempt)).all()
+        rows = [(a.disposition, a.cause, a.ringing_at, a.ended_at, a.answered_at) for a in attempts]
+    assert len(rows) == 150 and all(d is not None for d, *_ in rows)
+    # Three agents on 60 s calls, 70 % of numbers never answer: the dialer
+    # keeps several calls ringing per agent and hangs some up.
+    assert hangups and len(hangups) == engine.counters["hangups"]
+    assert all(m.get("Channel").startswith("Local/") and m.get("Cause") == "16" for m in hangups)
+    # A call hung up ends before its 30 s timeout, and only after the called
+    # line rang at least 15 s (DialBegin to the end of the call).
+    rung = [(e - r).total_seconds() for d, _, r, e, a in rows if d == "no_answer" and r is not None]
+    cut_short = [t for t in rung if t < 29]
+    assert all(t >= 15 for t in rung), min(rung)
+    assert len(cut_short) == engine.counters["hung_up"] > 0
+    assert engine.counters["hung_up"] <= len(hangups)
+    # Each of those is a no-answer with cause 16, as Asterisk reports it.
+    assert all(c == 16 for d, c, r, e, a in rows if d == "no_answer" and r is not None
+               and (e - r).total_seconds() < 29)
 
 
 async def test_sample_leads_each_get_the_outcome_of_their_last_digit(clock, sessions):

@@ -347,3 +347,100 @@ def test_estimator_counts_recent_drops():
     est.call_dropped(50.0)
     assert est.recent_abandon(60.0) == (2, 10)
     assert est.recent_abandon(105.0) == (1, 5)  # answered at 5..9 s remain
+
+
+# -- predictive with hang-ups ------------------------------------------------------
+
+# Every call answered exactly 20 s after it is placed (so one that has rung
+# 16 s is answered 4 s from now); talk 60 s, wrap-up 10 s.
+LATE = CallEstimates(
+    answer_rate=1.0,
+    answer_delay=point(20),
+    no_answer_timeout=30.0,
+    talk_time=point(60),
+    wrapup_time=10.0,
+)
+HANG_UP = PacingSettings(mode="predictive", hangup_after=15)
+
+
+def ringing_16s(count, candidates, **kw):
+    kw.setdefault("agents_free", 2)
+    return stats(
+        calls_ringing=count, ringing_elapsed=(16.0,) * count, hangup_candidates=candidates,
+        in_flight=count, estimates=LATE, **kw,
+    )
+
+
+def test_hangs_up_the_calls_no_agent_will_be_free_for():
+    # Five calls will be answered in 4 s and two agents are free: three would be dropped.
+    d = decide(ringing_16s(5, (0, 1, 2, 3, 4)), HANG_UP)
+    assert len(d.hangup) == 3 and set(d.hangup) <= {0, 1, 2, 3, 4}
+    assert len(set(d.hangup)) == 3
+    assert d.calls == 0
+
+
+def test_hangs_up_only_candidates():
+    d = decide(ringing_16s(5, (1, 3)), HANG_UP)
+    assert sorted(d.hangup) == [1, 3]
+
+
+def test_keeps_calls_there_are_agents_for():
+    assert decide(ringing_16s(5, (0, 1, 2, 3, 4), agents_free=5), HANG_UP).hangup == ()
+    assert decide(ringing_16s(5, (0, 1, 2, 3, 4), agents_free=4), HANG_UP).hangup != ()
+
+
+def test_no_hang_ups_unless_the_campaign_allows_them():
+    assert decide(ringing_16s(5, (0, 1, 2, 3, 4)), PREDICTIVE).hangup == ()
+
+
+def test_no_hang_ups_when_over_the_abandon_budget():
+    over = ringing_16s(5, (0, 1, 2, 3, 4), drops_24h=10, answered_24h=100)
+    d = decide(over, HANG_UP)
+    assert d.reason == "over abandon budget: 1:1" and d.hangup == ()
+
+
+def test_hang_up_settings_and_candidates_are_checked():
+    with pytest.raises(ValueError, match="hangup_after must be at least 15 s"):
+        PacingSettings(mode="predictive", hangup_after=10)
+    with pytest.raises(ValueError, match="hangup_candidates"):
+        stats(agents_free=1, calls_ringing=2, ringing_elapsed=(16.0, 3.0), hangup_candidates=(2,), in_flight=2)
+    with pytest.raises(ValueError, match="hangup_candidates"):
+        stats(agents_free=1, calls_ringing=2, ringing_elapsed=(16.0, 3.0), hangup_candidates=(0, 0), in_flight=2)
+
+
+def test_answer_rate_counts_a_hung_up_call_only_for_as_long_as_it_rang():
+    est = CallStatsEstimator(prior_weight=0, min_samples=3)
+    now = 100.0
+    est.call_answered(now, 10.0)
+    est.call_answered(now, 10.0)
+    for _ in range(4):
+        est.call_hung_up(now, 15.0)
+    est.call_answered(now, 20.0)
+    est.call_not_answered(now, 25.0)
+    # At 10 s: 2 of the 8 answered. The 4 hung up at 15 s leave 2 ringing;
+    # at 20 s one of those 2 answers (half of the 75 % still ringing), at 25 s
+    # the other gives up: 0.25 + 0.75 / 2. Counting hung-up calls as
+    # unanswered would say 3 / 8.
+    assert est.answer_rate(now) == pytest.approx(0.625)
+    delay = est.estimates(now).answer_delay
+    assert delay.at(9) == 0.0
+    assert delay.at(10) == pytest.approx(0.4) and delay.at(19) == pytest.approx(0.4)
+    assert delay.at(20) == pytest.approx(1.0)
+
+
+def test_answer_rate_without_hang_ups_is_answered_over_placed():
+    est = CallStatsEstimator(prior_weight=0, window=50.0)
+    est.call_hung_up(0.0, 15.0)
+    est.call_answered(100.0, 20.0)
+    est.call_not_answered(100.0, 25.0)
+    est.call_not_answered(100.0, 3.0)
+    # The hang-up has left the window (with it, the rate would be 0.375).
+    assert est.answer_rate(100.0) == pytest.approx(1 / 3)
+    est.call_hung_up(100.0, 15.0)
+    assert est.answer_rate(100.0) == pytest.approx(0.375)
+
+
+def test_hangs_up_every_candidate_when_no_agent_is_logged_in():
+    d = decide(ringing_16s(3, (0, 2), agents_free=0, agents_logged_in=0), HANG_UP)
+    assert (d.calls, d.reason, d.hangup) == (0, "no agents", (0, 2))
+    assert decide(ringing_16s(3, (0, 2), agents_free=0, agents_logged_in=0), PREDICTIVE).hangup == ()

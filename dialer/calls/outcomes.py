@@ -77,7 +77,7 @@ def to_datetime(epoch: float) -> dt.datetime:
 _ATTEMPT_FIELDS = (
     "originated_at", "ringing_at", "answered_at", "queue_joined_at", "connected_at",
     "ended_at", "disposition", "cause", "cause_txt", "originate_reason", "uniqueid",
-    "agent", "time_to_agent",
+    "agent", "time_to_agent", "hangup_at",
 )
 
 
@@ -136,6 +136,7 @@ def record(
             "v_uniqueid": call.uniqueid,
             "v_agent": call.agent,
             "v_time_to_agent": call.time_to_agent,
+            "v_hangup_at": _dt(call.hangup_at),
         }
         params.append(row)
     session.execute(_attempt_update(), params)

@@ -74,6 +74,10 @@ class TrackedCall:
     had_channels: bool = False
     settle_at: float | None = None
     live_channels: set[str] = field(default_factory=set)
+    #: name of the originated channel (Uniqueid = channel_id), from Newchannel
+    channel_name: str | None = None
+    #: when the dialer asked Asterisk to hang the call up while it rang
+    hangup_at: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -222,6 +226,8 @@ class CallTracker:
         if uniqueid:
             call.live_channels.add(uniqueid)
             call.had_channels = True
+            if uniqueid == call.channel_id:
+                call.channel_name = event.get("Channel")
             if call.settle_at is not None:
                 call.settle_at = None
                 self._settling.pop(call.action_id, None)

@@ -4,8 +4,9 @@
 
 Scenarios are the grid agents x answer rate (default {5, 20, 50} x {10, 25,
 50 %}); policies are progressive 1:1 and predictive from ``dialer.pacing``
-(called as the engine calls them), and VICIdial's adaptive dial level
-(``vicidial_adaptive.py``). Every policy faces the same calls for a given seed.
+(called as the engine calls them), predictive with ``hangup_after = 15``
+(ringing calls no agent is likely to be free for are hung up once they have
+rung 15 s), and VICIdial's adaptive dial level (``vicidial_adaptive.py``). Every policy faces the same calls for a given seed.
 Prints one JSON object per run, then one per scenario and policy with the
 medians over the seeds ("kind": "median"), and with ``--table`` a markdown
 table of the medians.
@@ -27,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from pacing_sim import Scenario, simulate  # noqa: E402
 
-POLICIES = ("progressive", "vicidial", "predictive")
+POLICIES = ("progressive", "vicidial", "predictive", "hangup")
 KNOWN = POLICIES + ("oracle",)
 LABELS = {
     "progressive": "progressive 1:1",
     "vicidial": "VICIdial adaptive",
     "predictive": "ours (predictive)",
     "oracle": "ours, knowing talk ends",
+    "hangup": "ours + hang-ups after 15 s",
 }
 METRICS = ("occupancy", "abandon_rate", "calls_per_agent_hour", "agent_wait_s")
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in policies
     ]
     # Longest first, so the pool finishes together.
-    jobs.sort(key=lambda j: -(j[0].agents / j[0].answer_rate) * (3 if j[1] in ("predictive", "oracle") else 1))
+    jobs.sort(key=lambda j: -(j[0].agents / j[0].answer_rate) * (3 if j[1] in ("predictive", "oracle", "hangup") else 1))
 
     started = time.perf_counter()
     runs: list[dict] = []

@@ -14,10 +14,12 @@ answers, ring times and talk times.
 
 The policy is asked how many calls to place every whole second and after
 every event that changes an agent or a call, the way the engine asks it.
-Policies: "progressive" and "predictive" (dialer.pacing), "vicidial" (the
-baseline), and "oracle": the predictive policy told exactly when every
-talking agent will be free, a bound on what better talk-time forecasts could
-buy.
+Policies: "progressive" and "predictive" (dialer.pacing), "hangup" (predictive
+with hang-ups: calls that have rung ``min_ring`` seconds are offered as
+candidates and those the policy names are hung up, their outcome unknown to
+the estimator beyond how long they rang), "vicidial" (the baseline), and
+"oracle": the predictive policy told exactly when every talking agent will be
+free, a bound on what better talk-time forecasts could buy.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Scenario:
     talk_sigma: float = 0.6  # of the logarithm: sd about 59 s for a 90 s mean
     wrapup: float = 10.0
     connect_deadline: float = 2.0
+    min_ring: float = 15.0
     seed: int = 1
 
 
@@ -61,6 +64,7 @@ class Result:
     talk: float = 0.0
     idle: float = 0.0  # agent time spent free before a connect
     policy_calls: int = 0
+    hung_up: int = 0
 
     def metrics(self) -> dict:
         s = self.scenario
@@ -77,6 +81,7 @@ class Result:
             "placed": self.placed,
             "answered": self.answered,
             "dropped": self.dropped,
+            "hung_up": self.hung_up,
         }
 
 
@@ -105,11 +110,13 @@ class Simulation:
             self.vici = VicidialAdaptive(drop_limit=0.03)
         self.oracle = policy == "oracle"
         self.talk_end: dict[int, float] = {}
-        if policy in ("predictive", "progressive", "oracle"):
+        self.cancelled: set[int] = set()
+        if policy in ("predictive", "progressive", "oracle", "hangup"):
             self.settings = PacingSettings(
                 mode="progressive" if policy == "progressive" else "predictive",
                 dial_ratio=1.0, max_concurrent=10_000,
                 connect_deadline=scenario.connect_deadline,
+                hangup_after=scenario.min_ring if policy == "hangup" else None,
             )
             self.estimator = CallStatsEstimator()
 
@@ -147,6 +154,9 @@ class Simulation:
         self.push(now + talk, TALK_END, agent)
 
     def on_answer(self, now: float, call: int) -> None:
+        if call in self.cancelled:
+            self.cancelled.discard(call)
+            return
         placed = self.ringing.pop(call)
         self.result.answered += 1
         if self.policy != "vicidial":
@@ -172,6 +182,9 @@ class Simulation:
                 self.estimator.call_dropped(now)
 
     def on_no_answer(self, now: float, call: int) -> None:
+        if call in self.cancelled:
+            self.cancelled.discard(call)
+            return
         placed = self.ringing.pop(call)
         if self.policy != "vicidial":
             self.estimator.call_not_answered(now, now - placed)
@@ -207,9 +220,22 @@ class Simulation:
             in_progress = len(self.ringing) + len(self.waiting) + len(self.talk_start)
             n = v.calls(self.s.agents, in_progress, r.dropped, r.answered)
         else:
-            n = decide(self.stats(now), self.settings).calls
+            decision = decide(self.stats(now), self.settings)
+            n = decision.calls
+            if decision.hangup:
+                self.hang_up(now, decision.hangup)
         if n > 0:
             self.place(now, n)
+
+    def hang_up(self, now: float, indices: tuple[int, ...]) -> None:
+        calls = list(self.ringing)
+        for i in indices:
+            call = calls[i]
+            placed = self.ringing.pop(call)
+            self.call_talk.pop(call, None)
+            self.cancelled.add(call)
+            self.result.hung_up += 1
+            self.estimator.call_hung_up(now, now - placed)
 
     def stats(self, now: float) -> PacingStats:
         r = self.result
@@ -220,6 +246,7 @@ class Simulation:
                 in_flight=len(self.ringing) + len(self.waiting) + len(self.talk_start),
             )
         talk_elapsed = tuple([now - t for t in self.talk_start.values()])
+        ringing = tuple([now - t for t in self.ringing.values()])
         wrapup_elapsed = tuple([now - t for t in self.wrap_start.values()])
         if self.oracle:
             # Told when each talking agent will really be free: reported as in
@@ -233,7 +260,9 @@ class Simulation:
             talk_elapsed=talk_elapsed,
             wrapup_elapsed=wrapup_elapsed,
             calls_ringing=len(self.ringing),
-            ringing_elapsed=tuple([now - t for t in self.ringing.values()]),
+            ringing_elapsed=ringing,
+            hangup_candidates=tuple([i for i, age in enumerate(ringing) if age >= self.s.min_ring])
+            if self.policy == "hangup" else (),
             calls_waiting=len(self.waiting),
             in_flight=len(self.ringing) + len(self.waiting) + len(self.talk_start),
             estimates=self.estimator.estimates(now),
