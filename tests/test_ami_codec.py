@@ -704,11 +704,15 @@ def test_same_prefix_different_first_lines():
     pad=st.integers(0, 12000),
     batched=st.booleans(),
     lazy=st.booleans(),
+    kinds=st.lists(st.sampled_from([bytes, bytearray, memoryview]), min_size=1, max_size=5),
+    skips=st.lists(st.booleans(), min_size=1, max_size=7),
 )
-@settings(max_examples=200, deadline=None)
-def test_buffer_kinds_and_batches_agree(messages, sizes, pad, batched, lazy):
-    """Short (bytes) and long (bytearray) buffers, one or many blocks per split:
-    the same messages at the same offsets, and bytes_received / buffered add up."""
+@settings(max_examples=300, deadline=None)
+def test_buffer_kinds_and_batches_agree(messages, sizes, pad, batched, lazy, kinds, skips):
+    """Short (bytes) and long (bytearray) buffers, reads split on their own or
+    appended first (bytes, bytearray or memoryview data; several reads before
+    asking), one or many blocks per split: the same messages at the same
+    offsets, and bytes_received / buffered add up."""
     big = [("Event", "Big"), ("Data", "x" * pad)]
     blocks = [encode_message(h) for h in [big] + messages + [big] + messages]
     stream = b"Asterisk Call Manager/11.0.0\r\n" + b"".join(blocks)
@@ -718,9 +722,11 @@ def test_buffer_kinds_and_batches_agree(messages, sizes, pad, batched, lazy):
     k = 0
     while i < len(stream):
         n = sizes[k % len(sizes)]
+        parser.receive_data(kinds[k % len(kinds)](stream[i : i + n]))
         k += 1
-        parser.receive_data(stream[i : i + n])
         i += n
+        if skips[k % len(skips)] and i < len(stream):
+            continue  # another read before asking
         assert parser.bytes_received == min(i, len(stream))
         if batched:
             while batch := parser.next_events():

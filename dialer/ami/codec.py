@@ -170,6 +170,7 @@ _PREFIXES_MAX = 8192
 _prefix_kind_name = _PREFIXES.get
 # Buffers shorter than this are immutable bytes (see AMIParser.receive_data).
 _SMALL = 8192
+_CR_OR_LF = (b"\r", b"\n")
 
 
 _UNKNOWN: tuple[str, str | None] = ("unknown", None)
@@ -611,6 +612,7 @@ class AMIParser:
         # while short, a bytearray once longer than _SMALL.
         self._buf: bytes | bytearray = b""
         self._pos = 0  # start of the first unconsumed byte in _buf
+        self._tail: bytes | None = None  # received after _buf, not yet appended
         self._scan = 0  # where the next terminator search starts
         self._base = 0  # stream offset of _buf[0]
         self._want_banner = role == "client"
@@ -625,16 +627,28 @@ class AMIParser:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
+        self._absorb()
         return len(self._buf) - self._pos
 
     @property
     def bytes_received(self) -> int:
         """Bytes received so far (end of stream not counted)."""
+        self._absorb()
         return self._base + len(self._buf)
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed the stream."""
         if data and not self._eof:
+            buf = self._buf
+            if type(buf) is bytearray:
+                buf += data
+                return
+            if self._tail is None and type(data) is bytes:
+                # Held apart: framing splits it on its own, without copying
+                # it onto the buffer first.
+                self._tail = data
+                return
+            self._absorb()
             buf = self._buf
             if type(buf) is bytearray:
                 buf += data
@@ -648,8 +662,43 @@ class AMIParser:
             return
         if data:
             raise LocalProtocolError("receive_data() after end of stream")
+        self._absorb()
         self._eof = True
         self._plain = False
+
+    def _absorb(self) -> None:
+        """Append the held-apart bytes (if any) to the buffer."""
+        tail = self._tail
+        if tail is not None:
+            self._tail = None
+            buf = self._buf
+            if type(buf) is bytearray:
+                buf += tail
+            elif len(buf) < _SMALL:
+                self._buf = buf + tail
+            else:
+                buf = self._buf = bytearray(buf)
+                buf += tail
+
+    def _tail_splits(self) -> bool:
+        """True if the held-apart bytes end a block that framing can split on their own.
+
+        Otherwise they are appended to the buffer, where the usual search
+        finds any terminator (one may straddle the two).
+        """
+        tail = self._tail
+        buf = self._buf
+        if not buf.endswith(_CR_OR_LF):
+            if b"\r\n\r\n" in tail:
+                return True
+            # No terminator in it, nor across the join: search none of it again.
+            self._absorb()
+            end = len(self._buf) - 3
+            if end > self._scan:
+                self._scan = end
+            return False
+        self._absorb()
+        return False
 
     def next_event(self) -> Union[Banner, Message, _Sentinel]:
         """Return the next :class:`Banner` or :class:`Message`, or :data:`NEED_DATA` / :data:`CLOSED`."""
@@ -658,6 +707,12 @@ class AMIParser:
             return ready.popleft()
         if self._plain:
             # Between messages, no end of stream yet: the common case.
+            if self._tail is not None and self._tail_splits():
+                found = self._bulk_plain()
+                if type(found) is list:
+                    ready.extend(found)
+                    return ready.popleft()
+                return found  # type: ignore[return-value]
             buf = self._buf
             if buf.find(b"\r\n\r\n", self._scan) < 0:
                 # Nothing to split. Within the size limit (a check that may
@@ -694,6 +749,9 @@ class AMIParser:
             ready.clear()
             return found
         if self._plain:
+            if self._tail is not None and self._tail_splits():
+                found = self._bulk_plain()
+                return found if type(found) is list else []  # type: ignore[return-value]
             buf = self._buf
             if buf.find(b"\r\n\r\n", self._scan) >= 0:
                 found = self._bulk_plain()
@@ -730,6 +788,7 @@ class AMIParser:
 
     def _frame(self) -> Union[list, _Sentinel]:
         """Frame what is buffered: a list of one or more events, or a sentinel."""
+        self._absorb()
         if self._error is not None:
             raise self._error
         try:
@@ -758,22 +817,33 @@ class AMIParser:
         # a complete block, the last one is the start of the next.
         buf = self._buf
         pos = self._pos
-        region = buf if pos == 0 and type(buf) is bytes else bytes(memoryview(buf)[pos:])
-        pieces = region.split(b"\r\n\r\n")
+        tail = self._tail
+        if tail is None:
+            region = buf if pos == 0 and type(buf) is bytes else bytes(memoryview(buf)[pos:])
+            pieces = region.split(b"\r\n\r\n")
+            size = len(region)
+        else:
+            # Bytes held apart, holding a terminator none straddles (see
+            # _tail_splits): only the first block is joined to the buffer.
+            pieces = tail.split(b"\r\n\r\n")
+            pieces[0] = (buf[pos:] if pos else buf) + pieces[0]
+            size = len(buf) - pos + len(tail)
         rest = pieces.pop()
         if not pieces:
             # The terminator found began before _pos.
             return self._incomplete(3)
-        done = len(region) - len(rest)
+        done = size - len(rest)
         # (kind, name) by the first 32 bytes of each block: in C, no copy of
         # the block. Misses are resolved one by one; stray empty lines, a
         # possible Response: Follows block or a size to check send the whole
         # batch down the careful path.
         kns = list(map(_prefix_kind_name, map(_prefix, pieces)))
         if done > self.max_message_size or (None in kns and self._resolve(pieces, kns)):
+            self._absorb()  # the careful path reads the buffer
             return self._bulk_careful(pieces, pos, self._base + pos)
         # Everything buffered but the rest is consumed; the rest is what stays.
         base = self._base + pos
+        self._tail = None
         self._buf = rest
         self._base = base + done
         self._pos = 0
