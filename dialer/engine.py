@@ -171,6 +171,10 @@ def _pacing_settings(c: Campaign) -> PacingSettings:
     )
 
 
+#: times the engine tries to write its last outcomes when it stops (0.5 s apart)
+FINAL_FLUSH_TRIES = 20
+
+
 def new_engine_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -218,6 +222,7 @@ class Engine:
         self._wake = trio.Event()
         self._reconcile_wake = trio.Event()
         self._draining = False
+        self._flushing = 0
         self._nursery: trio.Nursery | None = None
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
@@ -265,7 +270,7 @@ class Engine:
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
-                await self._flush()
+                await self._final_flush()
                 await self._write_connection_stats()
 
     def drain(self) -> None:
@@ -325,6 +330,8 @@ class Engine:
             await trio.sleep(self.settings.poll_interval)
 
     def _finished(self) -> bool:
+        if self._flushing:
+            return False  # outcomes taken out of _pending are being written
         if self._draining:
             return self.in_flight() == 0 and not self._pending and not self._cancelled
         if not self.until_done:
@@ -719,9 +726,25 @@ class Engine:
             await trio.sleep(self.settings.flush_interval)
             await self._flush()
 
+    async def _final_flush(self) -> None:
+        """Write what is left before returning, waiting out a busy database for a while."""
+        for _ in range(FINAL_FLUSH_TRIES):
+            await self._flush()
+            if not self._pending and not self._cancelled:
+                return
+            await trio.sleep(0.5)
+        log.error("%d outcomes not written; a restart reconciles their calls", len(self._pending))
+
     async def _flush(self) -> None:
         if not self._pending and not self._cancelled:
             return
+        self._flushing += 1
+        try:
+            await self._flush_batch()
+        finally:
+            self._flushing -= 1
+
+    async def _flush_batch(self) -> None:
         batch, self._pending = self._pending, []
         logged, self._logged = self._logged, []
         cancelled, self._cancelled = self._cancelled, []

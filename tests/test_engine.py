@@ -354,6 +354,42 @@ async def test_a_locked_database_delays_outcomes_but_loses_none(clock, sessions,
         assert s.scalar(sa.select(sa.func.count()).select_from(CallAttempt)) == 60
 
 
+async def test_outcomes_left_at_a_stop_wait_out_a_locked_database(clock, sessions, sqlite_url, caplog):
+    """The engine is stopped while another writer holds SQLite's lock: its
+    last outcomes are written once the lock is gone, not dropped."""
+    import sqlite3
+
+    from dialer import db as dbmod
+
+    make_campaign(sessions, phones=numbers(60), mode="unattended", queue=None, max_concurrent=100)
+    path = sqlite_url.removeprefix("sqlite:///")
+    impatient = dbmod.create_engine(sqlite_url)
+    sa.event.listen(impatient, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout = 10"))
+    blocker = sqlite3.connect(path, timeout=0, isolation_level=None)
+
+    async def release_after(seconds):
+        await trio.sleep(seconds)
+        blocker.rollback()
+
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery)
+        engine = new_engine(sessions, [server(port, connections=1, rate=10, burst=2)], epoch=BUSINESS_HOURS)
+        engine.sessions = dbmod.session_factory(impatient)
+        with trio.move_on_after(30):
+            async with trio.open_nursery() as inner:
+                inner.start_soon(engine.run)
+                await trio.sleep(25)
+                blocker.execute("BEGIN IMMEDIATE")  # outcomes pile up from here
+                nursery.start_soon(release_after, 8)  # 3 s after the stop
+        nursery.cancel_scope.cancel()
+    impatient.dispose()
+    blocker.close()
+    assert "outcomes not written yet" in caplog.text
+    with sessions.begin() as s:
+        ended = s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_not(None)))
+    assert ended == engine.counters["ended"] > 0
+
+
 def test_peak_per_second_is_tracked_per_connection():
     from dialer.ami.pool import PoolMember
     from dialer.ami.ratelimit import RateLimiter
