@@ -51,8 +51,8 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from itertools import accumulate, count, repeat
-from operator import add, itemgetter
+from itertools import count, repeat
+from operator import itemgetter
 from typing import Iterable, Literal, Union
 
 try:

@@ -19,7 +19,8 @@ with hang-ups: calls that have rung ``min_ring`` seconds are offered as
 candidates and those the policy names are hung up, their outcome unknown to
 the estimator beyond how long they rang), "vicidial" (the baseline), and
 "oracle": the predictive policy told exactly when every talking agent will be
-free, a bound on what better talk-time forecasts could buy.
+free, a bound on what better talk-time forecasts could buy ("oracle_hangup":
+the same with hang-ups).
 """
 
 from __future__ import annotations
@@ -108,15 +109,16 @@ class Simulation:
         self.talk_mu = mu
         if policy == "vicidial":
             self.vici = VicidialAdaptive(drop_limit=0.03)
-        self.oracle = policy == "oracle"
+        self.oracle = policy in ("oracle", "oracle_hangup")
+        self.hangups = policy in ("hangup", "oracle_hangup")
         self.talk_end: dict[int, float] = {}
         self.cancelled: set[int] = set()
-        if policy in ("predictive", "progressive", "oracle", "hangup"):
+        if policy != "vicidial":
             self.settings = PacingSettings(
                 mode="progressive" if policy == "progressive" else "predictive",
                 dial_ratio=1.0, max_concurrent=10_000,
                 connect_deadline=scenario.connect_deadline,
-                hangup_after=scenario.min_ring if policy == "hangup" else None,
+                hangup_after=scenario.min_ring if self.hangups else None,
             )
             self.estimator = CallStatsEstimator()
 
@@ -262,7 +264,7 @@ class Simulation:
             calls_ringing=len(self.ringing),
             ringing_elapsed=ringing,
             hangup_candidates=tuple([i for i, age in enumerate(ringing) if age >= self.s.min_ring])
-            if self.policy == "hangup" else (),
+            if self.hangups else (),
             calls_waiting=len(self.waiting),
             in_flight=len(self.ringing) + len(self.waiting) + len(self.talk_start),
             estimates=self.estimator.estimates(now),
