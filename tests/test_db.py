@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import subprocess
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from dialer import db
 from dialer.cli import main
 from dialer.errors import UserError
-from dialer.models import Base
+from dialer.models import Base, Campaign
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +54,50 @@ def test_upgrade_downgrade_upgrade_round_trip(db_url):
         db.upgrade(engine)
         assert db.current_revision(engine) == db.head_revision()
         assert db.schema_drift(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_migrations_keep_the_rows_of_a_populated_database(db_url):
+    """Down to the first revision and back up: every lead, attempt and event
+    is still there (a table rebuilt on SQLite would cascade-delete them)."""
+    from dialer import campaigns
+    from dialer.models import CallAttempt, CallEvent, Lead
+
+    engine = db.create_engine(db_url)
+    sessions = db.session_factory(engine)
+    try:
+        with sessions.begin() as s:
+            c = campaigns.create_campaign(s, "spring", hangup_after=20)
+            s.flush()
+            lead = Lead(campaign_id=c.id, phone_e164="+12125550100", timezone="America/New_York",
+                        next_attempt_at=dt.datetime(2026, 1, 1))
+            s.add(lead)
+            s.flush()
+            attempt = CallAttempt(lead_id=lead.id, campaign_id=c.id, phone_e164=lead.phone_e164,
+                                  attempt_no=1, action_id="a-1", channel_id="c-1", engine_id="e",
+                                  server="pbx1", connection="pbx1#1")
+            s.add(attempt)
+            s.flush()
+            s.add(CallEvent(attempt_id=attempt.id, event="Newchannel", data=[]))
+
+        def counts():
+            with engine.connect() as conn:
+                return [conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar()
+                        for t in ("campaigns", "leads", "call_attempts", "call_events")]
+
+        assert counts() == [1, 1, 1, 1]
+        db.downgrade(engine, "0001")
+        assert counts() == [1, 1, 1, 1]
+        db.upgrade(engine)
+        assert counts() == [1, 1, 1, 1]
+        assert db.schema_drift(engine) == []
+        with sessions.begin() as s:
+            # the column came back with its default, and its check
+            assert s.scalar(sa.select(Campaign.hangup_after)) == 0
+        with pytest.raises(sa.exc.IntegrityError):
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE campaigns SET hangup_after = 5"))
     finally:
         engine.dispose()
 
