@@ -48,7 +48,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dialer import control, hopper
 from dialer.ami.codec import LocalProtocolError, Message
-from dialer.ami.errors import AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected
+from dialer.ami.errors import (
+    AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
+)
 from dialer.ami.pool import AMIPool, PoolMember
 from dialer.calls import dispositions as disp
 from dialer.calls.agents import AgentBoard
@@ -223,6 +225,7 @@ class Engine:
         self._reconcile_wake = trio.Event()
         self._draining = False
         self._flushing = 0
+        self._hangup_denied: set[str] = set()  # servers that refused Hangup (warned once)
         self._nursery: trio.Nursery | None = None
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
@@ -423,21 +426,24 @@ class Engine:
         ringing_calls: list[TrackedCall] = []
         candidates: list[int] = []
         waiting = 0
-        # A call may be hung up once the called line has rung this long
-        # (ringing_at is its DialBegin) and its channel's name is known.
+        # A call may be hung up once the called line has rung this long, from
+        # Asterisk's DialState RINGING (not DialBegin, which comes before any
+        # post-dial delay; a call that never reported ringing is never cut),
+        # and its channel's name is known.
         hangup_after = run.settings.hangup_after
         for call in run.calls:
             if call.answered_at is None:
                 if (
                     hangup_after is not None
-                    and call.ringing_at is not None
-                    and call.hangup_at is None
+                    and call.alerting_at is not None
+                    and not call.hangup_tried
                     and call.channel_name
                     and not call.ended
-                    and now - call.ringing_at >= hangup_after
+                    and now - call.alerting_at >= hangup_after
                 ):
                     candidates.append(len(ringing))
-                ringing.append(now - (call.queued_at or now))
+                # As the estimator measures time to answer: from the Originate.
+                ringing.append(now - (call.originated_at or call.queued_at or now))
                 ringing_calls.append(call)
             elif call.connected_at is None:
                 waiting += 1
@@ -462,10 +468,13 @@ class Engine:
             wake = self._wake
             started = trio.current_time()
             placed = 0
-            if not self._draining:
-                for run in list(self.runs.values()):
-                    if run.state == CampaignState.RUNNING.value:
-                        placed += await self._dial_campaign(run)
+            for run in list(self.runs.values()):
+                if run.state == CampaignState.RUNNING.value and not self._draining:
+                    placed += await self._dial_campaign(run)
+                else:
+                    # Paused, stopping or draining: no new calls, but ringing
+                    # ones no agent will be free for may still be cut.
+                    self._hang_ups_only(run)
             if placed:
                 # Let room gather for the next batch: each claim is a database
                 # transaction, and calls wait for their send slot meanwhile.
@@ -479,11 +488,7 @@ class Engine:
         now_t = trio.current_time()
         capacity = self.pool.capacity()
         if run.hopper_empty_until > now_t or capacity <= 0:
-            if run.settings.hangup_after is not None and run.calls:
-                # No new calls now, but ringing ones may still be too many.
-                stats, ringing_calls = self._stats_for(run, 0)
-                if stats.hangup_candidates:
-                    self._hang_up(run, decide(stats, run.settings).hangup, ringing_calls)
+            self._hang_ups_only(run)
             return 0
         stats, ringing_calls = self._stats_for(run, capacity)
         run.decision = decide(stats, run.settings)
@@ -617,32 +622,52 @@ class Engine:
         else:
             self._apply(self.tracker.originated(call.action_id, self.clock.now()))
 
+    def _hang_ups_only(self, run: CampaignRun) -> None:
+        """No new calls for this campaign now, but its ringing calls may still be too many."""
+        if run.settings.hangup_after is None or not run.calls:
+            return
+        stats, ringing_calls = self._stats_for(run, 0)
+        if stats.hangup_candidates:
+            self._hang_up(run, decide(stats, run.settings).hangup, ringing_calls)
+
     def _hang_up(self, run: CampaignRun, indices: Sequence[int], ringing: list[TrackedCall]) -> None:
         """Ask Asterisk to hang up these ringing calls (pacing found them unneeded)."""
-        assert self.clock is not None and self._nursery is not None
-        now = self.clock.now()
+        assert self._nursery is not None
         for i in indices:
             call = ringing[i]
             member = self._members.get(call.action_id)
-            if member is None or call.hangup_at is not None or call.answered_at is not None:
+            if member is None or call.hangup_tried or call.answered_at is not None:
                 continue
-            call.hangup_at = now
-            self.counters["hangups"] += 1
+            call.hangup_tried = True
             self._nursery.start_soon(self._send_hangup, call, member)
 
     async def _send_hangup(self, call: TrackedCall, member: PoolMember) -> None:
         # Not retried: if it fails, the call rings on until answered or its
         # timeout, as it would have without hang-ups.
-        assert call.channel_name is not None
+        assert call.channel_name is not None and self.clock is not None
+        if call.answered_at is not None or call.ended:
+            return  # answered (or over) since pacing chose it: never cut
+        call.hangup_at = self.clock.now()
         try:
             if member.ami is None or not member.up:
                 raise NotConnected(f"{member.name}: not connected")
             await member.ami.action("Hangup", [("Channel", call.channel_name), ("Cause", "16")])
+        except PermissionDenied as exc:
+            call.hangup_at = None
+            if member.server not in self._hangup_denied:
+                self._hangup_denied.add(member.server)
+                log.warning("%s: ringing calls cannot be cut (%s); give the AMI user"
+                            " write = system (or call) in manager.conf, or set hangup_after = off",
+                            member.server, _one_line(exc))
         except AMIActionError as exc:
-            # "No such channel": it ended meanwhile.
+            # "No such channel": it ended by itself meanwhile.
+            call.hangup_at = None
             log.debug("attempt %s: hangup refused: %s", call.attempt_id, _one_line(exc))
         except (AMIError, LocalProtocolError) as exc:
+            call.hangup_at = None
             log.info("attempt %s: hangup not sent: %s", call.attempt_id, _one_line(exc))
+        else:
+            self.counters["hangups"] += 1
 
     def _not_sent(self, call: TrackedCall, member: PoolMember) -> None:
         """The Originate never left: the lead goes back to the hopper as if
@@ -733,7 +758,8 @@ class Engine:
             if not self._pending and not self._cancelled:
                 return
             await trio.sleep(0.5)
-        log.error("%d outcomes not written; a restart reconciles their calls", len(self._pending))
+        log.error("%d call steps and %d unsent attempts not written; a restart reconciles"
+                  " their calls", len(self._pending), len(self._cancelled))
 
     async def _flush(self) -> None:
         if not self._pending and not self._cancelled:
@@ -758,12 +784,15 @@ class Engine:
 
         try:
             await self._db(write)
-        except DatabaseBusy as exc:
-            # Keep them, in order, for the next flush: nothing is dropped.
-            log.warning("outcomes not written yet (%s); trying again", exc)
+        except BaseException as exc:
+            # Keep them, in order, for the next flush: nothing is dropped,
+            # whether the database was busy or the write was cancelled.
             self._pending[:0] = batch
             self._logged[:0] = logged
             self._cancelled[:0] = cancelled
+            if not isinstance(exc, DatabaseBusy):
+                raise
+            log.warning("outcomes not written yet (%s); trying again", exc)
 
     async def _write_connection_stats(self) -> None:
         if self.pool is None:

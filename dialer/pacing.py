@@ -86,16 +86,18 @@ occupancy in the benchmark (``tests/bench/bench_pacing.py --policies oracle``).
 Hang-ups
 --------
 With ``hangup_after`` set, the engine also offers the calls whose line has
-rung at least that long (15 s or more, the legal minimum) as
-``hangup_candidates``. Keeping such a call is judged by the rule for placing
+rung at least that long (15 s or more, the legal minimum, counted from
+Asterisk's DialState RINGING) as ``hangup_candidates``. Keeping such a call is judged by the rule for placing
 one: with it taken out of the demand, would it, answered at the moments it
 still may be, find no agent with a probability above the allowed limit? If
 so, it is hung up (the likeliest to find none first, then the balance is
 worked out again). Calls that turn out unneeded are then cut before they are
 answered instead of being dropped after, which lets the policy dial harder:
 the allowed limit starts at ``MARGINAL_DROP_HANGUP`` instead of
-``MARGINAL_DROP``. The estimator counts a hung-up call as placed only for as
-long as it rang (:meth:`CallStatsEstimator.answer_rate`).
+``MARGINAL_DROP``; candidates are still cut (above ``HANGUP_FLOOR``) when the
+abandon budget is spent and placing calls is down to 1:1. The estimator
+counts a hung-up call as placed only for as long as it rang
+(:meth:`CallStatsEstimator.answer_rate`).
 """
 
 from __future__ import annotations
@@ -418,7 +420,12 @@ def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
         return done(0, "no agents", hangups=hangups)
     target = settings.abandon_target
     if rate >= target:
-        return done(one_to_one, "over abandon budget: 1:1")
+        hangups: tuple[int, ...] = ()
+        if settings.hangup_after is not None and stats.hangup_candidates:
+            # Placing calls is down to 1:1; cutting the ringing calls that
+            # would be dropped matters all the more.
+            hangups = _predictive(stats, settings.connect_deadline, 0.0, 0, True)[1]
+        return done(one_to_one, "over abandon budget: 1:1", hangups=hangups)
     top = settings.max_marginal_drop
     if top is None:
         top = MARGINAL_DROP_HANGUP if settings.hangup_after is not None else MARGINAL_DROP
@@ -442,6 +449,10 @@ FEEDBACK_BAND = 0.5
 #: abandon rate is reached with a higher one (see tests/bench/bench_pacing.py)
 MARGINAL_DROP = 0.10
 MARGINAL_DROP_HANGUP = 0.20
+#: a ringing call is kept when it would find no agent with at most this
+#: probability, however little of the abandon budget is left: cutting calls
+#: that are all but sure to find one only wastes leads
+HANGUP_FLOOR = 0.01
 
 
 def _progressive(free: int, ratio: float, pending: int) -> int:
@@ -462,8 +473,8 @@ def _predictive(
     Places the most calls such that the last one, if answered, finds no agent
     with probability <= allowed. First, if ``hang_up``, hangs up one by one
     the candidates (``stats.hangup_candidates``) that, if answered, would find
-    no agent with probability > allowed, the likeliest first. Hang-ups are
-    indices into ``stats.ringing_elapsed``.
+    no agent with probability > max(allowed, HANGUP_FLOOR), the likeliest
+    first. Hang-ups are indices into ``stats.ringing_elapsed``.
     """
     est = stats.estimates
     p = min(1.0, max(0.005, est.answer_rate))
@@ -558,7 +569,7 @@ def _predictive(
             by_age.setdefault(round(stats.ringing_elapsed[i]), []).append(i)
         rows_a = {k: answered_by(k) for k in by_age}
         while by_age:
-            best_k, best_cost = -1, allowed
+            best_k, best_cost = -1, max(allowed, HANGUP_FLOOR)
             for k in by_age:
                 row_a = rows_a[k]
                 if row_a is None or row_a[-1] <= 1e-12:

@@ -233,6 +233,7 @@ async def test_predictive_campaign_runs_against_the_simulator(clock, sessions):
 
 HANGUP_SCENARIO = """
 seed = 7
+post_dial_delay = 4
 [outcomes]
 answered = 0.3
 noanswer = 0.7
@@ -256,7 +257,7 @@ async def test_predictive_hangs_up_unneeded_calls_only_after_they_rang_long_enou
     from dialer.sim.scenario import parse_scenario
 
     make_campaign(sessions, phones=numbers(150), mode="predictive", max_concurrent=40,
-                  ring_timeout=30, hangup_after=15, retry_delays={})
+                  ring_timeout=40, hangup_after=15, retry_delays={})
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery, scenario=parse_scenario(HANGUP_SCENARIO))
         engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
@@ -268,21 +269,55 @@ async def test_predictive_hangs_up_unneeded_calls_only_after_they_rang_long_enou
     with sessions.begin() as s:
         attempts = s.scalars(sa.select(CallAttempt)).all()
         rows = [(a.disposition, a.cause, a.ringing_at, a.ended_at, a.answered_at) for a in attempts]
+        marked = sorted(a.id for a in attempts if a.hangup_at is not None)
+        cut = sorted(a.id for a in attempts if a.disposition == "no_answer"
+                     and (a.ended_at - a.ringing_at).total_seconds() < 39)
     assert len(rows) == 150 and all(d is not None for d, *_ in rows)
+    # The attempts pacing cut are the ones marked with when it did.
+    assert marked == cut
     # Three agents on 60 s calls, 70 % of numbers never answer: the dialer
     # keeps several calls ringing per agent and hangs some up.
     assert hangups and len(hangups) == engine.counters["hangups"]
     assert all(m.get("Channel").startswith("Local/") and m.get("Cause") == "16" for m in hangups)
-    # A call hung up ends before its 30 s timeout, and only after the called
-    # line rang at least 15 s (DialBegin to the end of the call).
+    # A call hung up ends before its 40 s timeout, and only after the called
+    # line rang at least 15 s: the simulated line rings 4 s after DialBegin
+    # (ringing_at), so not before 19 s from there.
     rung = [(e - r).total_seconds() for d, _, r, e, a in rows if d == "no_answer" and r is not None]
-    cut_short = [t for t in rung if t < 29]
-    assert all(t >= 15 for t in rung), min(rung)
+    cut_short = [t for t in rung if t < 39]
+    assert min(rung) >= 19
     assert len(cut_short) == engine.counters["hung_up"] > 0
-    assert engine.counters["hung_up"] <= len(hangups)
     # Each of those is a no-answer with cause 16, as Asterisk reports it.
     assert all(c == 16 for d, c, r, e, a in rows if d == "no_answer" and r is not None
-               and (e - r).total_seconds() < 29)
+               and (e - r).total_seconds() < 39)
+
+
+async def test_a_hangup_the_ami_user_may_not_send_is_tried_once_per_call_and_reported_once(
+        clock, sessions, caplog):
+    from dialer.sim.scenario import parse_scenario
+
+    users = """
+[[users]]
+name = "dialer"
+secret = "dialerpass"
+read = ["system", "call", "agent", "user", "dialplan", "originate", "reporting"]
+write = ["originate", "reporting"]
+"""
+    make_campaign(sessions, phones=numbers(60), mode="predictive", max_concurrent=40,
+                  ring_timeout=40, hangup_after=15, retry_delays={})
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery, scenario=parse_scenario(HANGUP_SCENARIO + users))
+        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
+        with trio.fail_after(7200):
+            await engine.run()
+        nursery.cancel_scope.cancel()
+    tried = [m.get("Channel") for items in sim.received.values() for _, m in items if m.name == "Hangup"]
+    assert tried and len(tried) == len(set(tried))
+    assert engine.counters["hangups"] == engine.counters["hung_up"] == 0
+    assert caplog.text.count("ringing calls cannot be cut") == 1
+    assert "Permission denied" in caplog.text and "write = system" in caplog.text
+    with sessions.begin() as s:
+        assert s.scalar(sa.select(sa.func.count()).where(CallAttempt.hangup_at.is_not(None))) == 0
+        assert s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_(None))) == 0
 
 
 async def test_sample_leads_each_get_the_outcome_of_their_last_digit(clock, sessions):

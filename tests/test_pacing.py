@@ -393,10 +393,14 @@ def test_no_hang_ups_unless_the_campaign_allows_them():
     assert decide(ringing_16s(5, (0, 1, 2, 3, 4)), PREDICTIVE).hangup == ()
 
 
-def test_no_hang_ups_when_over_the_abandon_budget():
+def test_over_the_abandon_budget_calls_that_would_be_dropped_are_still_hung_up():
     over = ringing_16s(5, (0, 1, 2, 3, 4), drops_24h=10, answered_24h=100)
     d = decide(over, HANG_UP)
-    assert d.reason == "over abandon budget: 1:1" and d.hangup == ()
+    assert d.reason == "over abandon budget: 1:1" and d.calls == 0
+    assert len(d.hangup) == 3
+    # With agents for all of them, none is.
+    assert decide(ringing_16s(5, (0, 1, 2, 3, 4), agents_free=5, drops_24h=10, answered_24h=100),
+                  HANG_UP).hangup == ()
 
 
 def test_hang_up_settings_and_candidates_are_checked():

@@ -76,8 +76,13 @@ class TrackedCall:
     live_channels: set[str] = field(default_factory=set)
     #: name of the originated channel (Uniqueid = channel_id), from Newchannel
     channel_name: str | None = None
-    #: when the dialer asked Asterisk to hang the call up while it rang
+    #: when the called line started ringing: DialState RINGING of the originated
+    #: leg (DialBegin comes before any post-dial delay)
+    alerting_at: float | None = None
+    #: when the dialer sent Hangup for the call while it rang (cleared if refused)
     hangup_at: float | None = None
+    #: a Hangup was tried: the call is not offered for one again
+    hangup_tried: bool = False
 
     @property
     def ended(self) -> bool:
@@ -241,6 +246,8 @@ class CallTracker:
         if call.ringing_at is None:
             call.ringing_at = at
             out.append(Transition(call, Step.RINGING, at, event.name))
+        if event.name == "DialState" and call.alerting_at is None and event.get("DialStatus") == "RINGING":
+            call.alerting_at = at
         if event.name == "DialEnd":
             status = event.get("DialStatus") or ""
             call.dial_status = status

@@ -417,8 +417,18 @@ class PBX:
         self._dsc(call.device, "INUSE")
         self._ev("DialState", "call", call.ch1.headers("Dest") + [("DialStatus", "RINGING")])
 
+    def _after_post_dial_delay(self, call: Call, fn: Callable, *args) -> float:
+        """Run ``fn`` (the line starts ringing) after the scenario's post-dial delay; return the delay."""
+        delay = self.scenario.post_dial_delay.sample(self.rng)
+        if delay > 0:
+            self._later(call, delay, fn, *args)
+        else:
+            fn(*args)
+        return delay
+
     def _carrier_noanswer(self, call: Call) -> None:
-        self._ringing(call, 11, 12, "120")
+        self._after_post_dial_delay(call, self._ringing, call, 11, 12, "120")
+        # The Originate Timeout counts from the dial, not from the ringing.
         self._later(call, call.req.timeout, self._ring_timeout, call)
 
     def _carrier_answered(self, call: Call) -> None:
@@ -427,11 +437,11 @@ class PBX:
         if o.layout == "answered":
             # outcome0..3 are consecutive Goto(answered) lines of the carrier dialplan.
             self._newexten(call.ch2, 3 + (int(o.digit) if o.digit in "0123" else 0), "Goto", "answered")
-        self._ringing(call, ring_p, wait_p, fmt_seconds(o.ring))
-        if o.ring >= call.req.timeout:
+        delay = self._after_post_dial_delay(call, self._ringing, call, ring_p, wait_p, fmt_seconds(o.ring))
+        if delay + o.ring >= call.req.timeout:
             self._later(call, call.req.timeout, self._ring_timeout, call)
         else:
-            self._later(call, o.ring, self._answer, call)
+            self._later(call, delay + o.ring, self._answer, call)
 
     _carrier_long = _carrier_answered
 

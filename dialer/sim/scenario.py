@@ -9,6 +9,7 @@ A scenario file (TOML) replaces any part of it::
     seed = 42                     # same seed, same calls
     channel_capacity = 200        # Originates beyond this many live calls get congestion
     connect_context = "dialer-connect"
+    post_dial_delay = 0           # seconds from the dial until the line rings (or a table as below)
 
     [outcomes]                    # probabilities (normalised); omit for the last-digit table
     answered = 0.55
@@ -184,6 +185,8 @@ class Scenario:
     probabilities: dict[str, float] | None = None
     ring_time: Distribution = field(default_factory=lambda: Distribution.fixed(1.0))
     talk_time: Distribution = field(default_factory=lambda: Distribution.fixed(8.0))
+    # Seconds from the dial (DialBegin) until the line rings (DialState RINGING).
+    post_dial_delay: Distribution = field(default_factory=lambda: Distribution.fixed(0.0))
     queue: QueueConfig = field(default_factory=QueueConfig)
     source: str = "<default>"
 
@@ -223,7 +226,7 @@ def default_scenario() -> Scenario:
 # --- loading -----------------------------------------------------------------
 
 _TOP_KEYS = {"seed", "channel_capacity", "connect_context", "outcomes", "ring_time",
-             "talk_time", "queue", "users"}
+             "talk_time", "post_dial_delay", "queue", "users"}
 _QUEUE_KEYS = {"name", "agents", "strategy", "timeout", "wrapup", "agent_talk_time"}
 _STRATEGIES = {"rrmemory", "ringall", "leastrecent", "fewestcalls", "random", "linear"}
 
@@ -343,7 +346,7 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         if total <= 0:
             raise w.error("outcomes", None, "the probabilities must not all be zero")
         kw["probabilities"] = {k: p / total for k, p in probs.items()}
-    for key in ("ring_time", "talk_time"):
+    for key in ("ring_time", "talk_time", "post_dial_delay"):
         if key in data:
             kw[key] = _distribution(w, None, key, data[key])
     if "queue" in data:
