@@ -87,10 +87,10 @@ Hang-ups
 --------
 With ``hangup_after`` set, the engine also offers the calls whose line has
 rung at least that long (15 s or more, the legal minimum, counted from
-Asterisk's DialState RINGING) as ``hangup_candidates``. Keeping such a call is judged by the rule for placing
-one: with it taken out of the demand, would it, answered at the moments it
-still may be, find no agent with a probability above the allowed limit? If
-so, it is hung up (the likeliest to find none first, then the balance is
+Asterisk's DialState RINGING) as ``hangup_candidates``. Keeping such a call
+is judged by the rule for placing one: with it taken out of the demand,
+would it, answered at the moments it still may be, find no agent with a
+probability above the allowed limit? If so, it is hung up (the likeliest to find none first, then the balance is
 worked out again). Calls that turn out unneeded are then cut before they are
 answered instead of being dropped after, which lets the policy dial harder:
 the allowed limit starts at ``MARGINAL_DROP_HANGUP`` instead of
