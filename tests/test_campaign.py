@@ -211,23 +211,24 @@ def test_set_is_all_or_nothing(sessions):
         assert (c.max_attempts, c.ring_timeout) == (3, 25)
 
 
-def test_dial_ratio_above_max_dial_level_is_refused(sessions):
+@pytest.mark.parametrize(
+    "created, change, message",
+    [
+        (dict(dial_ratio=2.0, max_dial_level=2.0), dict(dial_ratio=2.5),
+         "setting dial_ratio: 2.5 is above max_dial_level 2"),
+        (dict(ring_timeout=30, hangup_after=20), dict(ring_timeout=20),
+         "setting hangup_after: 20 s is not below ring_timeout 20 s"),
+    ],
+)
+def test_settings_that_contradict_each_other_are_refused(sessions, created, change, message):
     with sessions.begin() as s:
-        campaigns.create_campaign(s, "spring", dial_ratio=2.0, max_dial_level=2.0)
-    with pytest.raises(SettingError, match="setting dial_ratio: 2.5 is above max_dial_level 2"):
+        campaigns.create_campaign(s, "spring", **created)
+    with pytest.raises(SettingError, match=message):
         with sessions.begin() as s:
-            campaigns.set_campaign_settings(s, "spring", dial_ratio=2.5)
-
-
-def test_hangup_after_must_be_below_ring_timeout(sessions):
-    with sessions.begin() as s:
-        campaigns.create_campaign(s, "spring", ring_timeout=30, hangup_after=20)
-    with pytest.raises(SettingError, match="setting hangup_after: 20 s is not below ring_timeout 20 s"):
-        with sessions.begin() as s:
-            campaigns.set_campaign_settings(s, "spring", ring_timeout=20)
+            campaigns.set_campaign_settings(s, "spring", **change)
     with sessions.begin() as s:
         c = campaigns.get_campaign(s, "spring")
-        assert (c.ring_timeout, c.hangup_after) == (30, 20)
+        assert {k: getattr(c, k) for k in created} == created
 
 
 def test_database_refuses_an_unchecked_hangup_after(sessions):

@@ -649,16 +649,7 @@ class AMIParser:
                 self._tail = data
                 return
             self._absorb()
-            buf = self._buf
-            if type(buf) is bytearray:
-                buf += data
-            elif len(buf) < _SMALL:
-                # A short buffer is kept as bytes, so framing splits it
-                # without copying it first; a long one grows in place.
-                self._buf = buf + data
-            else:
-                buf = self._buf = bytearray(buf)
-                buf += data
+            self._append(data)
             return
         if data:
             raise LocalProtocolError("receive_data() after end of stream")
@@ -666,19 +657,24 @@ class AMIParser:
         self._eof = True
         self._plain = False
 
+    def _append(self, data: bytes) -> None:
+        buf = self._buf
+        if type(buf) is bytearray:
+            buf += data
+        elif len(buf) < _SMALL:
+            # A short buffer is kept as bytes, so framing splits it without
+            # copying it first; a long one grows in place.
+            self._buf = buf + data
+        else:
+            buf = self._buf = bytearray(buf)
+            buf += data
+
     def _absorb(self) -> None:
         """Append the held-apart bytes (if any) to the buffer."""
         tail = self._tail
         if tail is not None:
             self._tail = None
-            buf = self._buf
-            if type(buf) is bytearray:
-                buf += tail
-            elif len(buf) < _SMALL:
-                self._buf = buf + tail
-            else:
-                buf = self._buf = bytearray(buf)
-                buf += tail
+            self._append(tail)
 
     def _tail_splits(self) -> bool:
         """True if the held-apart bytes end a block that framing can split on their own.
