@@ -48,15 +48,26 @@ async def start_sim(nursery, **kwargs):
     return sim, port
 
 
+async def run_until_done(sessions, *, scenario=None, epoch=BUSINESS_HOURS, timeout=3600, **engine_kwargs):
+    """One engine against a fresh simulator until its campaigns are done: (sim, engine)."""
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery, scenario=scenario)
+        engine = new_engine(sessions, [server(port)], until_done=True, epoch=epoch, **engine_kwargs)
+        with trio.fail_after(timeout):
+            await engine.run()
+        nursery.cancel_scope.cancel()
+    return sim, engine
+
+
+def actions(sim, name):
+    """Every action named ``name`` the simulator received, on any connection."""
+    return [m for items in sim.received.values() for _, m in items if m.name == name]
+
+
 async def test_campaign_runs_to_completion_with_each_outcome(clock, sessions):
     phones = numbers(40)
     make_campaign(sessions, phones=phones, mode="progressive", max_concurrent=10)
-    async with trio.open_nursery() as nursery:
-        sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
-        with trio.fail_after(3600):
-            await engine.run()
-        nursery.cancel_scope.cancel()
+    sim, engine = await run_until_done(sessions)
 
     leads = lead_dispositions(sessions)
     assert len(leads) == 40
@@ -211,21 +222,15 @@ def test_business_zone_is_inside_the_window_at_every_hour():
 async def test_predictive_campaign_runs_against_the_simulator(clock, sessions):
     phones = numbers(120)
     make_campaign(sessions, phones=phones, mode="predictive", max_concurrent=50)
-    async with trio.open_nursery() as nursery:
-        sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
-        levels = []
-        engine.on_progress = lambda e: levels.append(
-            e.runs[next(iter(e.runs))].decision.dial_level if e.runs[next(iter(e.runs))].decision else 0
-        )
-        with trio.fail_after(3600):
-            await engine.run()
-        nursery.cancel_scope.cancel()
+    levels = []
+    sim, engine = await run_until_done(sessions, on_progress=lambda e: levels.append(
+        e.runs[next(iter(e.runs))].decision.dial_level if e.runs[next(iter(e.runs))].decision else 0
+    ))
     leads = lead_dispositions(sessions)
     assert all(d in BY_DIGIT[p[-1]] for p, (_, d) in leads.items())
     assert len(originates(sim)) == 120
     # hangup_after is off by default: no call is cut short.
-    assert not any(m.name == "Hangup" for items in sim.received.values() for _, m in items)
+    assert actions(sim, "Hangup") == []
     # With 3 agents and 60 % of calls unanswered, predictive keeps more lines
     # busy than agents: the dial level goes above 1.
     assert max(levels) > 1.0
@@ -258,14 +263,8 @@ async def test_predictive_hangs_up_unneeded_calls_only_after_they_rang_long_enou
 
     make_campaign(sessions, phones=numbers(150), mode="predictive", max_concurrent=40,
                   ring_timeout=40, hangup_after=15, retry_delays={})
-    async with trio.open_nursery() as nursery:
-        sim, port = await start_sim(nursery, scenario=parse_scenario(HANGUP_SCENARIO))
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
-        with trio.fail_after(7200):
-            await engine.run()
-        nursery.cancel_scope.cancel()
-
-    hangups = [m for items in sim.received.values() for _, m in items if m.name == "Hangup"]
+    sim, engine = await run_until_done(sessions, scenario=parse_scenario(HANGUP_SCENARIO), timeout=7200)
+    hangups = actions(sim, "Hangup")
     with sessions.begin() as s:
         attempts = s.scalars(sa.select(CallAttempt)).all()
         rows = [(a.disposition, a.cause, a.ringing_at, a.ended_at, a.answered_at) for a in attempts]
@@ -304,13 +303,9 @@ write = ["originate", "reporting"]
 """
     make_campaign(sessions, phones=numbers(60), mode="predictive", max_concurrent=40,
                   ring_timeout=40, hangup_after=15, retry_delays={})
-    async with trio.open_nursery() as nursery:
-        sim, port = await start_sim(nursery, scenario=parse_scenario(HANGUP_SCENARIO + users))
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
-        with trio.fail_after(7200):
-            await engine.run()
-        nursery.cancel_scope.cancel()
-    tried = [m.get("Channel") for items in sim.received.values() for _, m in items if m.name == "Hangup"]
+    sim, engine = await run_until_done(sessions, scenario=parse_scenario(HANGUP_SCENARIO + users),
+                                       timeout=7200)
+    tried = [m.get("Channel") for m in actions(sim, "Hangup")]
     assert tried and len(tried) == len(set(tried))
     assert engine.counters["hangups"] == engine.counters["hung_up"] == 0
     assert caplog.text.count("ringing calls cannot be cut") == 1
@@ -333,12 +328,7 @@ async def test_sample_leads_each_get_the_outcome_of_their_last_digit(clock, sess
     assert result.loaded == 200
     # 19:00 UTC on a Wednesday: 14:00 in New York, 09:00 in Honolulu.
     epoch = dt.datetime(2026, 11, 25, 19, 0, tzinfo=dt.UTC).timestamp()
-    async with trio.open_nursery() as nursery:
-        sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=epoch)
-        with trio.fail_after(7200):
-            await engine.run()
-        nursery.cancel_scope.cancel()
+    sim, engine = await run_until_done(sessions, epoch=epoch, timeout=7200)
     leads = lead_dispositions(sessions)
     assert len(leads) == 200
     for phone, (state, disposition) in leads.items():
