@@ -50,15 +50,20 @@ def unit_of_work(args) -> Iterator[Session]:
         engine.dispose()
 
 
-def upgrade(args, out, err) -> int:
+def _migrate(args, step) -> tuple[str, str | None, str | None]:
+    """Run ``step(engine, args.revision)``: (database shown, revision before, after)."""
     engine = _engine(args)
     try:
         before = db.current_revision(engine)
-        db.upgrade(engine, args.revision)
+        step(engine, args.revision)
         after = db.current_revision(engine)
     finally:
         engine.dispose()
-    where = db.display_url(engine)
+    return db.display_url(engine), before, after
+
+
+def upgrade(args, out, err) -> int:
+    where, before, after = _migrate(args, db.upgrade)
     if before == after:
         out.write(f"{where}: already at revision {after}\n")
     else:
@@ -67,14 +72,8 @@ def upgrade(args, out, err) -> int:
 
 
 def downgrade(args, out, err) -> int:
-    engine = _engine(args)
-    try:
-        before = db.current_revision(engine)
-        db.downgrade(engine, args.revision)
-        after = db.current_revision(engine)
-    finally:
-        engine.dispose()
-    out.write(f"{db.display_url(engine)}: downgraded from {before or 'empty'} to {after or 'empty'}\n")
+    where, before, after = _migrate(args, db.downgrade)
+    out.write(f"{where}: downgraded from {before or 'empty'} to {after or 'empty'}\n")
     return 0
 
 

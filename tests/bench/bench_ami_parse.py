@@ -126,8 +126,8 @@ def naive_split_dict(chunks):
     return count
 
 
-def codec_dispatch(chunks):
-    parser = AMIParser()
+def codec_dispatch(chunks, lazy=True):
+    parser = AMIParser(lazy=lazy)
     count = 0
     names = {}
     next_event = parser.next_event
@@ -175,18 +175,7 @@ def codec_full(chunks):
 
 
 def codec_eager(chunks):
-    parser = AMIParser(lazy=False)
-    count = 0
-    names = {}
-    next_event = parser.next_event
-    receive = parser.receive_data
-    for chunk in chunks:
-        receive(chunk)
-        while (event := next_event()) is not NEED_DATA:
-            name = getattr(event, "name", None)
-            names[name] = names.get(name, 0) + 1
-            count += 1
-    return count
+    return codec_dispatch(chunks, lazy=False)
 
 
 MODES = {
