@@ -209,3 +209,84 @@ def engine(db_url):
 def sessions(engine):
     """A sessionmaker on ``engine``: ``with sessions.begin() as s: ...``."""
     return db.session_factory(engine)
+
+
+# --- Real Asterisk (tests marked ``@pytest.mark.asterisk``) --------------------
+# See tests/asterisk_harness.py. Without an Asterisk these tests are skipped
+# (failed when $CI is set).
+
+from tests import asterisk_harness as _ah  # noqa: E402
+
+
+def _ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def require_asterisk() -> "_ah.AsteriskInstall":
+    try:
+        return _ah.find_asterisk()
+    except _ah.AsteriskNotFound as exc:
+        message = f"{exc}: {_ah.HOW_TO_RUN}"
+        if _ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _asterisk_marker(request) -> None:
+    if request.node.get_closest_marker("asterisk") is not None:
+        require_asterisk()
+
+
+_ASTERISK_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def asterisk():
+    """The session's shared Asterisk (an AsteriskInstance), started on first use;
+    reset to its defaults after each test that used it."""
+    instance = _ah.AsteriskInstance(require_asterisk())
+    instance.start()
+    yield instance
+    instance.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _asterisk_reset(request):
+    yield
+    if "asterisk" in request.fixturenames:
+        request.getfixturevalue("asterisk").reset()
+
+
+@pytest.fixture
+def asterisk_factory(request):
+    """``asterisk_factory(agents=3, start=True)``: an Asterisk of the test's own
+    (to stop, kill or stall), stopped and removed after the test."""
+    made: list = []
+    request.node.stash[_ASTERISK_KEY] = made
+
+    def make(*, agents: int = _ah.DEFAULT_AGENTS, start: bool = True):
+        instance = _ah.AsteriskInstance(require_asterisk(), agents=agents)
+        made.append(instance)
+        if start:
+            instance.start()
+        return instance
+
+    yield make
+    for instance in made:
+        instance.cleanup()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    instances = list(item.stash.get(_ASTERISK_KEY, []))
+    if "asterisk" in getattr(item, "fixturenames", ()):
+        shared = item.funcargs.get("asterisk") if hasattr(item, "funcargs") else None
+        if shared is not None:
+            instances.insert(0, shared)
+    for n, instance in enumerate(instances):
+        report.sections.append((f"Asterisk log tail ({instance.run_dir})", instance.log_tail()))

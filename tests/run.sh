@@ -47,6 +47,36 @@ elif [[ ${CI:-} == true ]]; then
   exit 1
 fi
 
+# Asterisk for the real-Asterisk tests (marker asterisk): the tarball in
+# ../shared/asterisk/, checked against its .sha256 and unpacked once into a
+# cache folder outside the repository, keyed by that hash.
+shared_ast="$root/../shared/asterisk"
+if [[ -z ${DIALER_TEST_ASTERISK:-} && -d $shared_ast ]]; then
+  tarball=$(ls "$shared_ast"/asterisk-*.tar.xz 2>/dev/null | sort -V | tail -n 1 || true)
+  if [[ -n $tarball && -f $tarball.sha256 ]]; then
+    want=$(awk '{print $1; exit}' "$tarball.sha256")
+    cache="${XDG_CACHE_HOME:-$HOME/.cache}/dialer-test-asterisk/$want"
+    name=$(basename "$tarball" .tar.xz)
+    if [[ ! -x $cache/$name/sbin/asterisk ]]; then
+      have=$(sha256sum "$tarball" | awk '{print $1}')
+      if [[ $have != "$want" ]]; then
+        echo "tests/run.sh: $tarball: sha256 $have does not match $tarball.sha256" >&2
+        exit 1
+      fi
+      rm -rf "$cache.tmp" && mkdir -p "$cache.tmp"
+      tar -C "$cache.tmp" -xJf "$tarball"
+      rm -rf "$cache" && mv "$cache.tmp" "$cache"
+    fi
+    export DIALER_TEST_ASTERISK="$cache/$name"
+    # Runtime libraries (present on Debian 12 Python images), only when missing.
+    if ! "$DIALER_TEST_ASTERISK/sbin/asterisk" -V >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -q >/dev/null
+      apt-get install -y -q libedit2 libjansson4 libxml2 libxslt1.1 libsqlite3-0 libssl3 libuuid1 libcrypt1 >/dev/null
+    fi
+  fi
+fi
+
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -24,6 +24,8 @@ from dialer.ami.codec import (
 )
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "ami-transcripts"
+if not TRANSCRIPTS.is_dir():
+    pytest.skip(f"no AMI recordings at {TRANSCRIPTS} (../shared is absent)", allow_module_level=True)
 RECORDED = sorted(p.stem for p in TRANSCRIPTS.glob("*.json"))
 ALL_TXT = sorted(p.stem for p in TRANSCRIPTS.glob("*.txt"))
 
