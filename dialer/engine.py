@@ -46,7 +46,7 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import control, hopper
+from dialer import control, hopper, live
 from dialer.ami.codec import LocalProtocolError, Message
 from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
@@ -270,6 +270,7 @@ class Engine:
                 nursery.start_soon(self._writer_loop)
                 nursery.start_soon(self._reconciler_loop)
                 nursery.start_soon(self._dial_loop)
+                nursery.start_soon(live.publish, self)
                 task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):

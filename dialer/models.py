@@ -416,3 +416,22 @@ class EngineStatus(Base):
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column()
+
+
+class LiveState(Base):
+    """The live state of one campaign as one engine sees it, for consoles and pacing.
+
+    Written by each engine for each of its campaigns when it changes and at least
+    four times a second (``heartbeat_at``, real wall-clock time). ``data`` is the
+    campaign's entry of ``Engine.status()`` plus the engine's AMI connections, so
+    a new live figure needs no schema change. A row whose ``heartbeat_at`` is old
+    belongs to an engine that has stopped.
+    """
+
+    __tablename__ = "live_state"
+
+    engine_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
