@@ -57,6 +57,7 @@ from dialer.calls.agents import AgentBoard
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
 from dialer.campaigns import render_channel
+from dialer.dnc import add_dnc
 from dialer.errors import UserError
 from dialer.models import (
     AmiConnectionStats,
@@ -175,6 +176,9 @@ def _pacing_settings(c: Campaign) -> PacingSettings:
 
 #: times the engine tries to write its last outcomes when it stops (0.5 s apart)
 FINAL_FLUSH_TRIES = 20
+#: The UserEvent the drop-message dialplan sends when the called party presses the
+#: opt-out key (47 CFR 64.1200(a)(7)); it carries the Attempt (DIALER_ATTEMPT).
+OPT_OUT_EVENT = "DialerOptOut"
 
 
 def new_engine_id() -> str:
@@ -229,7 +233,7 @@ class Engine:
         self._nursery: trio.Nursery | None = None
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
-        self.counters = {"originates": 0, "refused": 0, "lost": 0, "ended": 0, "events": 0,
+        self.counters = {"opt_outs": 0, "originates": 0, "refused": 0, "lost": 0, "ended": 0, "events": 0,
                          "adopted": 0, "reconciled": 0, "not_sent": 0, "hangups": 0, "hung_up": 0}
 
     # -- helpers -------------------------------------------------------------------
@@ -704,9 +708,39 @@ class Engine:
             if self.agents.handle(server, event, now):
                 self._poke()
             return
+        if name == "UserEvent":
+            if event.get("UserEvent") == OPT_OUT_EVENT:
+                await self._opt_out(server, event)
+            return
         transitions = self.tracker.handle(event, now)
         if transitions:
             self._apply(transitions, event)
+
+    async def _opt_out(self, server: str, event: Message) -> None:
+        """The called party pressed the drop message's opt-out key: list the number now."""
+        try:
+            attempt_id = int(event.get("Attempt") or "")
+        except ValueError:
+            log.warning("%s: %s without a valid Attempt header ignored", server, OPT_OUT_EVENT)
+            return
+        assert self.clock is not None
+        now = self.clock.utcnow()
+
+        def write(session: Session) -> str | None:
+            phone = session.execute(
+                sa.select(Lead.phone_e164).join(CallAttempt, CallAttempt.lead_id == Lead.id)
+                .where(CallAttempt.id == attempt_id)
+            ).scalar_one_or_none()
+            if phone is not None:
+                add_dnc(session, [phone], source=f"opt-out attempt {attempt_id}", now=now)
+            return phone
+
+        phone = await self._db(write)
+        self.counters["opt_outs"] += 1
+        if phone is None:
+            log.warning("%s: %s for unknown attempt %d", server, OPT_OUT_EVENT, attempt_id)
+        else:
+            log.info("attempt %d: %s opted out, on the do-not-call list", attempt_id, phone)
 
     def _apply(self, transitions: list[Transition], event: Message | None = None) -> None:
         if not transitions:

@@ -48,7 +48,7 @@ EventSink = Callable[[str, Message], Awaitable[None]]
 #: ``Hangup`` also lets ``HangupRequest`` through).
 ENGINE_EVENTS = (
     "OriginateResponse", "Newchannel", "Hangup", "DialBegin", "DialState", "DialEnd",
-    "QueueCallerJoin", "AgentConnect", "QueueMember",
+    "QueueCallerJoin", "AgentConnect", "QueueMember", "UserEvent",
 )
 
 

@@ -521,6 +521,8 @@ class PBX:
             ("Queue", q.name), ("Position", str(call.join_pos)), ("Count", str(len(q.waiting)))])
         if q.config.timeout > 0:
             self._later(call, q.config.timeout, self._patience_expired, call)
+        if self.scenario.drop_after > 0:
+            self._later(call, self.scenario.drop_after, self._drop_message, call)
         self._dispatch(call)
 
     def _dispatch(self, joined: Call) -> None:
@@ -786,6 +788,17 @@ class PBX:
         self._dsc(call.device, "NOT_INUSE")
         self._end_call(call)
         self._dispatch_later()
+
+    def _drop_message(self, call: Call) -> None:
+        """No agent took the call in time: the drop message, maybe an opt-out key press."""
+        if call.state != "queued":
+            return
+        if self.rng.random() < self.scenario.opt_out:
+            self._ev("UserEvent", "user", call.ch1.headers() + [
+                ("UserEvent", "DialerOptOut"),
+                ("Attempt", call.variables.get("DIALER_ATTEMPT", "")),
+                ("Lead", call.variables.get("DIALER_LEAD", ""))])
+        self._abandon(call, self.sim.clock(), 16)
 
     def _patience_expired(self, call: Call) -> None:
         """A caller waited longer than the queue timeout: the called party gives up."""

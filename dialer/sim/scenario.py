@@ -10,6 +10,9 @@ A scenario file (TOML) replaces any part of it::
     channel_capacity = 200        # Originates beyond this many live calls get congestion
     connect_context = "dialer-connect"
     post_dial_delay = 0           # seconds from the dial until the line rings (or a table as below)
+    drop_after = 2                # 0 (default): no drop message; else a caller queued this long
+                                  # leaves the queue for the drop message (the dialplan's 2-s Queue())
+    opt_out = 0.3                 # share of those callers who press the opt-out key (UserEvent DialerOptOut)
 
     [outcomes]                    # probabilities (normalised); omit for the last-digit table
     answered = 0.55
@@ -188,6 +191,11 @@ class Scenario:
     # Seconds from the dial (DialBegin) until the line rings (DialState RINGING).
     post_dial_delay: Distribution = field(default_factory=lambda: Distribution.fixed(0.0))
     queue: QueueConfig = field(default_factory=QueueConfig)
+    # The dialplan's drop message: a caller still queued after drop_after seconds
+    # (0: never) leaves the queue for it, and presses the opt-out key with
+    # probability opt_out (a UserEvent DialerOptOut, as the README's dialplan sends).
+    drop_after: float = 0.0
+    opt_out: float = 0.0
     source: str = "<default>"
 
     def pick_outcome(self, number: str, rng: random.Random) -> Outcome:
@@ -226,7 +234,7 @@ def default_scenario() -> Scenario:
 # --- loading -----------------------------------------------------------------
 
 _TOP_KEYS = {"seed", "channel_capacity", "connect_context", "outcomes", "ring_time",
-             "talk_time", "post_dial_delay", "queue", "users"}
+             "talk_time", "post_dial_delay", "queue", "users", "drop_after", "opt_out"}
 _QUEUE_KEYS = {"name", "agents", "strategy", "timeout", "wrapup", "agent_talk_time"}
 _STRATEGIES = {"rrmemory", "ringall", "leastrecent", "fewestcalls", "random", "linear"}
 
@@ -346,6 +354,12 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         if total <= 0:
             raise w.error("outcomes", None, "the probabilities must not all be zero")
         kw["probabilities"] = {k: p / total for k, p in probs.items()}
+    if "drop_after" in data:
+        kw["drop_after"] = float(_number(w, None, "drop_after", data["drop_after"]))
+    if "opt_out" in data:
+        kw["opt_out"] = float(_number(w, None, "opt_out", data["opt_out"]))
+        if not 0.0 <= kw["opt_out"] <= 1.0:
+            raise w.error(None, "opt_out", f"must be a probability from 0 to 1, not {data['opt_out']!r}")
     for key in ("ring_time", "talk_time", "post_dial_delay"):
         if key in data:
             kw[key] = _distribution(w, None, key, data[key])

@@ -1,6 +1,6 @@
 """Live state: one row per engine and campaign, written at least four times a second.
 
-Revision ID: 0006
+Revision ID: 0004
 Revises: 0003
 """
 
@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision = '0006'
+revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None
