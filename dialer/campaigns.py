@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from dialer import rules
 from dialer.errors import UserError
 from dialer.models import Campaign, CampaignState, DialMode, Disposition, Lead
 
@@ -43,12 +44,12 @@ __all__ = [
     "set_campaign_settings",
 ]
 
-# Compliance bounds (47 CFR 64.1200, FTC TSR, Ofcom).
-MIN_RING_TIMEOUT = 15
-MAX_ABANDON_TARGET = 0.03
-EARLIEST_CALL = dt.time(8, 0)
-LATEST_CALL = dt.time(21, 0)
-ABANDONED_REDIAL_DELAY = 72 * 3600
+# Compliance bounds: see dialer.rules for where each comes from.
+MIN_RING_TIMEOUT = rules.MIN_RING
+MAX_ABANDON_TARGET = rules.MAX_ABANDON_RATE
+EARLIEST_CALL = rules.EARLIEST_CALL
+LATEST_CALL = rules.LATEST_CALL
+ABANDONED_REDIAL_DELAY = int(rules.ABANDONED_REST.total_seconds())
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAY_NAMES = {name: i for i, name in enumerate(WEEKDAYS)} | {
@@ -409,7 +410,8 @@ def _check_retry_delays(value: Any) -> dict[str, int]:
         seconds = _check_int(seconds, 0, 366 * 86400, " seconds")
         if key == Disposition.DROPPED and seconds < ABANDONED_REDIAL_DELAY:
             raise _Bad(
-                f"dropped={seconds}: an abandoned call may not be redialed within 72 h"
+                f"dropped={seconds}: an abandoned call may not be redialed within"
+                f" {ABANDONED_REDIAL_DELAY // 3600} h"
                 f" (at least {ABANDONED_REDIAL_DELAY} seconds)"
             )
         out[key] = seconds
@@ -502,7 +504,7 @@ SETTINGS: dict[str, Setting] = {
         _s("max_dial_level", 3.0, lambda t: _check_max_dial_level(_parse_float(t)),
            _check_max_dial_level, _fmt_float, "LEVEL",
            "predictive: most calls in flight per available agent (1-20)"),
-        _s("abandon_target", 0.03, _parse_abandon_target, _check_abandon_target, _fmt_abandon,
+        _s("abandon_target", MAX_ABANDON_TARGET, _parse_abandon_target, _check_abandon_target, _fmt_abandon,
            "RATE", "abandoned calls as a share of answered calls (3% or 0.03; at most 3%)"),
         _s("channel", "PJSIP/{digits}@carrier", _check_channel, _check_channel, _fmt_plain,
            "TEMPLATE", "Originate channel; placeholders {e164} (+14155550100), {digits}"
@@ -525,7 +527,7 @@ SETTINGS: dict[str, Setting] = {
            "SECONDS", "predictive: a call that has rung this long (15 or more) may be hung up"
            " when no agent is likely to be free for it; off: calls ring until answered or"
            " ring_timeout"),
-        _s("calling_window", (dt.time(8, 0), dt.time(21, 0)), _parse_calling_window,
+        _s("calling_window", (EARLIEST_CALL, LATEST_CALL), _parse_calling_window,
            _check_calling_window, _fmt_window, "HH:MM-HH:MM",
            "hours in the lead's local time when calls may be placed (within 08:00-21:00)"),
         _s("calling_days", list(range(7)), _parse_calling_days, _check_calling_days, _fmt_days,

@@ -46,7 +46,7 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import control, hopper, live
+from dialer import abandon, control, hopper, live, rules
 from dialer.ami.codec import LocalProtocolError, Message
 from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
@@ -87,7 +87,7 @@ class EngineSettings:
     poll_interval: float = 0.5       # real seconds between campaign-state polls
     flush_interval: float = 0.1      # real seconds between outcome writes
     lease: float = 60.0              # engine-clock seconds a claim lasts without renewal
-    drop_after: float = 2.0          # answered calls not with an agent by then are dropped
+    drop_after: float = rules.CONNECT_DEADLINE  # answered calls not with an agent by then are dropped
     stale_after: float = 60.0        # past ring timeout, a call with no result is looked up
     housekeeping_interval: float = 5.0
     stats_interval: float = 5.0
@@ -102,6 +102,9 @@ class EngineSettings:
                 raise UserError(f"{where}: unknown setting {key!r}")
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise UserError(f"{where}.{key}: must be a positive number")
+            if key == "drop_after" and value > rules.CONNECT_DEADLINE:
+                raise UserError(f"{where}.{key}: must be at most {rules.CONNECT_DEADLINE:g} seconds"
+                                " (an answered call not with an agent by then is abandoned)")
             setattr(settings, key, float(value))
         return settings
 
@@ -875,6 +878,9 @@ class Engine:
                 "decision": None if d is None else d.calls,
                 "reason": None if d is None else d.reason,
                 "placed": run.placed,
+                # As pacing last read them (every stats_interval), from dialer.abandon.
+                "abandon_30d": abandon.rate(run.abandon[0], run.abandon[1]),
+                "abandon_24h": abandon.rate(run.abandon[2], run.abandon[3]),
             }
         return {
             "engine_id": self.engine_id,
@@ -1011,18 +1017,8 @@ def _has_work(session: Session, campaign_id: int) -> bool:
 
 def _abandon_figures(session: Session, campaign_id: int, now: dt.datetime) -> tuple[int, int, int, int]:
     """(drops, answered) over 30 days and over 24 hours, from the attempts."""
-    answered = CallAttempt.answered_at.is_not(None)
-    dropped = CallAttempt.disposition == "dropped"
-    out = []
-    for since in (now - dt.timedelta(days=30), now - dt.timedelta(hours=24)):
-        row = session.execute(
-            sa.select(
-                sa.func.count().filter(dropped),
-                sa.func.count().filter(answered),
-            ).where(CallAttempt.campaign_id == campaign_id, CallAttempt.ended_at >= since)
-        ).one()
-        out += [row[0] or 0, row[1] or 0]
-    return out[0], out[1], out[2], out[3]
+    d30, d24 = abandon.counts(session, campaign_id, abandon.rolling(now)).values()
+    return d30.dropped, d30.answered, d24.dropped, d24.answered
 
 
 def _epoch(value: dt.datetime | None) -> float | None:

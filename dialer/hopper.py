@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from dialer import rules
 from dialer.calling_hours import callable_timezones
 from dialer.campaigns import calling_window
 from dialer.dnc import not_on_dnc_list
@@ -43,7 +44,7 @@ from dialer.models import (
     LeadState,
 )
 
-ABANDON_QUIET_PERIOD = dt.timedelta(hours=72)
+ABANDON_QUIET_PERIOD = rules.ABANDONED_REST
 WAITING = (LeadState.NEW.value, LeadState.RETRY.value)
 
 

@@ -57,6 +57,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from dialer import rules
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -197,8 +199,9 @@ class Campaign(Base):
     __table_args__ = (
         CheckConstraint(_one_of("state", CampaignState), name="state"),
         CheckConstraint(_one_of("mode", DialMode), name="mode"),
-        CheckConstraint("ring_timeout >= 15", name="ring_timeout"),
-        CheckConstraint("hangup_after = 0 OR hangup_after >= 15", name="hangup_after"),
+        # The minimum ring (dialer.rules.MIN_RING; the migrations write its value).
+        CheckConstraint(f"ring_timeout >= {rules.MIN_RING}", name="ring_timeout"),
+        CheckConstraint(f"hangup_after = 0 OR hangup_after >= {rules.MIN_RING}", name="hangup_after"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
         CheckConstraint("max_concurrent >= 1", name="max_concurrent"),
         CheckConstraint("abandon_target > 0 AND abandon_target < 1", name="abandon_target"),
@@ -321,7 +324,7 @@ class CallAttempt(Base):
         Index(None, "lead_id"),
         Index(None, "campaign_id", "ended_at"),
         Index(None, "campaign_id", "disposition"),
-        # No repeat call within 72 h of an abandoned one, across campaigns.
+        # No repeat call soon after an abandoned one (rules.ABANDONED_REST), across campaigns.
         Index(None, "phone_e164", "ended_at"),
         # In-flight attempts of one engine, reconciled on restart.
         Index(None, "engine_id", "ended_at"),

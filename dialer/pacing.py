@@ -109,6 +109,8 @@ from functools import cached_property
 from dataclasses import dataclass
 from typing import Literal
 
+from dialer import rules
+
 __all__ = [
     "Distribution",
     "CallEstimates",
@@ -124,9 +126,8 @@ __all__ = [
 
 Mode = Literal["progressive", "predictive", "unattended"]
 
-#: seconds a call must ring before the dialer may give up on it (US FTC TSR,
-#: 16 CFR 310.4(b)(1)(iv): at least 15 seconds or four rings)
-MIN_RING = 15.0
+#: seconds a call must ring before the dialer may give up on it (dialer.rules)
+MIN_RING = float(rules.MIN_RING)
 MODES: tuple[str, ...] = ("progressive", "predictive", "unattended")
 
 _SQRT2 = math.sqrt(2.0)
@@ -308,11 +309,11 @@ class PacingSettings:
     #: predictive: at most this many lines (calls in flight) per logged-in agent
     max_dial_level: float = 3.0
     #: the abandon rate (drops / answered) never to exceed
-    abandon_target: float = 0.03
+    abandon_target: float = rules.MAX_ABANDON_RATE
     #: calls in flight for this campaign, at most
     max_concurrent: int = 100
     #: seconds an answered call may wait for an agent before it counts as dropped
-    connect_deadline: float = 2.0
+    connect_deadline: float = rules.CONNECT_DEADLINE
     #: the abandon rate is taken over at least this many answered calls
     abandon_min_sample: int = 100
     #: predictive: the allowed marginal drop probability with the whole budget

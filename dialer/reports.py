@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from dialer import abandon
 from dialer.campaigns import get_campaign
 from dialer.errors import UserError
 from dialer.models import (
@@ -240,13 +241,12 @@ def build_report(
     for expr in durations.values():
         columns += [sa.func.count(expr).filter(done), sa.func.sum(expr).filter(done)]
     # The abandon windows come from the same pass when --since does not cut into them.
-    windows = {"rolling_30d": now - dt.timedelta(days=30), "last_24h": now - dt.timedelta(hours=24)}
-    fold = since is None or since <= windows["rolling_30d"]
-    if fold:
-        dropped = a.disposition == Disposition.DROPPED.value
-        for start in windows.values():
-            columns += [sa.func.count(a.answered_at).filter(dropped, a.ended_at >= start),
-                        sa.func.count(a.answered_at).filter(a.ended_at >= start)]
+    # The campaign's (or --since's) own abandon rate, too.
+    windows = abandon.rolling(now)
+    fold = since is None or since <= min(w.start for w in windows)
+    counted = (abandon.LIFE, *windows) if fold else (abandon.LIFE,)
+    for window in counted:
+        columns += abandon.columns(window)
     row = list(session.execute(sa.select(*columns).where(*where)).one())
     total_n, answered, connected = (v or 0 for v in row[:3])
     by_disp = {d: row[3 + i] or 0 for i, d in enumerate(DISPOSITIONS)}
@@ -255,11 +255,8 @@ def build_report(
     for key in durations:
         sums[key] = [row[at] or 0, float(row[at + 1] or 0.0)]
         at += 2
-    window_counts = {}
-    if fold:
-        for key in windows:
-            window_counts[key] = [row[at] or 0, row[at + 1] or 0]
-            at += 2
+    window_counts = abandon.read(row, counted, at)
+    life = window_counts.pop(abandon.LIFE.key)
     in_progress = total_n - sum(by_disp.values())
     ended = sum(by_disp.values())
     timings = {}
@@ -273,15 +270,15 @@ def build_report(
         }
 
     if fold:
-        abandon = _abandon_dict(campaign, window_counts)
+        windows_part = _abandon_dict(campaign, window_counts)
     else:
-        abandon = abandon_figures(session, campaign, now)
+        windows_part = abandon_figures(session, campaign, now)
 
     # Per hour (UTC) of the attempt's start, and per connection.
     hour_rows, conn_rows = _hours_sql(session, dialect, where), _per_second_sql(session, dialect, where)
     hours = [
         {"hour": h, "attempts": n, "ended": done, "answered": ans, "connected": conn, "dropped": drop,
-         "answer_rate": _share(ans, done), "abandon_rate": _share(drop, ans)}
+         "answer_rate": _share(ans, done), "abandon_rate": abandon.rate(drop, ans)}
         for h, n, ans, conn, drop, done in hour_rows
     ]
 
@@ -303,9 +300,9 @@ def build_report(
         "rates": {
             "answer_rate": _share(answered, ended),
             "contact_rate": _share(connected, ended),
-            "abandon_rate": _share(by_disp[Disposition.DROPPED.value], answered),
+            "abandon_rate": life.rate,
         },
-        "abandon": abandon,
+        "abandon": windows_part,
         "timings": timings,
         "hours": hours,
         "connections": _connections(session, conn_rows),
@@ -315,30 +312,21 @@ def build_report(
 def abandon_figures(session: Session, campaign: Campaign, now: dt.datetime) -> dict[str, Any]:
     """Dropped calls over answered calls that ended in the last 30 days and in
     the last 24 hours: the windows the engine enforces."""
-    a = CallAttempt
-    windows = {"rolling_30d": now - dt.timedelta(days=30), "last_24h": now - dt.timedelta(hours=24)}
-    dropped = a.disposition == Disposition.DROPPED.value
-    columns = []
-    for start in windows.values():
-        columns += [sa.func.count(a.answered_at).filter(dropped, a.ended_at >= start),
-                    sa.func.count(a.answered_at).filter(a.ended_at >= start)]
     rows = _campaign_rows(session, _dialect(session), campaign.id)
-    where = [rows]
-    if rows.compare(a.campaign_id == campaign.id):
-        # Through the index; not when the whole table is read straight through,
-        # where a range on ended_at would send SQLite back to an index.
-        where.append(a.ended_at >= windows["rolling_30d"])
-    row = session.execute(sa.select(*columns).where(*where)).one()
-    counts = {key: [row[2 * i] or 0, row[2 * i + 1] or 0] for i, key in enumerate(windows)}
+    # Through the index, by default; straight through the table for a large
+    # campaign, where a range on ended_at would send SQLite back to an index.
+    through_index = rows.compare(CallAttempt.campaign_id == campaign.id)
+    counts = abandon.counts(session, campaign.id, abandon.rolling(now),
+                            rows=None if through_index else rows)
     return _abandon_dict(campaign, counts)
 
 
-def _abandon_dict(campaign: Campaign, counts: dict[str, list[int]]) -> dict[str, Any]:
+def _abandon_dict(campaign: Campaign, counts: dict[str, abandon.Count]) -> dict[str, Any]:
     figures: dict[str, Any] = {"target": campaign.abandon_target}
     within = True
-    for key, (dropped_n, answered_n) in counts.items():
-        rate = _share(dropped_n, answered_n)
-        figures[key] = {"dropped": dropped_n, "answered": answered_n, "rate": rate}
+    for key, count in counts.items():
+        rate = count.rate
+        figures[key] = {"dropped": count.dropped, "answered": count.answered, "rate": rate}
         within = within and (rate is None or rate <= campaign.abandon_target)
     figures["within_target"] = within
     return figures
@@ -348,12 +336,12 @@ def _hours_sql(session: Session, dialect: str, where: list) -> list[tuple]:
     """(hour text, attempts, answered, connected, dropped, ended) per UTC hour."""
     a = CallAttempt
     hour = _hour(dialect, a.created_at).label("hour")
+    dropped, answered = abandon.columns(abandon.LIFE)
     return [
         (_hour_text(h), n, ans, conn, drop, done)
         for h, n, ans, conn, drop, done in session.execute(
             sa.select(
-                hour, sa.func.count(), sa.func.count(a.answered_at), sa.func.count(a.connected_at),
-                sa.func.count().filter(a.disposition == Disposition.DROPPED.value),
+                hour, sa.func.count(), answered, sa.func.count(a.connected_at), dropped,
                 sa.func.count(a.disposition),
             ).where(*where).group_by(hour).order_by(hour)
         )

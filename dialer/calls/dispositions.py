@@ -9,6 +9,7 @@ route, a ringing call hung up by the dialer), so the cause decides there.
 
 from __future__ import annotations
 
+from dialer import rules
 from dialer.models import Disposition
 
 # The documented set lives in dialer.models.Disposition; these are its values.
@@ -68,7 +69,8 @@ def unanswered_disposition(reason: int | None, dial_status: str | None, cause: i
 
 
 def answered_disposition(
-    answered_at: float, connected_at: float | None, *, unattended: bool, drop_after: float = 2.0
+    answered_at: float, connected_at: float | None, *, unattended: bool,
+    drop_after: float = rules.CONNECT_DEADLINE,
 ) -> str:
     """An answered call is connected when an agent took it within ``drop_after``
     seconds of answer (or, unattended, when it was answered at all); otherwise

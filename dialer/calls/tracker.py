@@ -30,6 +30,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from dialer import rules
 from dialer.calls import dispositions as d
 
 
@@ -127,7 +128,7 @@ def _int(value: str | None) -> int | None:
 class CallTracker:
     """Follows registered calls through AMI events."""
 
-    def __init__(self, *, drop_after: float = 2.0, settle_after: float = 2.0) -> None:
+    def __init__(self, *, drop_after: float = rules.CONNECT_DEADLINE, settle_after: float = 2.0) -> None:
         self.drop_after = drop_after
         self.settle_after = settle_after
         self._settling: dict[str, TrackedCall] = {}

@@ -1,0 +1,62 @@
+"""The telemarketing rules the dialer lives under, each defined once.
+
+Every module that enforces or shows one of these figures imports it from here;
+none writes the number itself. Sources:
+
+* US: the FCC's TCPA rules, 47 CFR 64.1200 ("FCC"), and the FTC's
+  Telemarketing Sales Rule, 16 CFR 310 ("TSR").
+* UK: Ofcom, *Revised statement of policy on the persistent misuse of an
+  electronic communications network or service* (2016), its annex on
+  abandoned and silent calls ("Ofcom").
+
+This module holds values only (no database, no trio); the abandon-rate query
+built on them is :mod:`dialer.abandon`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+__all__ = [
+    "CONNECT_DEADLINE",
+    "MIN_RING",
+    "MAX_ABANDON_RATE",
+    "ROLLING_30D",
+    "LAST_24H",
+    "ABANDONED_REST",
+    "EARLIEST_CALL",
+    "LATEST_CALL",
+]
+
+#: Seconds within which an answered call must reach a live agent; later, it is
+#: abandoned ("dropped"). FCC 64.1200(a)(7)(i) and TSR 310.4(b)(4)(i): "within
+#: two (2) seconds of the completed greeting"; Ofcom likewise.
+CONNECT_DEADLINE = 2.0
+
+#: Seconds a call must ring before the dialer may give up on it (or hang it up
+#: unanswered). TSR 310.4(b)(1)(iv) and FCC 64.1200(a)(6): "at least fifteen
+#: (15) seconds or four (4) rings".
+MIN_RING = 15
+
+#: Abandoned calls as a share of calls answered by a person, at most.
+#: FCC 64.1200(a)(7)(i): 3 % per campaign over a 30-day period; TSR
+#: 310.4(b)(4)(i): 3 % over the campaign's life if shorter than 30 days, else
+#: over each 30-day period; Ofcom: 3 % over any 24 hours.
+MAX_ABANDON_RATE = 0.03
+
+#: The US measurement period of the abandon rate (FCC 64.1200(a)(7)(i), TSR).
+ROLLING_30D = dt.timedelta(days=30)
+
+#: The UK measurement period of the abandon rate (Ofcom).
+LAST_24H = dt.timedelta(hours=24)
+
+#: No new call to a number within this long after a call to it was abandoned,
+#: in any campaign. Ofcom: a number whose call was abandoned is called
+#: again within 72 hours only with a live agent guaranteed; the dialer never
+#: guarantees one, so it does not call.
+ABANDONED_REST = dt.timedelta(hours=72)
+
+#: The calling window in the called party's local time. FCC 64.1200(c)(1) and
+#: TSR 310.4(c): no calls before 8 a.m. or after 9 p.m.
+EARLIEST_CALL = dt.time(8, 0)
+LATEST_CALL = dt.time(21, 0)
