@@ -6,7 +6,8 @@ the working directory) is the default. PostgreSQL URLs may be written
 journaling, foreign keys and a busy timeout.
 
 Alembic is configured here rather than from an ``alembic.ini``: the migration
-scripts live in the top-level ``migrations/`` folder.
+scripts live in the top-level ``migrations/`` folder (inside the package when
+installed from a wheel, see :mod:`dialer.resources`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialer.errors import UserError
+from dialer.resources import shipped
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = shipped("migrations")
 
 # How long a SQLite writer waits for another writer's lock, in milliseconds.
 SQLITE_BUSY_TIMEOUT_MS = 10_000

@@ -21,7 +21,6 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 import trio
 
-import dialer
 from dialer import control, db, reports
 from dialer.calling_hours import is_callable
 from dialer.campaigns import calling_window, create_campaign
@@ -29,10 +28,11 @@ from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings
 from dialer.leads import import_leads
 from dialer.models import Lead
+from dialer.resources import shipped
 from dialer.sim import SimAsterisk
 
 CAMPAIGN = "demo"
-SAMPLE_LEADS = Path(dialer.__file__).resolve().parents[1] / "sample_leads.csv"
+SAMPLE_LEADS = shipped("sample_leads.csv")
 # When the calling window is shut somewhere, the engine clock starts at this UTC
 # hour of the day: 14:00 in New York (EST), 09:00 in Honolulu.
 SHIFTED_START_HOUR = 19

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from dialer.ami.testing import ReplayServer, Transcript
+from tests.ami_replay import ReplayServer, Transcript
 from dialer.cli import main
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "ami-transcripts"

@@ -23,7 +23,7 @@ from dialer.ami.errors import (
     NotConnected,
     PermissionDenied,
 )
-from dialer.ami.testing import ReplayServer, Transcript
+from tests.ami_replay import ReplayServer, Transcript
 
 TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "ami-transcripts"
 if not TRANSCRIPTS.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 from typing import TextIO
 
 import trio
@@ -24,7 +25,8 @@ def register(subparsers, common) -> None:
     p.add_argument("--listen", metavar="HOST:PORT", default=DEFAULT_LISTEN,
                    help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free one)")
     p.add_argument("--scenario", metavar="FILE",
-                   help="scenario TOML file (default: the recording server's last-digit table)")
+                   help="scenario TOML file, or 'demo' for the example scenario shipped with dialer"
+                   " (default: the recording server's last-digit table)")
     p.add_argument("--speed", metavar="X", default="1",
                    help="divide every delay (ring, talk, queue) by X (default 1)")
     p.add_argument("--seed", metavar="N", help="random seed: the same seed gives the same calls")
@@ -61,6 +63,18 @@ def parse_seed(text: str | None) -> int | None:
         raise UserError(f"--seed {text!r}: expected an integer") from None
 
 
+#: The example scenario, shipped inside the package (``--scenario demo``).
+EXAMPLE_SCENARIO = Path(__file__).resolve().parents[1] / "sim" / "demo.toml"
+
+
+def scenario_file(text: str) -> Path:
+    """``--scenario``: a file, or ``demo`` (unless a file of that name exists here)."""
+    path = Path(text)
+    if text == "demo" and not path.exists():
+        return EXAMPLE_SCENARIO
+    return path
+
+
 def describe(sim, host: str, port: int) -> list[str]:
     sc = sim.scenario
     shown = f"[{host}]" if ":" in host else host
@@ -91,7 +105,7 @@ def run_sim(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     host, port = parse_listen(args.listen)
     speed = parse_speed(args.speed)
     seed = parse_seed(args.seed)
-    scenario = load_scenario(args.scenario) if args.scenario else None
+    scenario = load_scenario(scenario_file(args.scenario)) if args.scenario else None
     sim = SimAsterisk(scenario, speed=speed, seed=seed)
 
     failure: list[str] = []
