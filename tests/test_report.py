@@ -222,12 +222,21 @@ def test_attempts_export_streams_in_batches(known):
     assert n == 7 and len(json.loads(out.getvalue())) == 7
 
 
-@pytest.mark.parametrize("text", ["yesterday", "24x", "-3d", "2026-13-01", ""])
+@pytest.mark.parametrize("text", ["yesterday", "24x", "-3x", "2026-13-01", ""])
 def test_bad_since_is_one_line_naming_the_option(sqlite_url, text):
     status, out, err = run_cli("report", "spring", "--db", sqlite_url, "--since", text)
-    # "-3d" looks like an option to argparse: a usage error (status 2), still naming --since.
+    # "-3x" looks like an option to argparse: a usage error (status 2), still naming --since.
     assert status == (2 if text.startswith("-") else 1) and out == ""
     assert err.startswith("dialer: ") and "--since" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [("--since", "-5h"), ("--since=-5h",), ("--since", "5h")])
+def test_since_span_may_be_written_with_a_minus(known, db_url, argv):
+    status, out, err = run_cli("report", "spring", "--db", db_url, *argv, "--format", "json")
+    assert status == 0, err
+    since = dt.datetime.fromisoformat(json.loads(out)["since"].rstrip("Z"))
+    five_hours_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=5)
+    assert abs((since - five_hours_ago).total_seconds()) < 60
 
 
 def test_since_forms():
