@@ -195,4 +195,11 @@ COMMANDS = (db, campaign, leads, dnc, engine, sim, ami, report, status, demo)
 def run() -> None:
     """Console-script entry point (defined after the import of ``dialer.cli.run``,
     which would otherwise take this name)."""
-    sys.exit(main())
+    status = main()
+    # The command is over and has said how it ended: a signal during the
+    # interpreter's shutdown must not turn that into a traceback or another status.
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(status)
