@@ -34,6 +34,7 @@ __all__ = [
     "calling_window",
     "campaign_settings",
     "create_campaign",
+    "describe",
     "format_setting",
     "get_campaign",
     "lead_counts",
@@ -706,6 +707,19 @@ def lead_counts(session: Session, campaign: Campaign) -> dict[str, int]:
         .group_by(Lead.state)
     )
     return {state: count for state, count in rows}
+
+
+def describe(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """A campaign as plain data: name, state, times, settings as text, leads by state."""
+    counts = lead_counts(session, campaign)
+    return {
+        "name": campaign.name,
+        "state": campaign.state,
+        "created_at": campaign.created_at.isoformat(sep=" ", timespec="seconds") + "Z",
+        "updated_at": campaign.updated_at.isoformat(sep=" ", timespec="seconds") + "Z",
+        "settings": {k: format_setting(k, v) for k, v in campaign_settings(campaign).items()},
+        "leads": {"total": sum(counts.values()), **counts},
+    }
 
 
 def calling_window(campaign: Campaign):

@@ -220,6 +220,27 @@ _SERVER_KEYS = {
 }
 
 
+# The settings of the [engine] table (one field each of dialer.engine.EngineSettings,
+# which holds their defaults). Checked here, so that every command that reads the
+# file (dialer run, dialer ami ...) refuses the same file with the same line.
+ENGINE_KEYS = frozenset({
+    "poll_interval", "flush_interval", "lease", "drop_after", "stale_after",
+    "housekeeping_interval", "stats_interval", "batch_interval", "speed",
+})
+
+
+def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, Any]:
+    for key, value in raw.items():
+        line = lines.in_table("engine", 1, key)
+        if key not in ENGINE_KEYS:
+            close = difflib.get_close_matches(key, sorted(ENGINE_KEYS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _fail(source, line, f"engine.{key}", f"unknown setting{hint}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise _fail(source, line, f"engine.{key}", "must be a positive number")
+    return raw
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -353,4 +374,4 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     engine = raw.get("engine", {})
     if not isinstance(engine, dict):
         raise _fail(source, lines.top("engine"), "engine", "must be a table ([engine])")
-    return Config(path=path, ami=servers, engine=engine)
+    return Config(path=path, ami=servers, engine=_engine_table(engine, source, lines))

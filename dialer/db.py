@@ -157,22 +157,52 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the database forward to ``revision``, in one transaction."""
-    from alembic import command
+def revisions() -> list[str]:
+    """Every revision of the migration scripts, oldest first."""
+    from alembic.script import ScriptDirectory
 
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def check_revision_name(revision: str, step: str) -> None:
+    """Refuse a target revision the migration scripts do not have (one line)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    if revision in ("head", "heads", "base") or revision[:1] in ("+", "-") or "+" in revision:
+        return  # alembic's own names and relative steps, checked when migrating
+    try:
+        found = ScriptDirectory.from_config(alembic_config()).get_revisions(revision)
+    except CommandError:
+        found = ()
+    if not found:
+        known = ", ".join(["base", *revisions(), "head"])
+        raise DatabaseError(f"db {step} {revision}: no such revision (known: {known})")
+
+
+def _migrate(engine: Engine, step: str, revision: str) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
+    check_revision_name(revision, step)
     with connect(engine) as conn:
         with conn.begin():
-            command.upgrade(alembic_config(conn), revision)
+            try:
+                getattr(command, step)(alembic_config(conn), revision)
+            except CommandError as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "refused"
+                raise DatabaseError(f"db {step} {revision}: {reason}") from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate the database forward to ``revision``, in one transaction."""
+    _migrate(engine, "upgrade", revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate the database back to ``revision``, in one transaction."""
-    from alembic import command
-
-    with connect(engine) as conn:
-        with conn.begin():
-            command.downgrade(alembic_config(conn), revision)
+    _migrate(engine, "downgrade", revision)
 
 
 def schema_drift(engine: Engine) -> list:
@@ -206,6 +236,17 @@ def require_current(engine: Engine) -> None:
             f"--db: {where} is at revision {current}, expected {head};"
             " run 'dialer db upgrade'"
         )
+
+
+@contextlib.contextmanager
+def unit_of_work(url: str | URL) -> Iterator[Session]:
+    """One transaction on the database at ``url`` (which must be migrated to head)."""
+    engine = open_database(url)
+    try:
+        with session_factory(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def open_database(url: str | URL, *, check_revision: bool = True, **kwargs) -> Engine:

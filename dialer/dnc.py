@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dialer.errors import UserError
-from dialer.leads.importer import LeadFileError, parse_header, read_sample
+from dialer.leads.importer import LeadFileError, open_text, parse_header, read_sample
 from dialer.leads.phones import InvalidPhone, PhoneNormalizer
 from dialer.models import DncNumber, Lead, LeadState, utcnow
 
@@ -199,7 +199,8 @@ def load_dnc(
     failed = True
     try:
         with open(path, "rb") as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            text = (open_text(raw, header) if header is not None else
+                    io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline=""))
             batch: list[str] = []
             for line_no, value in _numbers(text, header, source):
                 result.rows += 1

@@ -58,9 +58,10 @@ class ReportOptionError(UserError):
 
 def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     """``--since``: an ISO date or date-time (UTC unless it carries an offset),
-    or a span back from ``now`` such as ``90m``, ``24h`` or ``7d``; naive UTC."""
+    or a span back from ``now`` such as ``90m``, ``24h`` or ``7d`` (also
+    written ``-24h``); naive UTC."""
     value = text.strip()
-    m = _DURATION.fullmatch(value)
+    m = _DURATION.fullmatch(value[1:] if value[:1] == "-" else value)
     if m:
         amount, unit = int(m.group(1)), m.group(2)
         span = {"m": dt.timedelta(minutes=amount), "h": dt.timedelta(hours=amount),
@@ -565,12 +566,18 @@ def export_attempts(
             return sa.func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
         return sa.func.strftime("%Y-%m-%dT%H:%M:%fZ", column)
 
+    def millis(column):
+        # Seconds to the millisecond, as the times are.
+        if dialect == "postgresql":
+            return sa.cast(sa.func.round(sa.cast(column, sa.Numeric), 3), sa.Float)
+        return sa.func.round(column, 3)
+
     stmt = (
         sa.select(
             a.id, a.lead_id, a.phone_e164, Lead.first_name, Lead.last_name, a.attempt_no,
             when(a.created_at), when(a.originated_at), when(a.ringing_at), when(a.answered_at),
             when(a.queue_joined_at), when(a.connected_at), when(a.ended_at), a.disposition, a.cause,
-            a.cause_txt, a.time_to_agent, a.agent, a.server, a.connection, when(a.hangup_at),
+            a.cause_txt, millis(a.time_to_agent), a.agent, a.server, a.connection, when(a.hangup_at),
         )
         .join(Lead, Lead.id == a.lead_id)
         .where(a.campaign_id == campaign.id)
@@ -585,6 +592,12 @@ def export_attempts(
         writer.writerow(ATTEMPT_COLUMNS)
         for part in result.partitions():
             writer.writerows(part)
+            count += len(part)
+        return count
+    if fmt == "jsonl":
+        dumps = json.JSONEncoder(separators=(",", ":")).encode
+        for part in result.partitions():
+            out.write("".join([dumps(dict(zip(ATTEMPT_COLUMNS, row))) + "\n" for row in part]))
             count += len(part)
         return count
     out.write("[")

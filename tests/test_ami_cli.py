@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 import socket
 import subprocess
@@ -298,3 +300,84 @@ def test_real_subprocess(tmp_path, secret):
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("dialer: ") and done.stderr.count("\n") == 1
     assert "Authentication failed" in done.stderr and "Traceback" not in done.stderr
+
+
+REPEATED = b"Event: VarSet\r\nChanVariable: A=1\r\nChanVariable: B=2\r\nUniqueid: 42\r\n\r\n"
+
+
+def test_events_as_json_lines(tmp_path, secret):
+    with Peer(script=SCRIPT, after_login=CALL_EVENTS + REPEATED) as server:
+        path = str(config(tmp_path, server.port))
+        n = CALL_EVENTS.count(b"\r\n\r\n") + 2  # FullyBooted, the call's events, the VarSet
+        status, out, err = run_cli("ami", "events", "--config", path, "--format", "jsonl", "--count", str(n))
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert len(events) == n and all(list(e)[0] == "Event" for e in events)
+    assert [e["Event"] for e in events[:3]] == ["FullyBooted", "Newchannel", "Newchannel"]
+    assert events[-1] == {"Event": "VarSet", "ChanVariable": ["A=1", "B=2"], "Uniqueid": "42"}
+    blocks = [b for b in CALL_EVENTS.split(b"\r\n\r\n") if b]
+    first = dict(line.split(": ", 1) for line in blocks[0].decode().split("\r\n"))
+    assert events[1] == first  # every header, as sent
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_events_stats_as_json_and_csv(tmp_path, secret, fmt):
+    with Peer(script=SCRIPT, after_login=CALL_EVENTS) as server:
+        path = str(config(tmp_path, server.port))
+        status, out, err = run_cli("ami", "events", "--config", path, "--stats", "--count", "5",
+                                   "--format", fmt)
+    assert status == 0 and err == ""
+    if fmt == "json":
+        data = json.loads(out)
+        assert data["events"] == 5 and sum(n["events"] for n in data["names"]) == 5
+        assert data["names"][0] == {"name": "Newchannel", "events": 2, "per_s": data["names"][0]["per_s"]}
+    else:
+        rows = list(csv.reader(io.StringIO(out)))
+        assert rows[0] == ["name", "events", "per_s"] and rows[-1][:2] == ["total", "5"]
+        assert sum(int(r[1]) for r in rows[1:-1]) == 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--format", "json"), "--format json: events stream as table"),
+    (("--format", "csv"), "--format csv: events stream as table"),
+    (("--stats", "--format", "jsonl"), "--format jsonl: --stats prints one table"),
+])
+def test_events_format_that_does_not_apply_is_one_line(tmp_path, secret, argv, message):
+    status, out, err = run_cli("ami", "events", "--config", str(config(tmp_path, 1)), *argv)
+    assert status == 1 and out == "" and message in one_error_line(err)
+
+
+PROBE = """
+import sys
+from dialer.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exc:  # argparse's --help of a subcommand
+    status = exc.code
+loaded = sorted({m.split(".")[0] for m in sys.modules} & {"sqlalchemy", "alembic"})
+sys.stderr.write(f"database layer: {loaded}\\n")
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"],
+    ["ami", "--help"],
+    ["ami", "ping"],
+    ["ami", "command", "core show channels"],
+    ["ami", "events", "--count", "3"],
+    ["ami", "events", "--count", "3", "--stats", "--format", "json"],
+    ["ami", "originate", "--channel", "Local/15551230000@carrier", "--context", "dialer-connect",
+     "--exten", "s", "--wait"],
+])
+def test_help_and_ami_commands_do_not_load_the_database_layer(tmp_path, secret, argv):
+    with Peer(script=SCRIPT, after_login=CALL_EVENTS) as server:
+        path = str(config(tmp_path, server.port))
+        extra = [] if argv[-1] == "--help" else ["--config", path]
+        env = {**os.environ, "DIALER_TEST_AMI_SECRET": SECRET}
+        done = subprocess.run([sys.executable, "-c", PROBE, *argv, *extra], capture_output=True,
+                              text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout
+    assert done.stderr.splitlines()[-1] == "database layer: []"

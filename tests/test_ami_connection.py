@@ -449,3 +449,57 @@ async def test_subscription_at_block_start_sees_events_right_after_login(nursery
             assert await next_state(events) == ConnectionStateChanged(up=True, generation=1)
             first, second = await events.receive(), await events.receive()
             assert (first.name, second.name, second["UserEvent"]) == ("FullyBooted", "UserEvent", "Early")
+
+
+async def test_batch_subscribers_get_lists_in_order_with_backpressure(server, autojump_clock):
+    events_bytes = b"".join(
+        b"Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: Flood\r\nSeq: %d\r\n\r\n" % i
+        + (b"Event: Newexten\r\nSeq: %d\r\n\r\n" % i if i % 10 == 0 else b"")
+        for i in range(3000)
+    )
+    async with connect(server) as ami:
+        flood = {"UserEvent", "Newexten"}
+        async with ami.subscribe(max_buffer=2, names=flood, batches=True) as batches, \
+                ami.subscribe(max_buffer=2, names={"Newexten"}, batches=True) as picked, \
+                ami.subscribe(max_buffer=5000, names=flood) as single:
+            assert await batches.receive() == ConnectionStateChanged(up=True, generation=1)
+            assert await picked.receive() == ConnectionStateChanged(up=True, generation=1)
+            async with trio.open_nursery() as n:
+                n.start_soon(server.push, events_bytes)
+                await trio.sleep(60)  # not reading: the reader waits for room, drops nothing
+                everything, newexten = [], []
+
+                async def read(channel, into, n):
+                    while len(into) < n:
+                        batch = await channel.receive()
+                        assert type(batch) is list and batch
+                        into += batch
+
+                with trio.fail_after(30):
+                    async with trio.open_nursery() as readers:
+                        readers.start_soon(read, batches, everything, 3300)
+                        readers.start_soon(read, picked, newexten, 300)
+                assert all(e.name == "Newexten" for e in newexten)
+            # a subscriber of single events alongside gets the same events
+            seen = []
+            while len(seen) < 3300:
+                item = single.receive_nowait()
+                if isinstance(item, Message):
+                    seen.append(item)
+            assert [e["Seq"] for e in seen] == [e["Seq"] for e in everything]
+        assert [(e.name, int(e["Seq"])) for e in everything] == [
+            (name, i) for i in range(3000)
+            for name in (("UserEvent", "Newexten") if i % 10 == 0 else ("UserEvent",))
+        ]
+        assert [int(e["Seq"]) for e in newexten] == list(range(0, 3000, 10))
+        stats = ami.statistics()
+        assert stats.backpressure_waits > 0 and stats.disconnects == 0
+
+
+async def test_logoff_timeout_zero_sends_logoff_and_leaves_at_once(server, autojump_clock):
+    server.silent.add("logoff")
+    start = trio.current_time()
+    async with connect(server, logoff_timeout=0) as ami:
+        await ami.action("Ping")
+    assert trio.current_time() - start < 0.5
+    assert [a.name for a in server.actions] == ["Login", "Ping", "Logoff"]

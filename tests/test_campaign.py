@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import csv
 import datetime as dt
 import io
 import json
@@ -289,6 +291,42 @@ def test_cli_create_set_show_list(db_url):
     assert [line.split()[0] for line in lines[1:]] == ["autumn", "spring"]
     status, out, err = run_cli("campaign", "list", "--format", "json", "--db", db_url)
     assert [c["name"] for c in json.loads(out)] == ["autumn", "spring"]
+    status, out, err = run_cli("campaign", "list", "--format", "csv", "--db", db_url)
+    assert out.splitlines() == ["name,state,mode,leads,waiting", "autumn,stopped,progressive,0,0",
+                                "spring,stopped,predictive,0,0"]
+
+
+def test_campaign_show_formats(sqlite_url):
+    run_cli("campaign", "create", "spring", "--ring-timeout", "30", "--db", sqlite_url)
+    status, table, err = run_cli("campaign", "show", "spring", "--format", "table", "--db", sqlite_url)
+    assert status == 0 and table == run_cli("campaign", "show", "spring", "--db", sqlite_url)[1]
+    status, out, err = run_cli("campaign", "show", "spring", "--format", "csv", "--db", sqlite_url)
+    rows = dict(list(csv.reader(io.StringIO(out)))[1:])
+    assert rows["name"] == "spring" and rows["ring_timeout"] == "30" and rows["leads_total"] == "0"
+    info = json.loads(run_cli("campaign", "show", "spring", "--format", "json", "--db", sqlite_url)[1])
+    assert set(rows) == {"name", "state", "created_at", "updated_at", *info["settings"],
+                         *(f"leads_{k}" for k in info["leads"])}
+    # one name for the default everywhere: 'text' is no format
+    status, out, err = run_cli("campaign", "show", "spring", "--format", "text", "--db", sqlite_url)
+    assert status == 2 and "invalid choice: 'text'" in err
+
+
+def test_every_data_command_takes_the_shared_format_names():
+    from dialer.cli import FORMATS, build_parser
+
+    parser = build_parser()
+    argv = {
+        ("campaign", "list"): [], ("campaign", "show"): ["x"], ("status",): [], ("report",): ["x"],
+        ("ami", "events"): [],
+    }
+    for words, rest in argv.items():
+        sub = parser
+        for w in words:
+            sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[w]
+        fmt = next(a for a in sub._actions if a.dest == "format")
+        assert set(fmt.choices) <= set(FORMATS) and "table" in fmt.choices and "json" in fmt.choices or \
+            words == ("ami", "events"), words
+        assert list(fmt.choices) == [f for f in FORMATS if f in fmt.choices]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ burst = 4
 max_in_flight = 200
 
 [engine]
-tick = 0.5
+poll_interval = 0.5
 """
 
 
@@ -51,7 +51,7 @@ def test_good_file_and_defaults(tmp_path):
     assert second.port == 15038 and second.connections == 3 and second.originate_rate == 12.5
     assert second.burst == 4 and second.max_in_flight == 200
     assert second.secret_file == tmp_path / "secrets" / "pbx2.secret"  # relative to the file
-    assert config.engine == {"tick": 0.5}
+    assert config.engine == {"poll_interval": 0.5}
     assert config.server() is first and config.server("pbx2") is second
 
 
@@ -131,7 +131,11 @@ def test_secret_never_in_repr_or_errors(tmp_path, monkeypatch):
         (('name = "pbx2"', 'name = "pbx1"'), "dialer.toml:9: ami[2].name: 'pbx1' is already used by ami[1]"),
         (("[engine]", "[engine]\n[typo]"), "dialer.toml:20: typo: unknown setting"),
         (("# AMI servers", "verbose = true"), "dialer.toml:1: verbose: unknown setting"),
-        (("[engine]\ntick = 0.5", "engine = 3"), "dialer.toml:19: ami[2].engine: unknown setting"),
+        (("[engine]\npoll_interval = 0.5", "engine = 3"), "dialer.toml:19: ami[2].engine: unknown setting"),
+        (("poll_interval = 0.5", "pol_interval = 0.5"),
+         "dialer.toml:20: engine.pol_interval: unknown setting (did you mean 'poll_interval'?)"),
+        (("poll_interval = 0.5", "poll_interval = 0"), "dialer.toml:20: engine.poll_interval: must be a positive number"),
+        (("poll_interval = 0.5", 'speed = "fast"'), "dialer.toml:20: engine.speed: must be a positive number"),
         (("max_in_flight = 200", "tls = \"yes\""), "dialer.toml:17: ami[2].tls: must be true or false"),
         (("max_in_flight = 200", 'ca_file = "ca.pem"'), "dialer.toml:17: ami[2].ca_file: is set but tls = false"),
         (("max_in_flight = 200", 'tls = true\nca_file = "nope.pem"'), "dialer.toml:18: ami[2].ca_file: file not found"),
@@ -192,3 +196,12 @@ def test_tls_context_with_private_ca(tmp_path):
 def test_dataclass_is_plain_data():
     server = AMIServerConfig(name="a", host="h", username="u", secret_env="X")
     assert server.port == 5038 and server.where == "dialer.toml: ami[1] (a)"
+
+
+def test_engine_keys_are_the_engine_settings():
+    import dataclasses
+
+    from dialer.config import ENGINE_KEYS
+    from dialer.engine import EngineSettings
+
+    assert ENGINE_KEYS == {f.name for f in dataclasses.fields(EngineSettings)}

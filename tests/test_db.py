@@ -117,9 +117,58 @@ def test_cli_upgrade_current_check_on_empty_sqlite_file(tmp_path):
     assert status == 0 and "no drift" in out, err
 
 
+@pytest.mark.parametrize("step", ["upgrade", "downgrade"])
+def test_unknown_revision_is_one_line_and_changes_nothing(sqlite_url, step):
+    status, out, err = run_cli("db", step, "9999", "--db", sqlite_url)
+    assert status == 1 and out == ""
+    assert err == (f"dialer: db {step} 9999: no such revision (known: base, "
+                   f"{', '.join(db.revisions())}, head)\n")
+    assert run_cli("db", "current", "--db", sqlite_url)[1] == f"{db.head_revision()} (head)\n"
+
+
+def test_a_refused_relative_step_is_one_line(sqlite_url):
+    status, out, err = run_cli("db", "upgrade", "+1", "--db", sqlite_url)
+    assert status == 1 and err.startswith("dialer: db upgrade +1: ") and err.count("\n") == 1
+
+
+def _campaigns(url: str) -> int:
+    engine = db.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM campaigns")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_downgrade_to_base_asks_first(sqlite_url, monkeypatch):
+    assert run_cli("campaign", "create", "spring", "--db", sqlite_url)[0] == 0
+    # Not at a terminal: refused unless --yes.
+    monkeypatch.setattr("sys.stdin", io.StringIO("yes\n"))
+    status, out, err = run_cli("db", "downgrade", "base", "--db", sqlite_url)
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert "removes every table" in err and "--yes" in err
+    assert _campaigns(sqlite_url) == 1
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    # At a terminal: anything but 'yes' changes nothing.
+    monkeypatch.setattr("sys.stdin", Terminal("no\n"))
+    status, out, err = run_cli("db", "downgrade", "base", "--db", sqlite_url)
+    assert status == 1 and "Type 'yes' to go on" in err and "nothing was changed" in err
+    assert _campaigns(sqlite_url) == 1
+    monkeypatch.setattr("sys.stdin", Terminal("yes\n"))
+    status, out, err = run_cli("db", "downgrade", "base", "--db", sqlite_url)
+    assert status == 0 and "downgraded from" in out and "to empty" in out
+    assert run_cli("db", "upgrade", "--db", sqlite_url)[0] == 0
+    assert run_cli("db", "downgrade", "base", "--yes", "--db", sqlite_url)[0] == 0
+    assert run_cli("db", "current", "--db", sqlite_url)[0] == 1  # empty
+
+
 @pytest.mark.postgres
 def test_cli_upgrade_and_check_on_postgres(pg_url):
-    status, out, err = run_cli("db", "downgrade", "base", "--db", pg_url)
+    status, out, err = run_cli("db", "downgrade", "base", "--yes", "--db", pg_url)
     assert status == 0, err
     status, out, err = run_cli("db", "upgrade", "--db", pg_url)
     assert status == 0, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import io
 import json
 import subprocess
@@ -181,16 +182,32 @@ def test_every_bad_row_is_rejected_with_line_and_reason(sessions, spring, tmp_pa
 
 
 def test_summary_counts_in_cli_output(sqlite_url, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+    # The rejects file goes to the current directory (as the README says), and
+    # the summary names it in full.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
     run_cli("campaign", "create", "spring", "--db", sqlite_url)
-    path = write(tmp_path / "few.csv", HEADER + "4155550100,A,B,,CA,1,0,x\n4155550100,A,B,,CA,1,0,x\nnope,A,B,,CA,1,0,x\n")
+    path = write(tmp_path / "data" / "few.csv",
+                 HEADER + "4155550100,A,B,,CA,1,0,x\n4155550100,A,B,,CA,1,0,x\nnope,A,B,,CA,1,0,x\n")
     status, out, err = run_cli("leads", "load", str(path), "--campaign", "spring", "--db", sqlite_url)
     assert (status, err) == (0, "")
     assert out.startswith(
         f"{path}: 1 loaded, 2 rejected (1 invalid, 1 duplicate, 0 do-not-call) of 3 rows into campaign 'spring' in "
     )
-    assert out.rstrip().endswith("; rejected rows in few.csv.rejects.csv")
-    assert len(read_rejects(tmp_path / "few.csv.rejects.csv")) == 2
+    rejects = tmp_path / "work" / "few.csv.rejects.csv"
+    assert out.rstrip().endswith(f"; rejected rows in {rejects}")
+    assert len(read_rejects(rejects)) == 2
+    # --rejects names it, relative to the current directory
+    run_cli("campaign", "create", "autumn", "--db", sqlite_url)
+    status, out, err = run_cli("leads", "load", str(path), "--campaign", "autumn", "--db", sqlite_url,
+                               "--rejects", "bad.csv")
+    assert status == 0 and out.rstrip().endswith(f"; rejected rows in {tmp_path / 'work' / 'bad.csv'}")
+    # nothing rejected: no file, and the summary says so
+    clean = write(tmp_path / "data" / "clean.csv", HEADER + "4155550111,A,B,,CA,1,0,x\n")
+    status, out, err = run_cli("leads", "load", str(clean), "--campaign", "autumn", "--db", sqlite_url)
+    assert status == 0 and "1 loaded, 0 rejected" in out and "rejected rows in" not in out
+    assert not (tmp_path / "work" / "clean.csv.rejects.csv").exists()
 
 
 @pytest.mark.parametrize("campaign_empty", [True, False])
@@ -252,7 +269,8 @@ def test_unknown_region_is_refused(sessions, spring):
     [
         (b"", "empty file, expected a CSV header row with a 'phone' column"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not a CSV file (binary data)"),
-        (b"\xff\xfeb\x00a\x00d\x00", "not a CSV file (binary data)"),
+        (b"\xff\xfeb\x00a\x00d\x00", "line 1: no 'phone' column (header: 'bad')"),  # UTF-16, read as such
+        ("phone,name\n4155550100,A\n".encode("utf-16-le"), "UTF-16 text without a byte-order mark; save it as CSV UTF-8"),
         (b"t\xe9l\xe9phone,nom\n", "line 1: not a CSV file (not UTF-8 text)"),
         (b"name,number\nAnn,4155550100\n", "line 1: no 'phone' column (header: 'name', 'number')"),
         (b'{"phone": "4155550100"}\n', "line 1: no 'phone' column"),
@@ -435,3 +453,35 @@ def test_file_name_with_quotes_is_stored_as_given(sessions, spring, tmp_path):
     assert lead.source_line == 2
     result = load(sessions, path)
     assert (result.loaded, result.duplicate) == (0, 1)
+
+
+# --- UTF-16 ("Unicode text" from a spreadsheet) ------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_with_a_byte_order_mark_is_read(sessions, spring, tmp_path, codec):
+    # What a spreadsheet saves as "Unicode text": UTF-16 with its BOM, tab-separated, CRLF.
+    text = "phone\tfirst_name\tlast_name\tcity\r\n4155550100\tRémy\tÖzil\tSão Paulo\r\n2125550199\t李\t\t東京\r\n"
+    bom = b"\xff\xfe" if codec == "utf-16-le" else b"\xfe\xff"
+    path = write(tmp_path / "unicode.txt", bom + text.encode(codec))
+    result = load(sessions, path, rejects=tmp_path / "r.csv")
+    assert (result.rows, result.loaded, result.rejected) == (2, 2, 0)
+    rows = leads(sessions)
+    assert [(r.phone_e164, r.first_name, r.last_name, r.custom) for r in rows] == [
+        ("+14155550100", "Rémy", "Özil", {"city": "São Paulo"}),
+        ("+12125550199", "李", None, {"city": "東京"}),
+    ]
+
+
+def test_utf16_file_broken_mid_way_is_refused_and_nothing_loads(sessions, spring, tmp_path):
+    rows = "".join(f"415555{i:04d},A\n" for i in range(3000))
+    good = f"phone,first_name\n{rows}".encode("utf-16-le")
+    broken = b"\x00\xd8" + "2125550101,B\n".encode("utf-16-le")  # a lone high surrogate
+    path = write(tmp_path / "broken.csv", b"\xff\xfe" + good + broken)
+    with pytest.raises(LeadFileError) as info:
+        load(sessions, path, rejects=tmp_path / "r.csv", batch_size=500)
+    message = str(info.value)
+    assert re.fullmatch(rf"{re.escape(str(path))}: not valid UTF-16 text after line (\d+);"
+                        " save the file as CSV UTF-8", message), message
+    assert int(re.search(r"after line (\d+)", message).group(1)) <= 3001
+    assert leads(sessions) == []

@@ -215,6 +215,36 @@ def test_attempts_export_csv_and_json(known, db_url):
     assert data[0]["lead_id"] and data[0]["queued_at"] == "2026-11-26T11:01:40.000Z"
 
 
+def test_attempts_export_as_json_lines(known, db_url):
+    status, out, err = run_cli("report", "spring", "--db", db_url, "--attempts", "--format", "jsonl")
+    assert (status, err) == (0, "")
+    lines = out.splitlines()
+    assert len(lines) == 7
+    rows = [json.loads(line) for line in lines]
+    assert all(list(r) == list(reports.ATTEMPT_COLUMNS) for r in rows)
+    full = json.loads(run_cli("report", "spring", "--db", db_url, "--attempts", "--format", "json")[1])
+    assert rows == full
+
+
+def test_time_to_agent_is_exported_to_the_millisecond(sessions, db_url):
+    with sessions.begin() as s:
+        c = create_campaign(s, "spring", channel="Local/{digits}@carrier", queue="agents")
+        lead = _lead(c.id, 1, "done")
+        s.add(lead)
+        s.flush()
+        # as the tracker computes it: a difference of two clock readings
+        s.add(_attempt(1, lead, "pbx1#1", NOW, ring=1, answer=5, agent=5.123456, end=9,
+                       disp="connected", tta=5.123456789 - 5.0))
+        s.add(_attempt(2, lead, "pbx1#1", NOW, ring=1, answer=5, agent=7, end=9,
+                       disp="connected", tta=2.0005))
+    status, out, err = run_cli("report", "spring", "--db", db_url, "--attempts")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["time_to_agent"] for r in rows] == ["0.123", "2.001"]
+    assert rows[0]["connected_at"] == "2026-11-26T12:00:05.123Z"  # the times: milliseconds too
+    data = json.loads(run_cli("report", "spring", "--db", db_url, "--attempts", "--format", "json")[1])
+    assert [d["time_to_agent"] for d in data] == [0.123, 2.001]
+
+
 def test_attempts_export_streams_in_batches(known):
     out = io.StringIO()
     with known.begin() as s:
@@ -222,12 +252,21 @@ def test_attempts_export_streams_in_batches(known):
     assert n == 7 and len(json.loads(out.getvalue())) == 7
 
 
-@pytest.mark.parametrize("text", ["yesterday", "24x", "-3d", "2026-13-01", ""])
+@pytest.mark.parametrize("text", ["yesterday", "24x", "-3x", "2026-13-01", ""])
 def test_bad_since_is_one_line_naming_the_option(sqlite_url, text):
     status, out, err = run_cli("report", "spring", "--db", sqlite_url, "--since", text)
-    # "-3d" looks like an option to argparse: a usage error (status 2), still naming --since.
+    # "-3x" looks like an option to argparse: a usage error (status 2), still naming --since.
     assert status == (2 if text.startswith("-") else 1) and out == ""
     assert err.startswith("dialer: ") and "--since" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [("--since", "-5h"), ("--since=-5h",), ("--since", "5h")])
+def test_since_span_may_be_written_with_a_minus(known, db_url, argv):
+    status, out, err = run_cli("report", "spring", "--db", db_url, *argv, "--format", "json")
+    assert status == 0, err
+    since = dt.datetime.fromisoformat(json.loads(out)["since"].rstrip("Z"))
+    five_hours_ago = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=5)
+    assert abs((since - five_hours_ago).total_seconds()) < 60
 
 
 def test_since_forms():

@@ -1,7 +1,9 @@
 """``dialer status``: database figures, live figures from recent engine_status rows, --watch."""
 
+import csv
 import datetime as dt
 import io
+import json
 import time
 
 import pytest
@@ -69,6 +71,30 @@ def test_live_engine_row_adds_calls_agents_and_connections(campaign, db_url):
     assert lines[2] == "  ringing 3, waiting for an agent 1, connected 2; agents free 2 of 5; dial level 1.5"
     assert lines[3] == ("  connection pbx1/pbx1#1: up, events, 7/s of 20.0/s, 6 in flight, 40 sent,"
                         " 1 failures, 0 reconnects")
+
+
+def test_status_as_json_csv_and_jsonl(campaign, db_url):
+    with campaign.begin() as s:
+        s.add(EngineStatus(engine_id="host:1:abc", data=_engine_data(time.time()), heartbeat_at=utcnow()))
+    status, out, err = run_cli("status", "--db", db_url, "--format", "json")
+    assert status == 0, err
+    doc = json.loads(out)
+    assert doc["engines"] == ["host:1:abc"] and doc["at"].endswith("Z")
+    spring = doc["campaigns"][0]
+    assert (spring["name"], spring["leads_left"], spring["calls_in_flight"]) == ("spring", 5, 1)
+    assert spring["live"]["ringing"] == 3 and doc["connections"][0]["rate_1s"] == 7
+    status, out, err = run_cli("status", "--db", db_url, "--format", "jsonl")
+    assert status == 0 and out.count("\n") == 1 and json.loads(out)["campaigns"] == doc["campaigns"]
+    status, out, err = run_cli("status", "--db", db_url, "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 1 and rows[0]["name"] == "spring" and rows[0]["leads_left"] == "5"
+    assert rows[0]["ringing"] == "3" and rows[0]["dial_level"] == "1.5" and rows[0]["abandon_30d"] == ""
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv"])
+def test_watch_streams_table_or_jsonl_only(sqlite_url, fmt):
+    status, out, err = run_cli("status", "--watch", "--format", fmt, "--db", sqlite_url)
+    assert status == 1 and out == "" and f"--format {fmt}: --watch streams; use --format jsonl" in err
 
 
 def test_stale_engine_row_means_no_engine(campaign):

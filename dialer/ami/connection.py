@@ -158,11 +158,14 @@ class _Pending:
 
 
 class _Subscriber:
-    __slots__ = ("send", "names")
+    __slots__ = ("send", "names", "batches")
 
-    def __init__(self, send: trio.MemorySendChannel, names: frozenset[str] | None) -> None:
+    def __init__(
+        self, send: trio.MemorySendChannel, names: frozenset[str] | None, batches: bool = False
+    ) -> None:
         self.send = send
         self.names = names
+        self.batches = batches
 
 
 _DROP_ERRORS = (
@@ -212,6 +215,7 @@ class AMIConnection:
         md5: bool,
         max_message_size: int,
         rng: random.Random | None,
+        logoff_timeout: float = 2.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -231,6 +235,7 @@ class AMIConnection:
         self.backoff_max = backoff_max
         self.md5 = md5
         self.max_message_size = max_message_size
+        self.logoff_timeout = logoff_timeout
         self._rng = rng or random.Random()
         self.banner: Banner | None = None
 
@@ -238,6 +243,7 @@ class AMIConnection:
         self._write_lock = trio.StrictFIFOLock()
         self._pending: dict[str, _Pending] = {}
         self._subscribers: list[_Subscriber] = []
+        self._batch_subscribers: list[_Subscriber] = []
         self._stream: trio.abc.Stream | None = None
         self._connected = False
         self._generation = 0
@@ -406,7 +412,8 @@ class AMIConnection:
 
     @asynccontextmanager
     async def subscribe(
-        self, max_buffer: int = 1000, *, names: Iterable[str] | None = None
+        self, max_buffer: int = 1000, *, names: Iterable[str] | None = None,
+        batches: bool = False,
     ) -> AsyncIterator[trio.MemoryReceiveChannel]:
         """Receive events (and :class:`ConnectionStateChanged` notices) in a bounded channel.
 
@@ -414,6 +421,12 @@ class AMIConnection:
         full the reader waits (backpressure; see the module docstring). If
         the connection is up, the first item is ``ConnectionStateChanged(up=True)``
         with the current generation.
+
+        ``batches=True``: each item is a list of the events (in order, never
+        empty) that one read from the socket brought, or a notice; ``max_buffer``
+        then counts lists. For a consumer that handles events by the
+        thousand (``dialer ami events``): one channel hand-off per read
+        instead of one per event.
 
         Each ``await receive()`` is a trio checkpoint (a pass through the
         scheduler). A consumer that must keep up with a flood should, after
@@ -424,25 +437,64 @@ class AMIConnection:
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
         send, receive = trio.open_memory_channel(max_buffer)
-        sub = _Subscriber(send, frozenset(names) if names is not None else None)
+        sub = _Subscriber(send, frozenset(names) if names is not None else None, batches)
+        subscribers = self._batch_subscribers if batches else self._subscribers
         if self._connected:
             send.send_nowait(ConnectionStateChanged(up=True, generation=self._generation))
         if self._finished:
             send.close()
         else:
-            self._subscribers.append(sub)
+            subscribers.append(sub)
         try:
             async with receive:
                 yield receive
         finally:
-            if sub in self._subscribers:
-                self._subscribers.remove(sub)
+            if sub in subscribers:
+                subscribers.remove(sub)
             send.close()
 
     async def _publish(self, item: Message | ConnectionStateChanged) -> None:
         blocked = self._offer(item)
         if blocked:
             await self._wait_send(blocked, item)
+        if self._batch_subscribers:
+            if isinstance(item, Message):
+                await self._offer_batch([item])
+            else:
+                await self._offer_batch(item)
+
+    async def _offer_batch(self, batch: list[Message] | ConnectionStateChanged) -> None:
+        """Hand a list of events (or a notice) to every batch subscriber, with backpressure."""
+        is_notice = isinstance(batch, ConnectionStateChanged)
+        first = True
+        for sub in list(self._batch_subscribers):
+            if is_notice:
+                item = batch
+            elif sub.names is not None:
+                names = sub.names
+                item = [e for e in batch if e.name in names]  # type: ignore[union-attr]
+                if not item:
+                    continue
+            else:
+                item = batch if first else list(batch)  # type: ignore[arg-type]
+                first = False
+            try:
+                try:
+                    sub.send.send_nowait(item)
+                except trio.WouldBlock:
+                    self._stats.backpressure_waits += 1
+                    started = trio.current_time()
+                    self._delivering = True
+                    try:
+                        await sub.send.send(item)
+                    finally:
+                        self._delivering = False
+                        self._stats.backpressure_seconds += trio.current_time() - started
+                if not is_notice:
+                    self._stats.events_delivered += len(item)  # type: ignore[arg-type]
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if sub in self._batch_subscribers:
+                    self._batch_subscribers.remove(sub)
 
     def _offer(self, item: Message | ConnectionStateChanged) -> list[_Subscriber] | None:
         """Put the item in every interested subscriber's channel that has room.
@@ -492,9 +544,10 @@ class AMIConnection:
                     self._subscribers.remove(sub)
 
     def _close_subscribers(self) -> None:
-        for sub in self._subscribers:
+        for sub in self._subscribers + self._batch_subscribers:
             sub.send.close()
         self._subscribers.clear()
+        self._batch_subscribers.clear()
 
     # -- connection management -------------------------------------------------------
 
@@ -756,6 +809,16 @@ class AMIConnection:
                 stats.bytes_in += len(data)
                 parser.receive_data(data)
                 continue
+            if self._batch_subscribers:
+                events = list(filter(dispatch, events))  # type: ignore[arg-type]
+                if self._subscribers:
+                    for event in events:
+                        blocked = offer(event)  # type: ignore[arg-type]
+                        if blocked:
+                            await self._wait_send(blocked, event)  # type: ignore[arg-type]
+                if events:
+                    await self._offer_batch(events)  # type: ignore[arg-type]
+                continue
             for event in events:
                 if dispatch(event):  # type: ignore[arg-type]
                     blocked = offer(event)  # type: ignore[arg-type]
@@ -828,11 +891,22 @@ class AMIConnection:
         """Log off (best effort, bounded) and stop."""
         self._closing = True
         if self._connected and self._stream is not None:
-            with trio.move_on_after(min(2.0, self.action_timeout)):
-                try:
-                    await self.action("Logoff")
-                except (AMIError, LocalProtocolError):
-                    pass
+            if self.logoff_timeout > 0:
+                with trio.move_on_after(min(self.logoff_timeout, self.action_timeout)):
+                    try:
+                        await self.action("Logoff")
+                    except (AMIError, LocalProtocolError):
+                        pass
+            else:
+                # Say goodbye without reading through what is still queued for us.
+                with trio.move_on_after(1.0):
+                    try:
+                        async with self._write_lock:
+                            await self._raw_send(
+                                self._stream, encode_action("Logoff", (), next_action_id())
+                            )
+                    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
         if self._conn_scope is not None:
             self._conn_scope.cancel()
 
@@ -860,12 +934,16 @@ async def open_ami(
     require_initial: bool = True,
     max_message_size: int = 1 << 20,
     rng: random.Random | None = None,
+    logoff_timeout: float = 2.0,
 ) -> AsyncIterator[AMIConnection]:
     """Connect, log in, and keep one logical AMI connection up until the block exits.
 
     ``events=False`` logs in with ``Events: off`` (responses only). ``md5``
     uses the challenge login. ``ping_interval=None`` disables keepalive.
-    ``rng`` seeds the backoff jitter (tests). See the module docstring.
+    ``rng`` seeds the backoff jitter (tests). When the block ends the client
+    sends ``Logoff`` and waits up to ``logoff_timeout`` seconds for its answer
+    (reading what comes before it); 0 sends it and closes at once, for a
+    reader that leaves a flood of events. See the module docstring.
 
     Errors raised inside the block come out wrapped in an ExceptionGroup
     (the block runs inside the connection's nursery).
@@ -877,6 +955,7 @@ async def open_ami(
         action_timeout=action_timeout, ping_interval=ping_interval,
         ping_timeout=ping_timeout, reconnect=reconnect, backoff_initial=backoff_initial,
         backoff_max=backoff_max, md5=md5, max_message_size=max_message_size, rng=rng,
+        logoff_timeout=logoff_timeout,
     )
     if require_initial:
         try:

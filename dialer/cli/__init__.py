@@ -1,27 +1,35 @@
 """The ``dialer`` command line: a thin entry point over plain functions.
 
-Each command group lives in its own module of this package and exposes
-``register(subparsers, common)``; a handler is ``handler(args, out, err) -> int``.
+Each command group is a module of this package with ``register(subparsers,
+common)``; :data:`COMMANDS` lists those modules in the order ``dialer --help``
+shows them, so a new group is a new module and one more entry there. A handler
+is ``handler(args, out, err) -> int``: it parses what argparse left as text and
+calls the library, which it imports inside the handler, so that ``dialer
+--help`` and ``dialer ami ...`` start without the database layer.
+
 :func:`main` maps :class:`~dialer.errors.UserError` (and argparse's usage
 errors) to one line on stderr and a non-zero exit status; tracebacks only
 appear under ``--debug``.
+
+Every command that prints data takes ``--format`` (:func:`add_format`) with
+the same names where they apply: ``table`` (the default), ``json`` (one
+document), ``csv`` (tabular data) and ``jsonl`` (streams, one JSON object a line).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
+import re
 import sys
-from typing import Sequence, TextIO
+from typing import Callable, Sequence, TextIO
 
 from dialer.errors import UserError
 
-# Command groups, in the order ``dialer --help`` lists them.
-COMMAND_MODULES: list[str] = ["db", "campaign", "leads", "dnc", "run", "sim", "ami", "report", "status", "demo"]
-
 DEFAULT_CONFIG = "dialer.toml"
 DEFAULT_DB_URL = "sqlite:///dialer.db"
+
+FORMATS = ("table", "json", "csv", "jsonl")
 
 
 class ArgumentError(UserError):
@@ -29,11 +37,49 @@ class ArgumentError(UserError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of printing and exiting."""
+    """An ArgumentParser that raises instead of printing and exiting.
+
+    ``build`` (optional) adds the parser's arguments when it is first used,
+    for arguments that need a library module: listing the commands in
+    ``dialer --help`` then imports nothing but this package.
+    """
+
+    def __init__(self, *args, build: Callable[[argparse.ArgumentParser], None] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self._build = build
+
+    def _built(self) -> None:
+        build, self._build = self._build, None
+        if build is not None:
+            build(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        self._built()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._built()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self._built()
+        return super().format_usage()
 
     def error(self, message: str):  # type: ignore[override]
         where = self.prog.partition(" ")[2]
         raise ArgumentError(f"{where}: {message}" if where else message)
+
+
+def add_format(parser: argparse.ArgumentParser, choices: Sequence[str], *, default: str | None = "table",
+               help: str | None = None) -> None:
+    """``--format`` with the shared names (a subset of :data:`FORMATS`, in that order)."""
+    unknown = set(choices) - set(FORMATS)
+    assert not unknown, unknown
+    names = [f for f in FORMATS if f in choices]
+    parser.add_argument(
+        "--format", choices=names, default=default,
+        help=help or f"output format: {', '.join(names)} (default {default})",
+    )
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -65,10 +111,36 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=_Parser, required=True
     )
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"dialer.cli.{name}")
+    for module in COMMANDS:
         module.register(subparsers, common)
     return parser
+
+
+# Values that start with '-' but are not options, for the options that take them
+# (argparse would take "--since -5h" for two options).
+_DASH_VALUES = {"--since": re.compile(r"-\d+\s*[mhd]")}
+
+
+def _join_dash_values(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        pattern = _DASH_VALUES.get(arg)
+        if pattern is not None:
+            value = next(it, None)
+            if value is not None and pattern.fullmatch(value):
+                out.append(f"{arg}={value}")
+                continue
+            out.append(arg)
+            if value is not None:
+                out.append(value)
+            continue
+        if arg == "--":
+            out.append(arg)
+            out.extend(it)
+            break
+        out.append(arg)
+    return out
 
 
 def _finish_defaults(args: argparse.Namespace) -> None:
@@ -97,7 +169,7 @@ def main(
         if not argv or argv in (["-h"], ["--help"]):
             out.write(parser.format_help())
             return 0 if argv else 2
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_join_dash_values(argv))
         _finish_defaults(args)
         return int(args.handler(args, out, err) or 0)
     except UserError as exc:
@@ -112,6 +184,22 @@ def main(
         return 0
 
 
+# The command groups, in the order ``dialer --help`` lists them (imported here,
+# after the helpers they use).
+from dialer.cli import ami, campaign, db, demo, dnc, leads, report, sim, status  # noqa: E402
+from dialer.cli import run as engine  # noqa: E402
+
+COMMANDS = (db, campaign, leads, dnc, engine, sim, ami, report, status, demo)
+
+
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (defined after the import of ``dialer.cli.run``,
+    which would otherwise take this name)."""
+    status = main()
+    # The command is over and has said how it ended: a signal during the
+    # interpreter's shutdown must not turn that into a traceback or another status.
+    import signal
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    sys.exit(status)

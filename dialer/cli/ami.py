@@ -1,35 +1,24 @@
 """``dialer ami``: the one-liners people otherwise type into ``nc``.
 
 ``ping``, ``command``, ``events`` and ``originate`` against one ``[[ami]]``
-server of the configuration file (``--server NAME``, default the first).
-Every failure (missing config, refused connection, wrong secret, permission
-denied, timeout) is one line on stderr and a non-zero exit status.
+server of the configuration file (``--server NAME``, default the first), done
+by :mod:`dialer.ami.tools`. Every failure (missing config, refused connection,
+wrong secret, permission denied, timeout) is one line on stderr and a
+non-zero exit status.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import signal
-import threading
-from collections import Counter
-from typing import Any, Awaitable, Callable, TextIO
+from typing import TextIO
 
-import trio
-
-from dialer.ami.codec import LocalProtocolError, Message
-from dialer.ami.connection import ConnectionStateChanged, next_action_id, open_ami
-from dialer.ami.errors import AMIError
-from dialer.config import AMIServerConfig, load_config
 from dialer.errors import UserError
-
-ORIGINATE_REASONS = {
-    "0": "failed", "1": "hung up", "3": "no answer", "4": "answered", "5": "busy",
-    "8": "congestion",
-}
 
 
 def register(subparsers, common) -> None:
+    from dialer.cli import add_format
+
     parser = subparsers.add_parser(
         "ami", parents=[common], help="talk to an Asterisk server over AMI",
         description="Talk to an Asterisk server configured in the [[ami]] tables of the "
@@ -56,8 +45,11 @@ def register(subparsers, common) -> None:
 
     p = sub.add_parser(
         "events", parents=[common, server], help="print events as they arrive",
-        description="Print events as they arrive, as 'Key: Value' blocks. Filters on the "
-                    "same key are alternatives; filters on different keys must all match.",
+        description="Print events as they arrive: as 'Key: Value' blocks (--format table, the"
+                    " default) or one JSON object a line (--format jsonl; a repeated key's values"
+                    " as a list). Filters on the same key are alternatives; filters on different"
+                    " keys must all match. With --stats, print the count of events per name and"
+                    " the events/s when done instead (table, json or csv).",
     )
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="only events whose KEY header equals VALUE (repeatable)")
@@ -66,6 +58,9 @@ def register(subparsers, common) -> None:
     p.add_argument("--stats", action="store_true",
                    help="instead of the events, print their count per event name and the "
                         "events/s when done")
+    add_format(p, ("table", "json", "csv", "jsonl"),
+               help="table (default: Key: Value blocks; with --stats a table), jsonl (one"
+                    " event a line), json or csv (with --stats)")
     p.set_defaults(handler=events)
 
     p = sub.add_parser(
@@ -120,140 +115,103 @@ def _pairs(option: str, items: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-# -- plumbing -----------------------------------------------------------------------------
+def _server(args):
+    from dialer.config import load_config
 
-
-def _server(args) -> AMIServerConfig:
     return load_config(args.config).server(args.server)
 
 
-def _run(main: Callable[[], Awaitable[int]]) -> int:
-    """Run under trio; AMI and user errors become one UserError line."""
-    try:
-        return trio.run(main)
-    except* LocalProtocolError as group:
-        raise UserError("; ".join(str(e) for e in group.exceptions)) from None
-    except* (AMIError, UserError) as group:
-        raise UserError("; ".join(str(e) for e in _leaves(group))) from None
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
-        else:
-            out.append(exc)
-    return out
-
-
-def _connect(server: AMIServerConfig, *, events: bool, timeout: float, **kw: Any):
-    return open_ami(
-        **server.open_kwargs(), events=events, connect_timeout=timeout, login_timeout=timeout,
-        action_timeout=timeout, **kw,
-    )
-
-
-def _write_message(out: TextIO, message: Message) -> None:
+def _write_message(out: TextIO, message) -> None:
     out.write("".join(f"{k}: {v}\n" for k, v in message.items()) + "\n")
-
-
-async def _until_interrupted(scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` on Ctrl-C (or SIGTERM), so a summary can still be printed."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            scope.cancel()
-            return
 
 
 # -- commands ----------------------------------------------------------------------------------
 
 
 def ping(args, out: TextIO, err: TextIO) -> int:
+    from dialer.ami import tools
+
     server = _server(args)
-
-    async def main() -> int:
-        async with _connect(server, events=False, timeout=args.timeout, ping_interval=None) as ami:
-            start = trio.current_time()
-            reply = await ami.action("Ping")
-            elapsed = (trio.current_time() - start) * 1000
-            banner = ami.banner.line if ami.banner else "?"
-            out.write(
-                f"{server.name} ({server.host}:{server.port}): {reply.get('Ping') or reply.name}"
-                f" in {elapsed:.1f} ms ({banner})\n"
-            )
-        return 0
-
-    return _run(main)
+    out.write(tools.run(lambda: tools.ping(server, timeout=args.timeout)) + "\n")
+    return 0
 
 
 def command(args, out: TextIO, err: TextIO) -> int:
+    from dialer.ami import tools
+
     server = _server(args)
-
-    async def main() -> int:
-        async with _connect(server, events=False, timeout=args.timeout, ping_interval=None) as ami:
-            reply = await ami.action("Command", [("Command", args.cli_command)])
-        for line in reply.output:
-            out.write(line + "\n")
-        return 0
-
-    return _run(main)
+    lines = tools.run(lambda: tools.command(server, args.cli_command, timeout=args.timeout))
+    out.write("".join(line + "\n" for line in lines))
+    return 0
 
 
 def events(args, out: TextIO, err: TextIO) -> int:
+    from collections import Counter
+    from operator import attrgetter
+
+    from dialer.ami import tools
+
+    fmt = args.format
+    if args.stats and fmt == "jsonl":
+        raise UserError("--format jsonl: --stats prints one table (table, json or csv)")
+    if not args.stats and fmt in ("json", "csv"):
+        raise UserError(f"--format {fmt}: events stream as table (Key: Value blocks) or jsonl;"
+                        f" {fmt} is for --stats")
     server = _server(args)
-    wanted: dict[str, set[str]] = {}
-    for key, value in _pairs("--filter", args.filter):
-        wanted.setdefault(key, set()).add(value)
-    names = wanted.pop("Event", None) or wanted.pop("event", None)
+    event_filter = tools.EventFilter.from_pairs(_pairs("--filter", args.filter))
 
-    def matches(message: Message) -> bool:
-        return all(message.get(key) in values for key, values in wanted.items())
+    def notice(item) -> None:
+        if not item.up:
+            err.write(f"dialer: {server.name}: connection lost ({item.reason}); reconnecting\n")
 
-    async def main() -> int:
-        counts: Counter[str] = Counter()
-        total = 0
-        async with _connect(server, events=True, timeout=10.0) as ami:
-            start = trio.current_time()
-            with trio.CancelScope() as scope:
-                if args.duration:
-                    scope.deadline = trio.current_time() + args.duration
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_until_interrupted, nursery.cancel_scope)
-                    async with ami.subscribe(max_buffer=10_000, names=names) as channel:
-                        async for item in channel:
-                            if isinstance(item, ConnectionStateChanged):
-                                if not item.up:
-                                    err.write(
-                                        f"dialer: {server.name}: connection lost ({item.reason});"
-                                        " reconnecting\n"
-                                    )
-                                continue
-                            if not matches(item):
-                                continue
-                            total += 1
-                            if args.stats:
-                                counts[item.name or "?"] += 1
-                            else:
-                                _write_message(out, item)
-                                out.flush()
-                            if args.count and total >= args.count:
-                                break
-                    nursery.cancel_scope.cancel()
-            elapsed = max(trio.current_time() - start, 1e-9)
-        if args.stats:
-            out.write(f"{'events':>8} {'per s':>9}  name\n")
-            for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-                out.write(f"{n:>8} {n / elapsed:>9.1f}  {name}\n")
-            out.write(f"{total:>8} {total / elapsed:>9.1f}  total in {elapsed:.1f} s\n")
-        return 0
+    counts: Counter[str] = Counter()
+    if args.stats:
+        name_of = attrgetter("name")
 
-    return _run(main)
+        def on_batch(batch) -> None:
+            counts.update(map(name_of, batch))
+    else:
+        text = tools.jsonl_text if fmt == "jsonl" else tools.blocks_text
+        write, flush = out.write, out.flush
+
+        def on_batch(batch) -> None:
+            if batch:
+                write(text(batch))
+                flush()
+
+    total, elapsed = tools.run(lambda: tools.watch_events(
+        server, on_batch, filter=event_filter, count=args.count, duration=args.duration,
+        on_notice=notice,
+    ))
+    if args.stats:
+        _write_stats(out, fmt, counts, total, elapsed)
+    return 0
+
+
+def _write_stats(out: TextIO, fmt: str, counts, total: int, elapsed: float) -> None:
+    from dialer import output
+
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or ""))
+    if fmt == "json":
+        output.write_json({
+            "events": total, "seconds": round(elapsed, 3), "per_s": round(total / elapsed, 1),
+            "names": [{"name": name, "events": n, "per_s": round(n / elapsed, 1)} for name, n in ranked],
+        }, out)
+        return
+    if fmt == "csv":
+        output.write_csv(("name", "events", "per_s"),
+                         [(name, n, round(n / elapsed, 1)) for name, n in ranked]
+                         + [("total", total, round(total / elapsed, 1))], out)
+        return
+    out.write(f"{'events':>8} {'per s':>9}  name\n")
+    for name, n in ranked:
+        out.write(f"{n:>8} {n / elapsed:>9.1f}  {name}\n")
+    out.write(f"{total:>8} {total / elapsed:>9.1f}  total in {elapsed:.1f} s\n")
 
 
 def originate(args, out: TextIO, err: TextIO) -> int:
+    from dialer.ami import tools
+
     server = _server(args)
     headers = [
         ("Channel", args.channel), ("Context", args.context), ("Exten", args.exten),
@@ -264,30 +222,16 @@ def originate(args, out: TextIO, err: TextIO) -> int:
     if args.channel_id:
         headers.append(("ChannelId", args.channel_id))
     headers += [("Variable", f"{k}={v}") for k, v in _pairs("--var", args.var)]
-    action_id = next_action_id()
-
-    async def main() -> int:
-        async with _connect(server, events=args.wait, timeout=10.0) as ami:
-            if not args.wait:
-                reply = await ami.action("Originate", headers, action_id=action_id)
-                out.write(f"{reply.get('Message') or reply.name} (ActionID {action_id})\n")
-                return 0
-            async with ami.subscribe(names={"OriginateResponse"}) as channel:
-                await ami.action("Originate", headers, action_id=action_id)
-                with trio.move_on_after(args.timeout + 30):
-                    async for item in channel:
-                        if isinstance(item, Message) and item.action_id == action_id:
-                            _write_message(out, item)
-                            if (item.get("Response") or "").lower() == "success":
-                                return 0
-                            reason = item.get("Reason") or "?"
-                            raise UserError(
-                                f"{server.name}: call to {args.channel} not answered: Reason "
-                                f"{reason} ({ORIGINATE_REASONS.get(reason, 'unknown')})"
-                            )
-                raise UserError(
-                    f"{server.name}: no OriginateResponse for ActionID {action_id} within "
-                    f"{args.timeout + 30:g} s"
-                )
-
-    return _run(main)
+    result = tools.run(lambda: tools.originate(server, headers, wait=args.wait, timeout=args.timeout))
+    if not args.wait:
+        reply = result.reply
+        out.write(f"{reply.get('Message') or reply.name} (ActionID {result.action_id})\n")
+        return 0
+    _write_message(out, result.response)
+    if result.answered:
+        return 0
+    reason = result.response.get("Reason") or "?"
+    raise UserError(
+        f"{server.name}: call to {args.channel} not answered: Reason "
+        f"{reason} ({tools.ORIGINATE_REASONS.get(reason, 'unknown')})"
+    )

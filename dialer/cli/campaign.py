@@ -1,15 +1,23 @@
-"""``dialer campaign``: create campaigns, change and show their settings."""
+"""``dialer campaign`` (create campaigns, change and show their settings) and the
+supervisor commands ``dialer start`` / ``pause`` / ``resume`` / ``stop``."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from dialer import campaigns
 from dialer.cli.db import unit_of_work
+
+SUPERVISOR_COMMANDS = (
+    ("start", "start dialing a campaign"),
+    ("pause", "pause a campaign: no new calls, calls in progress go on"),
+    ("resume", "resume a paused campaign"),
+    ("stop", "stop a campaign: no new calls, calls in flight finish, then stopped"),
+)
 
 
 def register(subparsers, common) -> None:
+    from dialer.cli import add_format
+
     parser = subparsers.add_parser(
         "campaign", parents=[common], help="create campaigns, change and show their settings",
         description="Create campaigns, change and show their settings.",
@@ -19,36 +27,50 @@ def register(subparsers, common) -> None:
     p = sub.add_parser(
         "create", parents=[common], help="create a campaign (stopped)",
         description="Create a campaign; settings not given take their defaults.",
+        build=_setting_flags,
     )
     p.add_argument("name", metavar="NAME")
-    for setting in campaigns.SETTINGS.values():
-        p.add_argument(
-            setting.flag, dest=f"setting_{setting.name}", metavar=setting.metavar,
-            default=argparse.SUPPRESS,
-            help=f"{setting.help} (default {setting.format(setting.default)})".replace("%", "%%"),
-        )
     p.set_defaults(handler=create)
 
     p = sub.add_parser(
         "set", parents=[common], help="change settings: NAME key=value ...",
-        description="Change settings of a campaign: dialer campaign set NAME ring_timeout=30 mode=predictive."
-        f" Settings: {', '.join(campaigns.SETTINGS)}.",
+        description="Change settings of a campaign: dialer campaign set NAME ring_timeout=30"
+        " mode=predictive (see 'dialer campaign create --help' for the settings).",
     )
     p.add_argument("name", metavar="NAME")
     p.add_argument("assignments", metavar="KEY=VALUE", nargs="+")
     p.set_defaults(handler=set_settings)
 
     p = sub.add_parser("list", parents=[common], help="list campaigns")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    add_format(p, ("table", "json", "csv"))
     p.set_defaults(handler=list_)
 
     p = sub.add_parser("show", parents=[common], help="show a campaign's settings and leads")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    add_format(p, ("table", "json", "csv"))
     p.set_defaults(handler=show)
+
+    for command, text in SUPERVISOR_COMMANDS:
+        p = subparsers.add_parser(command, parents=[common], help=text, description=text + ".")
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("--reason", help="why (recorded with who and when)")
+        p.set_defaults(handler=supervise, supervisor_command=command)
+
+
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    from dialer import campaigns
+
+    for setting in campaigns.SETTINGS.values():
+        parser.add_argument(
+            setting.flag, dest=f"setting_{setting.name}", metavar=setting.metavar,
+            default=argparse.SUPPRESS,
+            help=f"{setting.help} (default {setting.format(setting.default)})".replace("%", "%%"),
+        )
 
 
 def create(args, out, err) -> int:
+    from dialer import campaigns
+
     values = {}
     for name in campaigns.SETTINGS:
         text = getattr(args, f"setting_{name}", None)
@@ -63,6 +85,8 @@ def create(args, out, err) -> int:
 
 
 def set_settings(args, out, err) -> int:
+    from dialer import campaigns
+
     values = campaigns.parse_assignments(args.assignments)
     with unit_of_work(args) as session:
         campaign = campaigns.set_campaign_settings(session, args.name, **values)
@@ -72,49 +96,48 @@ def set_settings(args, out, err) -> int:
     return 0
 
 
-def _describe(session, campaign) -> dict:
-    counts = campaigns.lead_counts(session, campaign)
-    return {
-        "name": campaign.name,
-        "state": campaign.state,
-        "created_at": campaign.created_at.isoformat(sep=" ", timespec="seconds") + "Z",
-        "updated_at": campaign.updated_at.isoformat(sep=" ", timespec="seconds") + "Z",
-        "settings": {
-            k: campaigns.format_setting(k, v) for k, v in campaigns.campaign_settings(campaign).items()
-        },
-        "leads": {"total": sum(counts.values()), **counts},
-    }
-
-
 def list_(args, out, err) -> int:
+    from dialer import campaigns, output
+
     with unit_of_work(args) as session:
-        rows = [_describe(session, c) for c in campaigns.list_campaigns(session)]
+        rows = [campaigns.describe(session, c) for c in campaigns.list_campaigns(session)]
     if args.format == "json":
-        json.dump(
-            [{"name": r["name"], "state": r["state"], "mode": r["settings"]["mode"], "leads": r["leads"]} for r in rows],
-            out, indent=2,
+        output.write_json(
+            [{"name": r["name"], "state": r["state"], "mode": r["settings"]["mode"], "leads": r["leads"]}
+             for r in rows],
+            out,
         )
-        out.write("\n")
+        return 0
+    header = ("name", "state", "mode", "leads", "waiting")
+    table = [
+        (r["name"], r["state"], r["settings"]["mode"], r["leads"]["total"],
+         r["leads"].get("new", 0) + r["leads"].get("retry", 0))
+        for r in rows
+    ]
+    if args.format == "csv":
+        output.write_csv(header, table, out)
         return 0
     if not rows:
         out.write("no campaigns (create one with 'dialer campaign create NAME')\n")
         return 0
-    table = [("NAME", "STATE", "MODE", "LEADS", "WAITING")]
-    for r in rows:
-        waiting = r["leads"].get("new", 0) + r["leads"].get("retry", 0)
-        table.append((r["name"], r["state"], r["settings"]["mode"], str(r["leads"]["total"]), str(waiting)))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+    output.write_table([h.upper() for h in header], table, out)
     return 0
 
 
 def show(args, out, err) -> int:
+    from dialer import campaigns, output
+
     with unit_of_work(args) as session:
-        info = _describe(session, campaigns.get_campaign(session, args.name))
+        info = campaigns.describe(session, campaigns.get_campaign(session, args.name))
     if args.format == "json":
-        json.dump(info, out, indent=2)
-        out.write("\n")
+        output.write_json(info, out)
+        return 0
+    if args.format == "csv":
+        rows = [("name", info["name"]), ("state", info["state"]),
+                ("created_at", info["created_at"]), ("updated_at", info["updated_at"])]
+        rows += [(key, text) for key, text in info["settings"].items()]
+        rows += [(f"leads_{key}", n) for key, n in info["leads"].items()]
+        output.write_csv(("key", "value"), rows, out)
         return 0
     out.write(f"campaign {info['name']}: {info['state']}\n")
     width = max(len(k) for k in info["settings"])
@@ -123,4 +146,16 @@ def show(args, out, err) -> int:
     leads = info["leads"]
     detail = ", ".join(f"{k} {v}" for k, v in leads.items() if k != "total")
     out.write(f"  {'leads'.ljust(width)}  {leads['total']}" + (f" ({detail})" if detail else "") + "\n")
+    return 0
+
+
+def supervise(args, out, err) -> int:
+    from dialer import control
+    from dialer.models import utcnow
+
+    with unit_of_work(args) as session:
+        campaign = control.issue(session, args.name, args.supervisor_command,
+                                 reason=args.reason, now=utcnow())
+        state = campaign.state
+    out.write(f"campaign {args.name}: {state}\n")
     return 0

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 
-from sqlalchemy.orm import Session
-
-from dialer import db
+from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:
@@ -23,6 +22,8 @@ def register(subparsers, common) -> None:
 
     p = sub.add_parser("downgrade", parents=[common], help="migrate the schema back to a revision")
     p.add_argument("revision", help="target revision ('base' removes every table)")
+    p.add_argument("--yes", action="store_true",
+                   help="do not ask before 'base' removes every table and its rows")
     p.set_defaults(handler=downgrade)
 
     p = sub.add_parser("current", parents=[common], help="show the schema revision of the database")
@@ -36,22 +37,24 @@ def register(subparsers, common) -> None:
 
 
 def _engine(args):
+    from dialer import db
+
     return db.open_database(args.db, check_revision=False)
 
 
 @contextlib.contextmanager
-def unit_of_work(args) -> Iterator[Session]:
-    """One transaction on the database of ``--db`` (which must be migrated to head)."""
-    engine = db.open_database(args.db)
-    try:
-        with db.session_factory(engine).begin() as session:
-            yield session
-    finally:
-        engine.dispose()
+def unit_of_work(args) -> Iterator:
+    """One transaction (a Session) on the database of ``--db`` (which must be migrated to head)."""
+    from dialer import db
+
+    with db.unit_of_work(args.db) as session:
+        yield session
 
 
 def _migrate(args, step) -> tuple[str, str | None, str | None]:
     """Run ``step(engine, args.revision)``: (database shown, revision before, after)."""
+    from dialer import db
+
     engine = _engine(args)
     try:
         before = db.current_revision(engine)
@@ -63,6 +66,8 @@ def _migrate(args, step) -> tuple[str, str | None, str | None]:
 
 
 def upgrade(args, out, err) -> int:
+    from dialer import db
+
     where, before, after = _migrate(args, db.upgrade)
     if before == after:
         out.write(f"{where}: already at revision {after}\n")
@@ -71,13 +76,38 @@ def upgrade(args, out, err) -> int:
     return 0
 
 
+def _confirm_base(args, err) -> None:
+    """Downgrading to base drops every campaign, lead and call: --yes, or 'yes' at a terminal."""
+    from dialer import db
+
+    where = db.display_url(args.db)
+    what = f"'dialer db downgrade base' removes every table of {where} and every row in them"
+    if args.yes:
+        return
+    stdin = sys.stdin
+    if not (stdin is not None and stdin.isatty()):
+        raise UserError(f"{what}; add --yes to go on")
+    err.write(f"{what}. Type 'yes' to go on: ")
+    err.flush()
+    answer = stdin.readline().strip().lower()
+    if answer != "yes":
+        raise UserError("db downgrade base: not confirmed; nothing was changed")
+
+
 def downgrade(args, out, err) -> int:
+    from dialer import db
+
+    db.check_revision_name(args.revision, "downgrade")
+    if args.revision == "base":
+        _confirm_base(args, err)
     where, before, after = _migrate(args, db.downgrade)
     out.write(f"{where}: downgraded from {before or 'empty'} to {after or 'empty'}\n")
     return 0
 
 
 def current(args, out, err) -> int:
+    from dialer import db
+
     engine = _engine(args)
     try:
         revision = db.current_revision(engine)
@@ -93,6 +123,8 @@ def current(args, out, err) -> int:
 
 
 def check(args, out, err) -> int:
+    from dialer import db
+
     engine = _engine(args)
     try:
         db.require_current(engine)

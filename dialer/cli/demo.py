@@ -6,9 +6,6 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-import trio
-
-from dialer import reports
 from dialer.cli.sim import parse_speed
 from dialer.errors import UserError
 
@@ -31,6 +28,9 @@ def register(subparsers, common) -> None:
 
 
 def demo(args, out, err) -> int:
+    import trio
+
+    from dialer import reports
     from dialer.demo import SAMPLE_LEADS, run_demo
 
     speed = parse_speed(args.speed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dialer import dnc
 from dialer.cli.db import unit_of_work
 
 
@@ -38,6 +37,8 @@ def register(subparsers, common) -> None:
 
 
 def add(args, out, err) -> int:
+    from dialer import dnc
+
     with unit_of_work(args) as session:
         added = dnc.add_dnc(session, args.numbers, region=args.region, source=args.source or "cli")
     already = len({dnc.normalize_number(n, args.region) for n in args.numbers}) - added
@@ -46,6 +47,8 @@ def add(args, out, err) -> int:
 
 
 def load(args, out, err) -> int:
+    from dialer import dnc
+
     with unit_of_work(args) as session:
         result = dnc.load_dnc(session, args.file, region=args.region, rejects=args.rejects, source=args.source)
     out.write(result.summary() + "\n")
@@ -53,6 +56,8 @@ def load(args, out, err) -> int:
 
 
 def check(args, out, err) -> int:
+    from dialer import dnc
+
     number = dnc.normalize_number(args.number, args.region)
     with unit_of_work(args) as session:
         listed = dnc.is_dnc(session, number)

@@ -1,13 +1,23 @@
-"""``dialer leads load``: import leads from a CSV file into a campaign."""
+"""``dialer leads load``: import leads from a CSV file into a campaign.
+
+The load is all or nothing: SIGINT and SIGTERM (any number of them) are held
+back while it runs; one stops it at the next batch and rolls it back, one
+that comes while it commits finds it loaded whole. Either way the last line
+says which.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
-from dialer.campaigns import get_campaign
-from dialer.cli.db import unit_of_work
-from dialer.leads.importer import import_leads, read_header
+from dialer.errors import UserError
+
+INTERRUPTED = 130
+
+
+class LoadInterruptedError(UserError):
+    exit_status = INTERRUPTED
 
 
 def register(subparsers, common) -> None:
@@ -19,10 +29,11 @@ def register(subparsers, common) -> None:
     p = sub.add_parser(
         "load", parents=[common], help="load leads from a CSV file",
         description=(
-            "Load leads from a CSV file with a header row and a 'phone' column. Known columns:"
-            " first_name, last_name, timezone, state, postal_code, priority; any other column"
-            " is kept as a custom field. Bad rows go to the rejects file with their line number"
-            " and reason; loading the same file again adds nothing."
+            "Load leads from a CSV file (UTF-8, or UTF-16 with a byte-order mark) with a header"
+            " row and a 'phone' column. Known columns: first_name, last_name, timezone, state,"
+            " postal_code, priority; any other column is kept as a custom field. Bad rows go to"
+            " the rejects file with their line number and reason; loading the same file again"
+            " adds nothing. The load is all or nothing: Ctrl-C or SIGTERM rolls it back whole."
         ),
     )
     p.add_argument("file", metavar="FILE")
@@ -30,12 +41,14 @@ def register(subparsers, common) -> None:
     p.add_argument("--region", default="US", metavar="CC",
                    help="region for numbers written without a country code (default US)")
     p.add_argument("--rejects", metavar="FILE",
-                   help="where rejected rows go (default FILE's name + .rejects.csv in the current directory)")
+                   help="where rejected rows go (default: FILE's name + .rejects.csv, in the"
+                        " current directory)")
     p.set_defaults(handler=load)
 
 
-def _default_rejects(file: str) -> str:
-    return Path(file).name + ".rejects.csv"
+def default_rejects(file: str) -> Path:
+    """The rejects file of a load without --rejects: FILE's name + .rejects.csv, here."""
+    return Path.cwd() / (Path(file).name + ".rejects.csv")
 
 
 @contextlib.contextmanager
@@ -57,15 +70,28 @@ def _progress_bar(err, total: int):
 
 
 def load(args, out, err) -> int:
-    # Refuse a file that is not a CSV lead file before touching the database.
-    read_header(args.file)
-    rejects = args.rejects or _default_rejects(args.file)
-    size = Path(args.file).stat().st_size
-    with unit_of_work(args) as session:
-        campaign = get_campaign(session, args.campaign)
-        with _progress_bar(err, size) as progress:
-            result = import_leads(
-                session, campaign, args.file, region=args.region, rejects=rejects, progress=progress
-            )
-    out.write(result.summary() + "\n")
+    from dialer.signals import DeferredSignals
+
+    with DeferredSignals() as signals:
+        from dialer.leads.importer import LoadInterrupted, load_leads, read_header
+
+        read_header(args.file)  # refuse a file that is not a lead file before the database
+        rejects = Path(args.rejects).resolve() if args.rejects else default_rejects(args.file)
+        size = Path(args.file).stat().st_size
+        try:
+            with _progress_bar(err, size) as progress:
+                result = load_leads(
+                    args.db, args.campaign, args.file, region=args.region, rejects=str(rejects),
+                    progress=progress, should_stop=signals.received,
+                )
+        except LoadInterrupted:
+            raise LoadInterruptedError(
+                f"leads load {args.file}: interrupted ({signals.name}): nothing was loaded;"
+                " run the same command again to load the file"
+            ) from None
+        out.write(result.summary() + "\n")
+        if signals.received():
+            err.write(f"dialer: leads load {args.file}: {signals.name} came as the load was"
+                      f" committed: all {result.loaded} leads were loaded\n")
+        out.flush()
     return 0

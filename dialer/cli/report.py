@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dialer import reports
 from dialer.cli.db import unit_of_work
-from dialer.models import utcnow
+from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:
+    from dialer.cli import add_format
+
     p = subparsers.add_parser(
         "report", parents=[common], help="report a campaign's figures from the database",
         description="Report a campaign from the database alone: leads by state, calls by"
@@ -19,24 +20,31 @@ def register(subparsers, common) -> None:
     p.add_argument("name", metavar="NAME", help="campaign")
     p.add_argument("--since", metavar="WHEN",
                    help="only calls placed since WHEN: an ISO date or time (UTC unless it has an"
-                   " offset), or a span back from now: 90m, 24h, 7d")
-    p.add_argument("--format", choices=("table", "csv", "json"), default=None,
-                   help="output format (default table; csv for --attempts)")
+                   " offset), or a span back from now: 90m, 24h, 7d (or -24h)")
+    add_format(p, ("table", "json", "csv", "jsonl"), default=None,
+               help="table (default), json (one document) or csv (one section,key,metric,value"
+                    " row per figure); with --attempts: csv (default), json (one array) or jsonl"
+                    " (one attempt a line)")
     p.add_argument("--attempts", action="store_true",
-                   help="export one row per call attempt (CSV, or JSON with --format json)")
+                   help="export one row per call attempt (csv, json or jsonl)")
     p.set_defaults(handler=report)
 
 
 def report(args, out, err) -> int:
+    from dialer import reports
+    from dialer.models import utcnow
+
     now = utcnow()
     since = reports.parse_since(args.since, now) if args.since is not None else None
     fmt = args.format
     if args.attempts:
         if fmt == "table":
-            raise reports.ReportOptionError("--format table: --attempts exports csv or json")
+            raise reports.ReportOptionError("--format table: --attempts exports csv, json or jsonl")
         with unit_of_work(args) as session:
             reports.export_attempts(session, args.name, out, fmt=fmt or "csv", since=since)
         return 0
+    if fmt == "jsonl":
+        raise UserError("--format jsonl: a report is one document (json); jsonl is for --attempts")
     with unit_of_work(args) as session:
         data = reports.build_report(session, args.name, now=now, since=since)
     {"json": reports.render_json, "csv": reports.render_csv}.get(fmt or "table", reports.render_table)(data, out)

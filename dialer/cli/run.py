@@ -1,18 +1,15 @@
-"""``dialer run`` (the engine) and the supervisor commands start/pause/resume/stop."""
+"""``dialer run``: the engine, until its campaigns are done or it is interrupted."""
 
 from __future__ import annotations
 
 import logging
 import signal
 
-import trio
-
-from dialer import control, db
-from dialer.cli.db import unit_of_work
-from dialer.config import load_config
-from dialer.engine import Engine, EngineSettings
 from dialer.errors import UserError
-from dialer.models import utcnow
+
+# Exit status of a run cut short by a second SIGINT/SIGTERM (as for any
+# command interrupted with Ctrl-C).
+FORCED_EXIT = 130
 
 
 def register(subparsers, common) -> None:
@@ -20,7 +17,7 @@ def register(subparsers, common) -> None:
         "run", parents=[common], help="run the dialing engine",
         description="Dial every running campaign (or those named) through the AMI servers of the"
         " configuration file. SIGINT/SIGTERM drain: no new calls, calls in flight are followed"
-        " to their end; a second signal exits at once.",
+        " to their end; a second signal exits at once (status 130).",
     )
     p.add_argument("--until-done", action="store_true",
                    help="exit once the campaigns have nothing left to dial and nothing in flight")
@@ -29,39 +26,31 @@ def register(subparsers, common) -> None:
     p.add_argument("--engine-id", metavar="ID", help="name of this engine (default host:pid:random)")
     p.set_defaults(handler=run)
 
-    for command, text in (
-        ("start", "start dialing a campaign"),
-        ("pause", "pause a campaign: no new calls, calls in progress go on"),
-        ("resume", "resume a paused campaign"),
-        ("stop", "stop a campaign: no new calls, calls in flight finish, then stopped"),
-    ):
-        p = subparsers.add_parser(command, parents=[common], help=text, description=text + ".")
-        p.add_argument("name", metavar="NAME")
-        p.add_argument("--reason", help="why (recorded with who and when)")
-        p.set_defaults(handler=supervise, supervisor_command=command)
 
-
-def supervise(args, out, err) -> int:
-    with unit_of_work(args) as session:
-        campaign = control.issue(session, args.name, args.supervisor_command,
-                                 reason=args.reason, now=utcnow())
-        state = campaign.state
-    out.write(f"campaign {args.name}: {state}\n")
-    return 0
-
-
-def run(args, out, err) -> int:
-    config = load_config(args.config)
-    if not config.ami:
-        raise UserError(f"{args.config}: no [[ami]] server configured")
-    settings = EngineSettings.from_config(config.engine, f"{args.config}: [engine]")
-    for server in config.ami:
-        server.read_secret()  # a missing secret is reported before anything starts
+def configure_logging(err, *, debug: bool) -> None:
+    """The engine's log on stderr; libraries' start-up chatter (Alembic's INFO lines) kept out."""
     logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO,
+        level=logging.DEBUG if debug else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=err,
     )
+    if not debug:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def run(args, out, err) -> int:
+    import trio
+
+    from dialer import db
+    from dialer.config import load_config
+    from dialer.engine import Engine, EngineSettings
+
+    config = load_config(args.config)
+    config.server()  # at least one [[ami]] server, the same check as for dialer ami
+    settings = EngineSettings.from_config(config.engine, f"{args.config}: [engine]")
+    for server in config.ami:
+        server.read_secret()  # a missing secret is reported before anything starts
+    configure_logging(err, debug=args.debug)
     engine = db.open_database(args.db)
     try:
         dialer = Engine(
@@ -79,7 +68,7 @@ def run(args, out, err) -> int:
         f"engine {dialer.engine_id}: {c['originates']} calls placed, {c['ended']} ended,"
         f" {c['refused']} refused, {c['adopted']} adopted\n"
     )
-    return 1 if forced else 0
+    return FORCED_EXIT if forced else 0
 
 
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
@@ -89,8 +78,10 @@ def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     return out
 
 
-async def _run_with_signals(dialer: Engine, err) -> bool:
+async def _run_with_signals(dialer, err) -> bool:
     """Run the engine; True when a second signal cut it short."""
+    import trio
+
     forced = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:

@@ -8,8 +8,6 @@ import re
 from pathlib import Path
 from typing import TextIO
 
-import trio
-
 from dialer.errors import UserError
 
 DEFAULT_LISTEN = "127.0.0.1:5038"
@@ -100,6 +98,8 @@ def describe(sim, host: str, port: int) -> list[str]:
 
 
 def run_sim(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import trio
+
     from dialer.sim import SimAsterisk, load_scenario
 
     host, port = parse_listen(args.listen)

@@ -1,34 +1,19 @@
-"""``dialer status``: what the campaigns are doing now.
-
-Live figures (calls ringing, waiting for an agent, connected; agents free; dial
-level; Originates per second per connection) come from the ``engine_status``
-rows of engines whose heartbeat is recent; the rest (state, leads left, calls
-in flight, abandon rate) from the database.
-"""
+"""``dialer status``: what the campaigns are doing now (see :mod:`dialer.status`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
-from dialer import reports
-from dialer.campaigns import get_campaign, list_campaigns
 from dialer.cli.db import unit_of_work
 from dialer.errors import UserError
-from dialer.models import CallAttempt, EngineStatus, Lead, utcnow
-
-# An engine whose last heartbeat is older than this is taken as stopped.
-LIVE_WITHIN = 5.0
-LEFT_STATES = ("new", "retry", "claimed", "dialing")
 
 
 def register(subparsers, common) -> None:
+    from dialer.cli import add_format
+
     p = subparsers.add_parser(
         "status", parents=[common], help="show what the campaigns are doing now",
         description="Show each campaign's state, calls ringing / waiting for an agent /"
@@ -41,115 +26,43 @@ def register(subparsers, common) -> None:
                    help="refresh until Ctrl-C (in place on a terminal, else one block per refresh)")
     p.add_argument("--interval", metavar="SECONDS", default="1",
                    help="seconds between refreshes with --watch (default 1)")
+    add_format(p, ("table", "json", "csv", "jsonl"),
+               help="table (default), json (one document), csv (a row per campaign), jsonl (a"
+                    " document a line: one per refresh with --watch)")
     p.set_defaults(handler=status)
 
 
-def _live(row: EngineStatus, wall_now: float, now: dt.datetime) -> bool:
-    wall = (row.data or {}).get("wall_time")
-    if isinstance(wall, (int, float)):
-        return abs(wall_now - wall) < LIVE_WITHIN
-    return abs((now - row.heartbeat_at).total_seconds()) < LIVE_WITHIN
+def __getattr__(name: str) -> Any:
+    # collect() and render() moved to dialer.status; still found here.
+    if name in ("collect", "render", "LIVE_WITHIN", "LEFT_STATES"):
+        import dialer.status
 
-
-def collect(session: Session, name: str | None, *, now: dt.datetime, wall_now: float) -> dict[str, Any]:
-    """The status of one campaign (or all) as plain data."""
-    campaigns = [get_campaign(session, name)] if name else list_campaigns(session)
-    engines = [r for r in session.scalars(sa.select(EngineStatus)) if _live(r, wall_now, now)]
-    ids = [c.id for c in campaigns]
-    left: dict[int, int] = {}
-    due: dict[int, int] = {}
-    if ids:
-        for cid, n, n_due in session.execute(
-            sa.select(Lead.campaign_id, sa.func.count(),
-                      sa.func.count().filter(Lead.next_attempt_at <= now))
-            .where(Lead.campaign_id.in_(ids), Lead.state.in_(LEFT_STATES))
-            .group_by(Lead.campaign_id)
-        ):
-            left[cid], due[cid] = n, n_due
-    in_flight = dict(session.execute(
-        sa.select(CallAttempt.campaign_id, sa.func.count())
-        .where(CallAttempt.campaign_id.in_(ids), CallAttempt.ended_at.is_(None))
-        .group_by(CallAttempt.campaign_id)
-    ).all()) if ids else {}
-    out = []
-    for c in campaigns:
-        abandon = reports.abandon_figures(session, c, now)
-        item: dict[str, Any] = {
-            "name": c.name, "state": c.state, "mode": c.mode, "leads_left": left.get(c.id, 0),
-            "leads_due": due.get(c.id, 0), "calls_in_flight": in_flight.get(c.id, 0),
-            "abandon_target": c.abandon_target, "abandon_30d": abandon["rolling_30d"]["rate"],
-            "abandon_24h": abandon["last_24h"]["rate"], "live": None,
-        }
-        parts = [e.data["campaigns"][c.name] for e in engines
-                 if c.name in (e.data or {}).get("campaigns", {})]
-        if parts:
-            def total(key: str) -> int | None:
-                values = [p.get(key) for p in parts if p.get(key) is not None]
-                return sum(values) if values else None
-
-            levels = [p["dial_level"] for p in parts if p.get("dial_level") is not None]
-            item["live"] = {
-                "engines": len(parts), "ringing": total("ringing"), "waiting": total("waiting"),
-                "connected": total("connected"), "agents_logged_in": total("agents_logged_in"),
-                "agents_free": total("agents_free"), "dial_level": max(levels) if levels else None,
-            }
-        out.append(item)
-    connections = []
-    for e in sorted(engines, key=lambda e: e.engine_id):
-        for conn in (e.data or {}).get("connections", []):
-            connections.append({"engine": e.engine_id, **conn})
-    return {"campaigns": out, "engines": [e.engine_id for e in engines], "connections": connections,
-            "at": now}
-
-
-def _v(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
-def render(data: dict[str, Any], out: TextIO) -> None:
-    at = data["at"].strftime("%Y-%m-%d %H:%M:%S")
-    engines = data["engines"]
-    if engines:
-        out.write(f"{at} UTC, {len(engines)} engine{'s' if len(engines) > 1 else ''} running:"
-                  f" {', '.join(engines)}\n")
-    else:
-        out.write(f"{at} UTC, no engine running\n")
-    if not data["campaigns"]:
-        out.write("no campaigns (create one with 'dialer campaign create')\n")
-    for c in data["campaigns"]:
-        out.write(f"campaign {c['name']}: {c['state']} ({c['mode']}), {c['leads_left']} leads left"
-                  f" ({c['leads_due']} due), {c['calls_in_flight']} calls in flight;"
-                  f" abandon {_pct(c['abandon_30d'])} 30 d, {_pct(c['abandon_24h'])} 24 h"
-                  f" (target {_pct(c['abandon_target'])})\n")
-        live = c["live"]
-        if live:
-            out.write(f"  ringing {_v(live['ringing'])}, waiting for an agent {_v(live['waiting'])},"
-                      f" connected {_v(live['connected'])}; agents free {_v(live['agents_free'])}"
-                      f" of {_v(live['agents_logged_in'])}; dial level {_v(live['dial_level'])}\n")
-    for x in data["connections"]:
-        cap = x.get("rate_cap")
-        up = "up" if x.get("up") else "DOWN"
-        reader = ", events" if x.get("reader") else ""
-        out.write(f"  connection {x.get('server')}/{x.get('connection')}: {up}{reader},"
-                  f" {_v(x.get('rate_1s'))}/s of {_v(cap)}/s, {_v(x.get('in_flight'))} in flight,"
-                  f" {_v(x.get('originates_sent'))} sent, {_v(x.get('failures'))} failures,"
-                  f" {_v(x.get('reconnects'))} reconnects\n")
+        return getattr(dialer.status, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def snapshot(args) -> str:
+    from dialer import output
+    from dialer import status as live
+    from dialer.models import utcnow
+
     buf = io.StringIO()
     with unit_of_work(args) as session:
-        data = collect(session, args.name, now=utcnow(), wall_now=time.time())
-    render(data, buf)
+        data = live.collect(session, args.name, now=utcnow(), wall_now=time.time())
+    fmt = getattr(args, "format", "table")
+    if fmt == "json":
+        output.write_json(live.as_json(data), buf)
+    elif fmt == "jsonl":
+        output.write_jsonl([live.as_json(data)], buf)
+    elif fmt == "csv":
+        output.write_csv(live.CSV_COLUMNS, live.csv_rows(data), buf)
+    else:
+        live.render(data, buf)
     return buf.getvalue()
 
 
 def watch(block: Callable[[], str], out: TextIO, *, interval: float, tty: bool,
-          sleep: Callable[[float], None] = time.sleep) -> int:
+          sleep: Callable[[float], None] = time.sleep, separator: str = "\n") -> int:
     """Show ``block()`` every ``interval`` seconds until Ctrl-C (then exit status 0)."""
     try:
         if tty:
@@ -162,7 +75,7 @@ def watch(block: Callable[[], str], out: TextIO, *, interval: float, tty: bool,
                     sleep(interval)
                     live.update(Text(block()), refresh=True)
         while True:
-            out.write(block() + "\n")
+            out.write(block() + separator)
             out.flush()
             sleep(interval)
     except KeyboardInterrupt:
@@ -179,5 +92,9 @@ def status(args, out, err) -> int:
     if not args.watch:
         out.write(snapshot(args))
         return 0
-    tty = bool(getattr(out, "isatty", None) and out.isatty())
-    return watch(lambda: snapshot(args), out, interval=interval, tty=tty)
+    if args.format in ("json", "csv"):
+        raise UserError(f"--format {args.format}: --watch streams; use --format jsonl (a document"
+                        " a line) or table")
+    tty = args.format == "table" and bool(getattr(out, "isatty", None) and out.isatty())
+    return watch(lambda: snapshot(args), out, interval=interval, tty=tty,
+                 separator="\n" if args.format == "table" else "")

@@ -36,7 +36,7 @@ from dialer.errors import UserError
 from dialer.leads.phones import InvalidPhone, InvalidTimezone, PhoneNormalizer, normalize_timezone
 from dialer.models import Campaign, DncNumber, Lead, LeadState, utcnow
 
-__all__ = ["ImportResult", "LeadFileError", "import_leads", "read_header"]
+__all__ = ["ImportResult", "LeadFileError", "LoadInterrupted", "import_leads", "load_leads", "read_header"]
 
 BATCH_SIZE = 5000
 # Bytes looked at before anything is written, to refuse what is not CSV text.
@@ -78,6 +78,11 @@ class LeadFileError(UserError):
     """The lead file as a whole is refused (before anything was written)."""
 
 
+class LoadInterrupted(Exception):
+    """The load was asked to stop (``should_stop``) before it was done; the
+    caller rolls its transaction back."""
+
+
 @dataclass
 class ImportResult:
     """What a load did; ``rejected`` = invalid + duplicate + dnc."""
@@ -114,6 +119,9 @@ class Header:
     columns: dict[str, int]
     # (header name, index) of every other column, kept as custom fields
     custom: list[tuple[str, int]]
+    # how the file is decoded: UTF-8 (a byte-order mark skipped), or UTF-16 with
+    # its byte-order mark (what spreadsheets save as "Unicode text")
+    encoding: str = "utf-8-sig"
 
 
 def _normal_name(name: str) -> str:
@@ -144,7 +152,16 @@ def parse_header(sample: bytes, source: str) -> Header:
     """Check the first bytes of a file and read its CSV header (see :func:`read_header`)."""
     if not sample.strip():
         raise LeadFileError(f"{source}: empty file, expected a CSV header row with a 'phone' column")
+    encoding = "utf-8-sig"
+    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Only the header line is read from the sample (cut anywhere): the rows
+        # are decoded strictly as they are read.
+        encoding = "utf-16"
+        sample = sample[: len(sample) & ~1].decode("utf-16", "replace").encode("utf-8")
     if b"\x00" in sample:
+        if _looks_utf16(sample):
+            raise LeadFileError(f"{source}: UTF-16 text without a byte-order mark; save it as"
+                                " CSV UTF-8 (or as Unicode text, which has the mark)")
         raise LeadFileError(f"{source}: not a CSV file (binary data)")
     if sample.startswith(codecs.BOM_UTF8):
         sample = sample[len(codecs.BOM_UTF8):]
@@ -187,7 +204,21 @@ def parse_header(sample: bytes, source: str) -> Header:
     if "phone" not in columns:
         shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
         raise LeadFileError(f"{source}: line 1: no 'phone' column (header: {shown})")
-    return Header(names, delimiter, columns, custom)
+    return Header(names, delimiter, columns, custom, encoding)
+
+
+def _looks_utf16(sample: bytes) -> bool:
+    """Text in UTF-16 has a NUL in every other byte of its ASCII characters."""
+    head = sample[:4096]
+    return len(head) >= 4 and (head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4)
+
+
+def open_text(raw, header: Header) -> io.TextIOWrapper:
+    """The file's text as the CSV reader reads it (see :attr:`Header.encoding`)."""
+    if header.encoding == "utf-16":
+        return io.TextIOWrapper(raw, encoding="utf-16", errors="strict", newline="")
+    # Undecodable bytes become lone surrogates: the row is rejected, naming the field.
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 class _Rejects:
@@ -399,6 +430,7 @@ def import_leads(
     batch_size: int = BATCH_SIZE,
     now: dt.datetime | None = None,
     progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ImportResult:
     """Load the leads of a CSV file into a campaign, in the caller's transaction.
 
@@ -406,6 +438,9 @@ def import_leads(
     (default: the path as given). ``now`` (naive UTC) is the load time: it
     becomes each new lead's ``created_at`` and ``next_attempt_at``.
     ``progress(bytes_read, bytes_total)`` is called after each batch.
+    ``should_stop()`` is asked before each batch is handed to the database:
+    True raises :class:`LoadInterrupted` once the batch being written is
+    done (the caller then rolls back; nothing is left half-written).
     Raises :class:`LeadFileError` before writing anything when the file is
     not a CSV lead file, and UserError for an unknown campaign or region.
     """
@@ -431,15 +466,24 @@ def import_leads(
     failed = True
     try:
         with open(path, "rb") as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+            text = open_text(raw, header)
             reader = csv.reader(text, delimiter=header.delimiter, strict=True)
-            _Load(
-                sql=sql, campaign=campaign, header=header, source=source,
-                normalizer=normalizer, load_time=load_time, batch_size=batch_size,
-                rejects=rejects_out, result=result,
-                position=raw.tell,
-                progress=(lambda done: progress(done, total_bytes)) if progress else None,
-            ).run(reader)
+            try:
+                _Load(
+                    sql=sql, campaign=campaign, header=header, source=source,
+                    normalizer=normalizer, load_time=load_time, batch_size=batch_size,
+                    rejects=rejects_out, result=result,
+                    position=raw.tell,
+                    progress=(lambda done: progress(done, total_bytes)) if progress else None,
+                    should_stop=should_stop,
+                ).run(reader)
+            except UnicodeDecodeError:
+                # Only a strict decoding (UTF-16) raises; the text is decoded ahead of the rows.
+                after = f" after line {reader.line_num}" if reader.line_num else ""
+                raise LeadFileError(f"{source}: not valid {header.encoding.upper()} text{after};"
+                                    " save the file as CSV UTF-8") from None
+        if should_stop is not None and should_stop():
+            raise LoadInterrupted(f"{source}: load interrupted")
         failed = False
     finally:
         rejects_out.close(failed=failed)
@@ -449,6 +493,34 @@ def import_leads(
             if not failed:
                 raise
     result.seconds = time.perf_counter() - started
+    return result
+
+
+def load_leads(
+    url: str,
+    campaign: str,
+    path: str | os.PathLike,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    **options: Any,
+) -> ImportResult:
+    """One whole load in a transaction of its own on the database at ``url``:
+    committed whole, or (on any error, or ``should_stop()`` before the commit)
+    rolled back whole. Options as for :func:`import_leads`.
+
+    Raises :class:`LoadInterrupted` when stopped: then nothing was loaded.
+    """
+    from dialer import db
+
+    read_header(path, options.get("source"))  # refuse a file that is not a lead file first
+    engine = db.open_database(url)
+    try:
+        with db.session_factory(engine)() as session:
+            with session.begin():
+                result = import_leads(session, campaign, path, should_stop=should_stop, **options)
+            # committed
+    finally:
+        engine.dispose()
     return result
 
 
@@ -463,7 +535,7 @@ class _Load:
     """
 
     def __init__(self, *, sql, campaign, header, source, normalizer, load_time,
-                 batch_size, rejects, result, position, progress) -> None:
+                 batch_size, rejects, result, position, progress, should_stop=None) -> None:
         self.sql = sql
         self.campaign = campaign
         self.header = header
@@ -475,6 +547,7 @@ class _Load:
         self.result = result
         self.position = position
         self.progress = progress
+        self.should_stop = should_stop
         # Counts kept apart per thread, added up at the end.
         self.parse_counts = {"invalid": 0, "duplicate": 0}
         self.write_counts = {"loaded": 0, "duplicate": 0, "dnc": 0}
@@ -506,6 +579,8 @@ class _Load:
     def _submit(self, batch, batch_rejects) -> None:
         if self.writer_error is not None:
             raise self.writer_error
+        if self.should_stop is not None and self.should_stop():
+            raise LoadInterrupted(f"{self.source}: load interrupted")
         self.queue.put((batch, batch_rejects, self.position()))
 
     def run(self, reader) -> None:
