@@ -52,6 +52,7 @@ from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
 )
 from dialer.ami.pool import AMIPool, PoolMember
+from dialer.ami.timestamps import ServerClock
 from dialer.calls import dispositions as disp
 from dialer.calls.agents import AgentBoard
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
@@ -233,6 +234,7 @@ class Engine:
         self._draining = False
         self._flushing = 0
         self._hangup_denied: set[str] = set()  # servers that refused Hangup (warned once)
+        self._server_clocks: dict[str, ServerClock] = {}  # events' Timestamps, per server
         self._nursery: trio.Nursery | None = None
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
@@ -706,6 +708,12 @@ class Engine:
         assert self.clock is not None
         self.counters["events"] += 1
         now = self.clock.now()
+        if self.settings.speed == 1.0:
+            # When Asterisk raised it (its Timestamp:), on this engine's clock.
+            clock = self._server_clocks.get(server)
+            if clock is None:
+                clock = self._server_clocks[server] = ServerClock()
+            now = clock.event_time(event.get("Timestamp"), now)
         name = event.name or ""
         if name.startswith("QueueMember"):
             if self.agents.handle(server, event, now):

@@ -81,7 +81,8 @@ def test_bad_technology_settles_once_no_channel_turned_up():
     assert tracker.expire(call.settle_at - 0.001) == []
     ended = tracker.expire(call.settle_at)
     assert [s.step for s in ended] == [Step.ENDED]
-    assert ended[0].at == response_at + tracker.settle_after
+    # settled after the wait, but ended when Asterisk reported the failure
+    assert ended[0].at == response_at == call.ended_at
     assert call.disposition == d.FAILED
     assert len(tracker) == 0 and tracker.next_settle_time() is None
 
@@ -224,3 +225,28 @@ def test_duplicate_registration_is_refused():
     tracker.add(TrackedCall(1, 1, 1, "a1", "c1", "c2"))
     with pytest.raises(ValueError):
         tracker.add(TrackedCall(2, 1, 1, "a1", "c9", "c8"))
+
+
+def test_steps_stay_in_order_when_event_times_are_asterisks_and_the_response_is_read_late():
+    from dialer.ami.codec import Message
+
+    def event(name, **headers):
+        return Message([("Event", name)] + list(headers.items()))
+
+    tracker = CallTracker()
+    call = TrackedCall(attempt_id=1, campaign_id=1, lead_id=1, action_id="a-1",
+                       channel_id="c-1", other_channel_id="c-2")
+    tracker.add(call)
+    # Asterisk raised the call's first events at 10.001 and 10.002; the
+    # Originate's response (no Timestamp of its own) was read at 10.050.
+    tracker.handle(event("Newchannel", Uniqueid="c-1", Linkedid="c-1", Channel="Local/x;1"), 10.001)
+    tracker.handle(event("DialBegin", DestUniqueid="c-1", DestLinkedid="c-1"), 10.002)
+    tracker.originated("a-1", 10.050)
+    assert call.originated_at == 10.001 <= call.ringing_at == 10.002
+    # An event Asterisk stamped before a response read earlier never goes back in time.
+    other = TrackedCall(attempt_id=2, campaign_id=1, lead_id=2, action_id="a-2",
+                        channel_id="d-1", other_channel_id="d-2")
+    tracker.add(other)
+    tracker.originated("a-2", 20.050)
+    tracker.handle(event("DialBegin", DestUniqueid="d-1", DestLinkedid="d-1"), 20.040)
+    assert other.ringing_at == other.originated_at == 20.050

@@ -84,6 +84,8 @@ class TrackedCall:
     hangup_at: float | None = None
     #: a Hangup was tried: the call is not offered for one again
     hangup_tried: bool = False
+    #: the earliest time of an event of this call
+    first_event_at: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -170,6 +172,9 @@ class CallTracker:
         call = self._by_action.get(action_id)
         if call is None or call.originated_at is not None:
             return []
+        if call.first_event_at is not None:
+            # Read after events that Asterisk raised once it had queued the call.
+            at = min(at, call.first_event_at)
         call.originated_at = at
         return [Transition(call, Step.ORIGINATED, at, "Response")]
 
@@ -207,6 +212,7 @@ class CallTracker:
             call = self._by_channel.get(event.get("Uniqueid") or "")
         if call is None or call.response_seen:
             return []
+        at = self._seen(call, at)
         self.events_matched += 1
         call.response_seen = True
         call.reason = _int(event.get("Reason"))
@@ -228,6 +234,7 @@ class CallTracker:
         call = self._call_for(event)
         if call is None or call.ended:
             return []
+        at = self._seen(call, at)
         uniqueid = event.get("Uniqueid")
         if uniqueid:
             call.live_channels.add(uniqueid)
@@ -243,6 +250,7 @@ class CallTracker:
         call = self._call_for(event, "DestLinkedid")
         if call is None or call.ended or event.get("DestUniqueid") != call.channel_id:
             return []
+        at = self._seen(call, at)
         out: list[Transition] = []
         if call.ringing_at is None:
             call.ringing_at = at
@@ -260,6 +268,7 @@ class CallTracker:
         call = self._call_for(event)
         if call is None or call.ended or call.queue_joined_at is not None:
             return []
+        at = self._seen(call, at)
         call.queue_joined_at = at
         return [Transition(call, Step.QUEUE_JOINED, at, event.name)]
 
@@ -267,6 +276,7 @@ class CallTracker:
         call = self._call_for(event)
         if call is None or call.ended or call.connected_at is not None:
             return []
+        at = self._seen(call, at)
         if event.get("Uniqueid") != call.channel_id:
             return []
         call.connected_at = at
@@ -277,6 +287,7 @@ class CallTracker:
         call = self._call_for(event)
         if call is None or call.ended:
             return []
+        at = self._seen(call, at)
         uniqueid = event.get("Uniqueid") or ""
         call.live_channels.discard(uniqueid)
         cause = _int(event.get("Cause"))
@@ -301,6 +312,17 @@ class CallTracker:
         "AgentConnect": _on_agent_connect,
         "Hangup": _on_hangup,
     }
+
+    @staticmethod
+    def _seen(call: TrackedCall, at: float) -> float:
+        """The time of an event of ``call``, kept in step order: event times are
+        Asterisk's (mapped onto the engine's clock), while the Originate's own
+        response, which carries no time, counts when it was read."""
+        if call.first_event_at is None or at < call.first_event_at:
+            call.first_event_at = at
+        if call.originated_at is not None and at < call.originated_at:
+            return call.originated_at
+        return at
 
     # -- transitions -------------------------------------------------------
 
@@ -330,11 +352,14 @@ class CallTracker:
         return min((c.settle_at for c in self._settling.values()), default=None)
 
     def expire(self, now: float) -> list[Transition]:
-        """Settle failures whose channels never showed within ``settle_after``."""
+        """Settle failures whose channels never showed within ``settle_after``;
+        they end at the time the failure was reported."""
         out: list[Transition] = []
         for call in [c for c in self._settling.values() if c.settle_at <= now]:
             self._settling.pop(call.action_id, None)
-            out += self._end(call, call.settle_at, self._disposition(call), "OriginateResponse")
+            # It ended when Asterisk reported the failure, not when the wait was over.
+            reported_at = call.settle_at - self.settle_after
+            out += self._end(call, reported_at, self._disposition(call), "OriginateResponse")
         return out
 
     def _disposition(self, call: TrackedCall) -> str:

@@ -295,6 +295,7 @@ class SimAsterisk(FaultsMixin):
         self._next_due = math.inf
         self._boot_wall = time.time()
         self._reload_wall = self._boot_wall
+        self._wall_origin: tuple[float, float] | None = None
         self._nursery: trio.Nursery | None = None
         self.port: int | None = None
         self._init_faults()
@@ -304,6 +305,14 @@ class SimAsterisk(FaultsMixin):
     def clock(self) -> float:
         """Simulated seconds (trio's clock multiplied by ``speed``)."""
         return trio.current_time() * self.speed
+
+    def wall_clock(self) -> float:
+        """Simulated epoch seconds, what events are stamped with: they run
+        ``speed`` times as fast as real time, from the first time asked."""
+        if self._wall_origin is None:
+            self._wall_origin = (time.time(), trio.current_time())
+        wall, origin = self._wall_origin
+        return wall + (trio.current_time() - origin) * self.speed
 
     def call_later(self, seconds: float, fn: Callable, *args) -> Timer:
         """Run ``fn(*args)`` after ``seconds`` of simulated time."""
@@ -338,7 +347,7 @@ class SimAsterisk(FaultsMixin):
     def emit(self, name: str, cls: str, headers: list[tuple[str, str]]) -> None:
         """Encode one event once and queue it for every session allowed to see it."""
         full = [("Event", name), ("Privilege", PRIVILEGE[cls]),
-                ("Timestamp", f"{time.time():.6f}")]
+                ("Timestamp", f"{self.wall_clock():.6f}")]
         full += headers
         data = encode_message(full)
         self.stats["events_emitted"] += 1
