@@ -963,6 +963,7 @@ class Engine:
 
     def _adopt(self, rows: list[dict]) -> None:
         """Follow calls of a dead engine (their leads' leases are now ours)."""
+        adopted = 0
         for row in rows:
             call = TrackedCall(**row)
             if self.tracker.get(call.action_id) is not None:
@@ -974,6 +975,10 @@ class Engine:
                 run.calls.add(call)
             self._gap_calls.setdefault(call.server, []).append(call)
             self.counters["adopted"] += 1
+            adopted += 1
+        if adopted:
+            log.info("adopted %d calls in flight of engines that died or stopped renewing"
+                     " their leases; asking Asterisk about them", adopted)
         self._reconcile_wake.set()
 
     async def _reconciler_loop(self) -> None:
