@@ -46,7 +46,7 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import abandon, control, hopper, live, rules
+from dialer import abandon, control, hopper, live, liveness, rules
 from dialer.ami.codec import LocalProtocolError, Message
 from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
@@ -208,7 +208,12 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.only = list(campaigns) if campaigns else None
         self.until_done = until_done
-        self.engine_id = engine_id or new_engine_id()
+        self.engine_id = liveness.check_engine_id(engine_id) if engine_id else new_engine_id()
+        # Leases are this run's: a restarted engine adopts its predecessor's
+        # calls at once instead of renewing them (see dialer.liveness).
+        self.run_token = uuid.uuid4().hex[:liveness.RUN_TOKEN_LENGTH]
+        self.lease_owner = liveness.lease_owner(self.engine_id, self.run_token)
+        self._lock: liveness.EngineLock | None = None
         self.on_progress = on_progress
         # Database work runs in a worker thread; tests under trio's MockClock run
         # it inline instead, since the mock clock jumps while a thread works.
@@ -270,7 +275,12 @@ class Engine:
         """Dial until cancelled, or (``until_done``) until the campaigns are finished."""
         self.clock = EngineClock(self.settings.speed, epoch=self._epoch)
         self.pool = AMIPool(self._servers, now=trio.current_time(), **self._pool_kwargs)
-        await self._load_campaigns()
+        await self._take_lock()
+        try:
+            await self._load_campaigns()
+        except BaseException:
+            self._release_lock()
+            raise
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -285,6 +295,37 @@ class Engine:
             with trio.CancelScope(shield=True):
                 await self._final_flush()
                 await self._write_connection_stats()
+            self._release_lock()
+
+    async def _take_lock(self) -> None:
+        """Hold this engine name's liveness lock for the run (UserError if a
+        live engine holds it)."""
+        bind = self.sessions.kw["bind"]
+        lock = liveness.EngineLock(bind, self.engine_id)
+        if self.db_thread:
+            await trio.to_thread.run_sync(lock.acquire, limiter=self._db_limiter)
+        else:
+            lock.acquire()
+        self._lock = lock
+
+    def _keep_lock(self) -> None:
+        """Take the lock again if it was lost with its database connection
+        (other engines would otherwise take this run for dead)."""
+        lock = self._lock
+        if lock is None or lock.held():
+            return
+        lock.release()
+        try:
+            lock.acquire()
+        except UserError as exc:
+            log.error("liveness lock lost and not taken again: %s", exc)
+        else:
+            log.warning("liveness lock lost with its database connection; taken again")
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def drain(self) -> None:
         """Place no new calls; follow the calls in flight to their end, then return."""
@@ -396,10 +437,15 @@ class Engine:
                     c.updated_at = now
             orphans: list[dict] = []
             if housekeeping:
-                hopper.renew_leases(session, engine_id=self.engine_id, now=now, lease=lease)
+                self._keep_lock()
+                others = hopper.lease_owners(session) - {self.lease_owner}
+                dead = liveness.dead_owners(session, others, engine_id=self.engine_id,
+                                            run=self.run_token) if others else set()
+                hopper.renew_leases(session, engine_id=self.lease_owner, now=now, lease=lease)
                 hopper.reclaim_expired(session, now=now)
+                hopper.reclaim_owned(session, dead, now=now)
                 if readable:
-                    orphans = _adopt_orphans(session, self.engine_id, readable, now, lease)
+                    orphans = _adopt_orphans(session, self.lease_owner, readable, now, lease, dead)
             abandon = {}
             if stats:
                 abandon = {c.id: _abandon_figures(session, c.id, now) for c in campaigns
@@ -532,7 +578,7 @@ class Engine:
             if state != CampaignState.RUNNING.value:
                 return []
             leads = hopper.claim_leads(
-                session, campaign, engine_id=self.engine_id, now=now, limit=len(members),
+                session, campaign, engine_id=self.lease_owner, now=now, limit=len(members),
                 timezones=run.timezones, lease=dt.timedelta(seconds=self.settings.lease),
             )
             assignments = [(lead, m.server, m.name) for lead, m in zip(leads, members)]
@@ -925,9 +971,13 @@ class Engine:
             c for c in self.tracker.calls() if c.server == server and c not in self._unsent
         )
         self._reconcile_wake.set()
+        # The server can be asked again: look for dead engines' calls on it at
+        # the next poll rather than at the next housekeeping.
+        self._last_housekeeping = -math.inf
 
     def _adopt(self, rows: list[dict]) -> None:
         """Follow calls of a dead engine (their leads' leases are now ours)."""
+        adopted = 0
         for row in rows:
             call = TrackedCall(**row)
             if self.tracker.get(call.action_id) is not None:
@@ -939,6 +989,10 @@ class Engine:
                 run.calls.add(call)
             self._gap_calls.setdefault(call.server, []).append(call)
             self.counters["adopted"] += 1
+            adopted += 1
+        if adopted:
+            log.info("adopted %d calls in flight of engines that died or stopped renewing"
+                     " their leases; asking Asterisk about them", adopted)
         self._reconcile_wake.set()
 
     async def _reconciler_loop(self) -> None:
@@ -990,23 +1044,98 @@ class Engine:
         for ch in channels:
             alive.setdefault(ch.get("Linkedid") or "", {})[ch.get("Uniqueid") or ""] = ch
         now = self.clock.now()
+        gone: list[TrackedCall] = []
         for call in calls:
             if call.ended or self.tracker.get(call.action_id) is not call:
                 continue  # ended meanwhile, or never sent and handed back
             self._check_calls.discard(call)
             self.counters["reconciled"] += 1
-            live = alive.get(call.channel_id, {})
+            # Channels whose Hangup arrived while the listing was on its way are gone.
+            live = {uid: ch for uid, ch in alive.get(call.channel_id, {}).items()
+                    if uid not in call.gone_channels}
             if live:
                 self.tracker.still_alive(call, live)
                 first = live.get(call.channel_id)
                 if first is not None and (first.get("ChannelStateDesc") or "").lower() == "up":
                     call.response_seen = True
+                    transitions = []
                     if call.answered_at is None:
-                        transitions = [Transition(call, Step.ANSWERED, now, "CoreShowChannel")]
+                        # Answered while nobody followed it: when is not known.
                         call.answered_at = now
-                        self._apply(transitions)
+                        call.estimated.add("answered_at")
+                        transitions.append(Transition(call, Step.ANSWERED, now, "CoreShowChannel"))
+                    if first.get("BridgeId") and call.connected_at is None and not call.unattended:
+                        # In a bridge in the connect context: an agent has it.
+                        call.connected_at = now
+                        call.estimated.add("connected_at")
+                        transitions.append(Transition(call, Step.CONNECTED, now, "CoreShowChannel"))
+                    self._apply(transitions)
             else:
-                self._apply(self.tracker.resolve_lost(call, now))
+                gone.append(call)
+        for call in gone:
+            await self._resolve_gone(ami, server, call)
+
+    async def _resolve_gone(self, ami: Any, server: str, call: TrackedCall) -> None:
+        """A call Asterisk no longer has whose end the engine did not see: its
+        end from the dialplan's hangup record (``dialer-end/<attempt>``), else
+        estimated and flagged so."""
+        assert self.clock is not None
+        now = self.clock.now()
+        record: tuple[float, int | None, str] | None = None
+        try:
+            _, items = await ami.list_action(
+                "DBGet", [("Family", HANGUP_RECORD_FAMILY), ("Key", str(call.attempt_id))], timeout=10)
+            for item in items:
+                record = _parse_hangup_record(item.get("Val"))
+                if record is None:
+                    log.warning("%s: attempt %d: unreadable %s record %r", server, call.attempt_id,
+                                HANGUP_RECORD_FAMILY, item.get("Val"))
+        except AMIActionError as exc:
+            if "not found" not in exc.reason.lower():
+                log.warning("%s: attempt %d: %s record not read: %s", server, call.attempt_id,
+                            HANGUP_RECORD_FAMILY, _one_line(exc))
+        except AMIError as exc:
+            log.warning("%s: attempt %d: %s record not read: %s", server, call.attempt_id,
+                        HANGUP_RECORD_FAMILY, _one_line(exc))
+        if call.ended or self.tracker.get(call.action_id) is not call:
+            return  # its end arrived meanwhile
+        if record is not None:
+            ended_at, cause, step = record
+            # It was answered after the last step the engine saw.
+            seen = [t for t in (call.queued_at, call.originated_at, call.ringing_at) if t is not None]
+            last_seen = max(seen, default=ended_at)
+            self._apply(self.tracker.resolve_recorded(call, ended_at, cause, step,
+                                                      answered_estimate=last_seen))
+            return
+        # No record: the call never reached the connect context (it was not
+        # answered, when the dialplan writes records). Its end time is an
+        # estimate: an unanswered call ends by its ring timeout.
+        run = self.runs.get(call.campaign_id)
+        end = now
+        if call.answered_at is None:
+            ring = run.campaign.ring_timeout if run else 60
+            start = call.originated_at or call.queued_at or now
+            end = min(now, max(start + ring, call.ringing_at or start))
+        self._apply(self.tracker.resolve_lost(call, end))
+
+
+#: AstDB family of the hangup records the dialplan writes (README: the dialplan it expects)
+HANGUP_RECORD_FAMILY = "dialer-end"
+
+
+def _parse_hangup_record(value: str | None) -> tuple[float, int | None, str] | None:
+    """``"<epoch seconds>,<HANGUPCAUSE>,<step>"`` -> (epoch, cause, step), or None."""
+    parts = (value or "").split(",", 2)
+    if len(parts) != 3:
+        return None
+    try:
+        epoch = float(parts[0])
+        cause = int(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        return None
+    if not math.isfinite(epoch) or epoch <= 0:
+        return None
+    return epoch, cause, parts[2].strip()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -1034,9 +1163,14 @@ def _epoch(value: dt.datetime | None) -> float | None:
 
 
 def _adopt_orphans(session: Session, engine_id: str, servers: list[str], now: dt.datetime,
-                   lease: dt.timedelta) -> list[dict]:
-    """Take over the calls in flight of engines whose leases ran out, on the
-    servers this engine can ask; returns them as TrackedCall fields."""
+                   lease: dt.timedelta, dead: set[str] = frozenset()) -> list[dict]:
+    """Take over the calls in flight of engines whose leases ran out or whose
+    run is known to be dead (``dead`` lease owners, see dialer.liveness), on
+    the servers this engine can ask; returns them as TrackedCall fields.
+    ``engine_id`` is the lease owner this engine's run writes."""
+    orphaned = Lead.lease_expires_at < now
+    if dead:
+        orphaned = sa.or_(orphaned, Lead.lease_owner.in_(sorted(dead)))
     rows = session.execute(
         sa.select(CallAttempt, Lead.id)
         .join(Lead, Lead.id == CallAttempt.lead_id)
@@ -1044,7 +1178,7 @@ def _adopt_orphans(session: Session, engine_id: str, servers: list[str], now: dt
             CallAttempt.ended_at.is_(None),
             CallAttempt.server.in_(servers),
             Lead.state == LeadState.DIALING.value,
-            Lead.lease_expires_at < now,
+            orphaned,
         )
         .limit(1000)
     ).all()
@@ -1053,7 +1187,7 @@ def _adopt_orphans(session: Session, engine_id: str, servers: list[str], now: dt
     lead_ids = [lead_id for _, lead_id in rows]
     taken = set(session.scalars(
         sa.update(Lead)
-        .where(Lead.id.in_(lead_ids), Lead.lease_expires_at < now)
+        .where(Lead.id.in_(lead_ids), orphaned)
         .values(lease_owner=engine_id, lease_expires_at=now + lease)
         .returning(Lead.id)
         .execution_options(synchronize_session=False)
@@ -1070,6 +1204,7 @@ def _adopt_orphans(session: Session, engine_id: str, servers: list[str], now: dt
             originated_at=_epoch(attempt.originated_at), ringing_at=_epoch(attempt.ringing_at),
             answered_at=_epoch(attempt.answered_at), queue_joined_at=_epoch(attempt.queue_joined_at),
             connected_at=_epoch(attempt.connected_at), reason=attempt.originate_reason,
-            response_seen=attempt.originate_reason is not None,
+            response_seen=attempt.originate_reason is not None, agent=attempt.agent,
+            estimated=set(filter(None, (attempt.estimated or "").split(","))),
         ))
     return out

@@ -169,7 +169,11 @@ def release_leads(session: Session, leads: Sequence[ClaimedLead], *, engine_id: 
 
 
 def renew_leases(session: Session, *, engine_id: str, now: dt.datetime, lease: dt.timedelta) -> int:
-    """Extend every lease this engine holds (claimed and dialing leads)."""
+    """Extend every lease this engine holds (claimed and dialing leads).
+
+    ``engine_id`` is the lease owner of this run (:func:`dialer.liveness.lease_owner`),
+    never just the engine's name: a restarted engine must not renew its dead
+    predecessor's leases as its own, it adopts them."""
     result = session.execute(
         sa.update(Lead)
         .where(Lead.lease_owner == engine_id)
@@ -248,6 +252,35 @@ def reclaim_expired(session: Session, *, now: dt.datetime) -> int:
             Lead.lease_expires_at.is_not(None),
             Lead.lease_expires_at < now,
         )
+        .values(
+            state=sa.case((Lead.attempts > 0, LeadState.RETRY.value), else_=LeadState.NEW.value),
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def lease_owners(session: Session) -> set[str]:
+    """Every lease owner of a claimed or dialing lead."""
+    return set(session.scalars(
+        sa.select(Lead.lease_owner)
+        .where(Lead.lease_expires_at.is_not(None), Lead.lease_owner.is_not(None))
+        .distinct()
+    ))
+
+
+def reclaim_owned(session: Session, owners: Iterable[str], *, now: dt.datetime) -> int:
+    """Hand back leads claimed by runs known to be dead, whatever their lease
+    says (see :mod:`dialer.liveness`); like :func:`reclaim_expired`."""
+    owners = list(owners)
+    if not owners:
+        return 0
+    result = session.execute(
+        sa.update(Lead)
+        .where(Lead.state == LeadState.CLAIMED.value, Lead.lease_owner.in_(owners))
         .values(
             state=sa.case((Lead.attempts > 0, LeadState.RETRY.value), else_=LeadState.NEW.value),
             next_attempt_at=now,

@@ -319,6 +319,10 @@ class CallAttempt(Base):
     time_to_agent: Mapped[float | None] = mapped_column(Float)
     # When the dialer asked Asterisk to hang the call up while it rang (hangup_after).
     hangup_at: Mapped[dt.datetime | None] = mapped_column()
+    # Columns of this row the engine did not observe but estimated, comma-separated
+    # (e.g. "ended_at" for a call whose end no engine saw and Asterisk kept no
+    # record of); NULL when every value was observed.
+    estimated: Mapped[str | None] = mapped_column(String(100))
 
     __table_args__ = (
         Index(None, "lead_id"),

@@ -46,7 +46,7 @@ ATTEMPT_COLUMNS = (
     "attempt_id", "lead_id", "phone", "first_name", "last_name", "attempt_no",
     "queued_at", "originated_at", "ringing_at", "answered_at", "queue_joined_at",
     "connected_at", "ended_at", "disposition", "cause", "cause_txt", "time_to_agent",
-    "agent", "server", "connection", "hangup_at",
+    "agent", "server", "connection", "hangup_at", "estimated",
 )
 
 _DURATION = re.compile(r"(\d+)\s*([mhd])")
@@ -578,6 +578,7 @@ def export_attempts(
             when(a.created_at), when(a.originated_at), when(a.ringing_at), when(a.answered_at),
             when(a.queue_joined_at), when(a.connected_at), when(a.ended_at), a.disposition, a.cause,
             a.cause_txt, millis(a.time_to_agent), a.agent, a.server, a.connection, when(a.hangup_at),
+            a.estimated,
         )
         .join(Lead, Lead.id == a.lead_id)
         .where(a.campaign_id == campaign.id)

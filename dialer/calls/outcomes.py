@@ -79,6 +79,8 @@ _ATTEMPT_FIELDS = (
     "ended_at", "disposition", "cause", "cause_txt", "originate_reason", "uniqueid",
     "agent", "time_to_agent", "hangup_at",
 )
+# Overwritten rather than filled once: the set of estimated columns only grows.
+_LATEST_FIELDS = ("estimated",)
 
 
 def _attempt_update() -> sa.Update:
@@ -87,6 +89,8 @@ def _attempt_update() -> sa.Update:
         name: sa.func.coalesce(table.c[name], sa.bindparam(f"v_{name}"))
         for name in _ATTEMPT_FIELDS
     }
+    for name in _LATEST_FIELDS:
+        values[name] = sa.func.coalesce(sa.bindparam(f"v_{name}"), table.c[name])
     values["state"] = sa.bindparam("v_state")
     return table.update().where(table.c.id == sa.bindparam("v_id")).values(values)
 
@@ -137,6 +141,7 @@ def record(
             "v_agent": call.agent,
             "v_time_to_agent": call.time_to_agent,
             "v_hangup_at": _dt(call.hangup_at),
+            "v_estimated": ",".join(sorted(call.estimated)) or None,
         }
         params.append(row)
     session.execute(_attempt_update(), params)

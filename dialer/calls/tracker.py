@@ -86,6 +86,11 @@ class TrackedCall:
     hangup_tried: bool = False
     #: the earliest time of an event of this call
     first_event_at: float | None = None
+    #: channels whose Hangup was seen (a channel listing taken meanwhile may still show them)
+    gone_channels: set[str] = field(default_factory=set)
+    #: the step columns (answered_at, ended_at, ...) and ``disposition`` that the
+    #: engine did not observe but estimated (stored in the attempt's ``estimated``)
+    estimated: set[str] = field(default_factory=set)
 
     @property
     def ended(self) -> bool:
@@ -290,6 +295,7 @@ class CallTracker:
         at = self._seen(call, at)
         uniqueid = event.get("Uniqueid") or ""
         call.live_channels.discard(uniqueid)
+        call.gone_channels.add(uniqueid)
         cause = _int(event.get("Cause"))
         # The carrier leg's cause describes the called party; the originated
         # leg often says 0 (Unknown) for a busy or congested line. So the
@@ -386,8 +392,10 @@ class CallTracker:
         The disposition is only stated where the evidence settles it: a call
         connected to an agent in time, an answered call still without an agent
         past the drop limit when last seen, or an unanswered call whose
-        ``OriginateResponse`` arrived. Everything else is ``unknown``.
+        ``OriginateResponse`` arrived. Everything else is ``unknown``. ``at``
+        is an estimate: the call is flagged so (``ended_at``).
         """
+        call.estimated.add("ended_at")
         if call.answered_at is not None:
             if call.unattended or (
                 call.connected_at is not None
@@ -402,6 +410,37 @@ class CallTracker:
             disposition = d.UNKNOWN
         return self._end(call, at, disposition, None)
 
+    def resolve_recorded(self, call: TrackedCall, ended_at: float, cause: int | None, step: str,
+                         *, answered_estimate: float) -> list[Transition]:
+        """End a call from the record the dialplan's hangup handler left for it
+        (``dialer-end/<attempt>``: written only for calls that were answered
+        and reached the connect context). ``step`` is ``agent`` when an agent
+        had taken the call. The end time and cause are Asterisk's; an answer
+        time the engine did not see is ``answered_estimate``, flagged as an
+        estimate."""
+        out: list[Transition] = []
+        if call.answered_at is None:
+            at = min(answered_estimate, ended_at)
+            if call.ringing_at is None:
+                call.ringing_at = at
+                call.estimated.add("ringing_at")
+                out.append(Transition(call, Step.RINGING, at))
+            call.answered_at = at
+            call.estimated.add("answered_at")
+            out.append(Transition(call, Step.ANSWERED, at))
+        if cause is not None and not call.cause:
+            call.cause = cause
+        if call.unattended or step == "agent" or (
+            call.connected_at is not None
+            and call.connected_at - call.answered_at <= self.drop_after
+        ):
+            disposition = d.CONNECTED
+        else:
+            disposition = d.DROPPED
+        return out + self._end(call, ended_at, disposition, None)
+
     def still_alive(self, call: TrackedCall, channels: Iterable[str]) -> None:
         """Asterisk reports these channels of the call as up: follow them."""
-        call.live_channels = set(channels)
+        call.live_channels = set(channels) - call.gone_channels
+        if call.live_channels:
+            call.had_channels = True
