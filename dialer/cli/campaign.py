@@ -6,6 +6,7 @@ import argparse
 import json
 
 from dialer import campaigns
+from dialer.audit import cli_actor
 from dialer.cli.db import unit_of_work
 
 
@@ -65,7 +66,7 @@ def create(args, out, err) -> int:
 def set_settings(args, out, err) -> int:
     values = campaigns.parse_assignments(args.assignments)
     with unit_of_work(args) as session:
-        campaign = campaigns.set_campaign_settings(session, args.name, **values)
+        campaign = campaigns.set_campaign_settings(session, args.name, actor=cli_actor(), **values)
         shown = {k: campaigns.format_setting(k, v) for k, v in campaigns.campaign_settings(campaign).items() if k in values}
     for key, text in shown.items():
         out.write(f"{args.name}: {key} = {text}\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from dialer import audit
 from dialer.campaigns import get_campaign
 from dialer.cli.db import unit_of_work
 from dialer.leads.importer import import_leads, read_header
@@ -67,5 +68,7 @@ def load(args, out, err) -> int:
             result = import_leads(
                 session, campaign, args.file, region=args.region, rejects=rejects, progress=progress
             )
+        audit.record(session, audit.cli_actor(), "leads.load", campaign.name,
+                     after={"file": args.file, **result.counts()})
     out.write(result.summary() + "\n")
     return 0

@@ -36,12 +36,27 @@ def register(subparsers, common) -> None:
         ("stop", "stop a campaign: no new calls, calls in flight finish, then stopped"),
     ):
         p = subparsers.add_parser(command, parents=[common], help=text, description=text + ".")
-        p.add_argument("name", metavar="NAME")
+        if command == "stop":
+            p.add_argument("name", metavar="NAME", nargs="?")
+            p.add_argument("--all", action="store_true", dest="all_campaigns",
+                           help="the emergency stop: stop every campaign at once")
+        else:
+            p.add_argument("name", metavar="NAME")
         p.add_argument("--reason", help="why (recorded with who and when)")
         p.set_defaults(handler=supervise, supervisor_command=command)
 
 
 def supervise(args, out, err) -> int:
+    if args.supervisor_command == "stop" and (args.all_campaigns == bool(args.name)):
+        raise UserError("stop: give a campaign NAME or --all (not both)")
+    if getattr(args, "all_campaigns", False):
+        with unit_of_work(args) as session:
+            stopped = [(c.name, c.state) for c in control.stop_all(session, reason=args.reason, now=utcnow())]
+        for name, state in stopped:
+            out.write(f"campaign {name}: {state}\n")
+        if not stopped:
+            out.write("no campaign to stop\n")
+        return 0
     with unit_of_work(args) as session:
         campaign = control.issue(session, args.name, args.supervisor_command,
                                  reason=args.reason, now=utcnow())

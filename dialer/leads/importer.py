@@ -96,6 +96,10 @@ class ImportResult:
     def rejected(self) -> int:
         return self.invalid + self.duplicate + self.dnc
 
+    def counts(self) -> dict[str, int]:
+        return {"rows": self.rows, "loaded": self.loaded, "invalid": self.invalid,
+                "duplicate": self.duplicate, "dnc": self.dnc}
+
     def summary(self) -> str:
         parts = [f"{self.loaded} loaded", f"{self.rejected} rejected"]
         detail = f" ({self.invalid} invalid, {self.duplicate} duplicate, {self.dnc} do-not-call)"
