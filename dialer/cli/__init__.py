@@ -18,7 +18,7 @@ from typing import Sequence, TextIO
 from dialer.errors import UserError
 
 # Command groups, in the order ``dialer --help`` lists them.
-COMMAND_MODULES: list[str] = ["db", "campaign", "leads", "dnc", "run", "sim", "ami", "report", "status", "demo"]
+COMMAND_MODULES: list[str] = ["db", "campaign", "leads", "dnc", "run", "sim", "ami", "report", "status", "demo", "web"]
 
 DEFAULT_CONFIG = "dialer.toml"
 DEFAULT_DB_URL = "sqlite:///dialer.db"
