@@ -686,15 +686,25 @@ def list_campaigns(session: Session) -> list[Campaign]:
     return list(session.scalars(sa.select(Campaign).order_by(Campaign.name)))
 
 
-def set_campaign_settings(session: Session, campaign: Campaign | str, **settings: Any) -> Campaign:
-    """Change some settings of a campaign; nothing changes if any value is refused."""
+def set_campaign_settings(session: Session, campaign: Campaign | str, *, actor=None, **settings: Any) -> Campaign:
+    """Change some settings of a campaign; nothing changes if any value is refused.
+
+    With ``actor`` (a :class:`dialer.audit.Actor`) the change is written to the
+    audit log with the values before and after.
+    """
     if isinstance(campaign, str):
         campaign = get_campaign(session, campaign, for_update=True)
     values = campaign_settings(campaign)
+    before = {k: format_setting(k, values[k]) for k in settings if k in values}
     for key, value in settings.items():
         values[key] = check_setting(key, value)
     _check_combination(values)
     _apply(campaign, {k: values[k] for k in settings})
+    if actor is not None:
+        from dialer import audit
+
+        audit.record(session, actor, "campaign.settings", campaign.name, before=before,
+                     after={k: format_setting(k, values[k]) for k in settings})
     session.flush()
     return campaign
 

@@ -44,7 +44,7 @@ from dialer.errors import UserError
 
 __all__ = ["Config", "AMIServerConfig", "ConfigError", "load_config"]
 
-_TOP_LEVEL = ("ami", "engine")
+_TOP_LEVEL = ("ami", "engine", "web")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -150,6 +150,7 @@ class Config:
     path: Path
     ami: list[AMIServerConfig]
     engine: dict[str, Any]
+    web: dict[str, Any] = field(default_factory=dict)   # the console's [web] table
 
     def server(self, name: str | None = None) -> AMIServerConfig:
         """The ``[[ami]]`` entry called ``name``, or the first one."""
@@ -356,7 +357,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         if key not in _TOP_LEVEL:
             raise _fail(
                 source, lines.top(key), key,
-                "unknown setting (expected [[ami]] tables and an [engine] table)",
+                "unknown setting (expected [[ami]] tables, an [engine] and a [web] table)",
             )
     servers_raw = raw.get("ami", [])
     if not isinstance(servers_raw, list):
@@ -374,4 +375,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     engine = raw.get("engine", {})
     if not isinstance(engine, dict):
         raise _fail(source, lines.top("engine"), "engine", "must be a table ([engine])")
-    return Config(path=path, ami=servers, engine=_engine_table(engine, source, lines))
+    web = raw.get("web", {})
+    if not isinstance(web, dict):
+        raise _fail(source, lines.top("web"), "web", "must be a table ([web])")
+    return Config(path=path, ami=servers, engine=_engine_table(engine, source, lines), web=web)

@@ -17,7 +17,8 @@ import socket
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer.campaigns import get_campaign
+from dialer import audit
+from dialer.campaigns import get_campaign, list_campaigns
 from dialer.errors import UserError
 from dialer.models import CallAttempt, Campaign, CampaignState, SupervisorCommand
 
@@ -54,8 +55,10 @@ def issue(
     reason: str | None = None,
     issued_by: str | None = None,
     now: dt.datetime,
+    actor: audit.Actor | None = None,
 ) -> Campaign:
-    """Apply a supervisor command to campaign ``name`` and record it."""
+    """Apply a supervisor command to campaign ``name`` and record it (and in the
+    audit log, as ``actor``: by default the person at this shell)."""
     if command not in TRANSITIONS:
         raise UserError(f"unknown command {command!r}")
     if reason is not None and any(ord(c) < 32 for c in reason):
@@ -66,11 +69,36 @@ def issue(
         raise UserError(f"campaign {name!r} is {campaign.state}: cannot {command} it")
     if command == "stop" and calls_in_flight(session, campaign.id) == 0:
         target = CampaignState.STOPPED.value
+    before = campaign.state
     campaign.state = target
     campaign.updated_at = now
+    actor = actor or audit.cli_actor()
     session.add(SupervisorCommand(
         campaign_id=campaign.id, command=command, reason=reason,
-        issued_by=issued_by or whoami(), issued_at=now,
+        issued_by=issued_by or (whoami() if actor.via == "cli" else actor.name), issued_at=now,
     ))
+    audit.record(session, actor, f"campaign.{command}", campaign.name,
+                 before={"state": before}, after={"state": target, "reason": reason}, now=now)
     session.flush()
     return campaign
+
+
+def stop_all(
+    session: Session,
+    *,
+    reason: str | None = None,
+    now: dt.datetime,
+    actor: audit.Actor | None = None,
+) -> list[Campaign]:
+    """The emergency stop: stop every running, paused or finished campaign at once.
+
+    Returns the campaigns it stopped (those already stopped or stopping are
+    left as they are). Engines act on it within their poll interval, as on
+    ``stop``: no new call leaves, the calls in flight are followed to their end.
+    """
+    stoppable = TRANSITIONS["stop"][0]
+    stopped = []
+    for campaign in list_campaigns(session):
+        if campaign.state in stoppable:
+            stopped.append(issue(session, campaign.name, "stop", reason=reason, now=now, actor=actor))
+    return stopped

@@ -138,11 +138,13 @@ def add_dnc(
     region: str = "US",
     source: str | None = None,
     now: dt.datetime | None = None,
+    actor=None,
 ) -> int:
     """List numbers (any format); UserError naming the first invalid one, before any is added.
 
     Returns how many were not listed before. Leads with these numbers leave
-    the hopper (see :func:`mark_dnc_leads`).
+    the hopper (see :func:`mark_dnc_leads`). With ``actor`` (a
+    :class:`dialer.audit.Actor`) the addition is written to the audit log.
     """
     try:
         normalizer = PhoneNormalizer(region)
@@ -158,8 +160,12 @@ def add_dnc(
     added = 0
     for i in range(0, len(e164s), BATCH_SIZE):
         added += _insert_new(session, e164s[i : i + BATCH_SIZE], source, now)
-    if added:
-        mark_dnc_leads(session, since=now)
+    marked = mark_dnc_leads(session, since=now) if added else 0
+    if actor is not None:
+        from dialer import audit
+
+        audit.record(session, actor, "dnc.add", ", ".join(dict.fromkeys(e164s))[:2000],
+                     after={"added": added, "leads_marked_dnc": marked, "source": source}, now=now)
     return added
 
 

@@ -921,8 +921,9 @@ class Engine:
             connected = sum(1 for call in run.calls if call.connected_at is not None)
             if c.queue and c.mode != "unattended":
                 logged_in, free, _ = self.agents.counts(c.queue, now)
+                agents = self.agents.board(c.queue, now)
             else:
-                logged_in = free = None
+                logged_in = free = agents = None
             d = run.decision
             campaigns[c.name] = {
                 "state": c.state, "mode": c.mode, "in_flight": len(run.calls),
@@ -931,7 +932,7 @@ class Engine:
                 "dial_level": None if d is None else round(d.dial_level, 2),
                 "decision": None if d is None else d.calls,
                 "reason": None if d is None else d.reason,
-                "placed": run.placed,
+                "placed": run.placed, "agents": agents,
                 # As pacing last read them (every stats_interval), from dialer.abandon.
                 "abandon_30d": abandon.rate(run.abandon[0], run.abandon[1]),
                 "abandon_24h": abandon.rate(run.abandon[2], run.abandon[3]),
@@ -940,6 +941,7 @@ class Engine:
             "engine_id": self.engine_id,
             # Real wall-clock seconds: the engine clock may run fast or start elsewhere.
             "wall_time": time.time(),
+            "clock": now,  # the engine clock then (agents' "since" times are on it)
             "speed": self.settings.speed,
             "campaigns": campaigns,
             "connections": self.pool.statistics(trio.current_time()),

@@ -27,7 +27,7 @@ def payloads(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Campaign name -> its live-state document, from ``Engine.status()``."""
     return {
         name: {**figures, "campaign": name, "engine_id": status["engine_id"],
-               "wall_time": status["wall_time"], "speed": status["speed"],
+               "wall_time": status["wall_time"], "clock": status.get("clock"), "speed": status["speed"],
                "connections": status["connections"]}
         for name, figures in status["campaigns"].items()
     }
@@ -48,7 +48,7 @@ def write(session: Session, engine_id: str, docs: dict[str, dict[str, Any]], now
 
 
 def _comparable(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: {k: v for k, v in doc.items() if k != "wall_time"} for name, doc in docs.items()}
+    return {name: {k: v for k, v in doc.items() if k not in ("wall_time", "clock")} for name, doc in docs.items()}
 
 
 async def publish(engine: Any, *, interval: float = INTERVAL, min_gap: float = MIN_GAP) -> None:

@@ -442,3 +442,82 @@ class LiveState(Base):
         BigId, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
     heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class Role(enum.StrEnum):
+    """What a console user or API token may do; each role includes the ones before it."""
+
+    VIEWER = "viewer"          # wallboard, reports, live state: read-only
+    SUPERVISOR = "supervisor"  # campaign state, lead upload, do-not-call additions
+    ADMIN = "admin"            # users, tokens, campaign settings
+
+
+class WebUser(Base):
+    """A person who logs in to the web console (``dialer web user add``)."""
+
+    __tablename__ = "web_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    # An Argon2id hash in PHC form ($argon2id$v=19$m=...).
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column()
+
+    __table_args__ = (CheckConstraint(_one_of("role", Role), name="role"),)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API and /metrics; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column()
+
+    __table_args__ = (CheckConstraint(_one_of("role", Role), name="role"),)
+
+
+class WebSession(Base):
+    """A logged-in browser: the cookie holds a random key, the table its SHA-256."""
+
+    __tablename__ = "web_sessions"
+
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id", ondelete="CASCADE"))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+
+    __table_args__ = (Index(None, "user_id"),)
+
+
+class AuditEntry(Base):
+    """One state-changing action, from the command line, the API or the browser.
+
+    ``actor`` is who (``web:alice``, ``token:crm``, ``cli:bob@host``), ``via``
+    where it came from (cli, web, api), ``address`` the client's IP address
+    (or the host, for the command line); ``before``/``after`` the values the
+    action changed.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    via: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(Text)
+    before: Mapped[Any] = mapped_column(Json, nullable=True)
+    after: Mapped[Any] = mapped_column(Json, nullable=True)
+
+    __table_args__ = (Index(None, "at"),)

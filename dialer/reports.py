@@ -613,3 +613,15 @@ def export_attempts(
             count += len(chunk)
     out.write("\n]\n")
     return count
+
+
+def hours_since(session: Session, campaign: Campaign, since: dt.datetime) -> list[dict[str, Any]]:
+    """Attempts, answers, drops and abandon rate per UTC hour of the calls a
+    campaign placed from ``since`` on (the console's charts of today)."""
+    a = CallAttempt
+    where = [a.campaign_id == campaign.id, a.created_at >= since]
+    return [
+        {"hour": hour, "attempts": n, "answered": answered, "connected": connected, "dropped": dropped,
+         "abandon_rate": _share(dropped, answered)}
+        for hour, n, answered, connected, dropped, _ended in _hours_sql(session, _dialect(session), where)
+    ]

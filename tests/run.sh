@@ -47,6 +47,14 @@ elif [[ ${CI:-} == true ]]; then
   exit 1
 fi
 
+# Chromium and its driver for the browser tests (tests/test_web_browser.py):
+# Debian's packages, installed when missing.
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]] && [[ $(id -u) -eq 0 ]]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
 # Asterisk for the real-Asterisk tests (marker asterisk): the tarball in
 # ../shared/asterisk/, checked against its .sha256 and unpacked once into a
 # cache folder outside the repository, keyed by that hash.

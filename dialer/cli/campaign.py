@@ -52,7 +52,12 @@ def register(subparsers, common) -> None:
 
     for command, text in SUPERVISOR_COMMANDS:
         p = subparsers.add_parser(command, parents=[common], help=text, description=text + ".")
-        p.add_argument("name", metavar="NAME")
+        if command == "stop":
+            p.add_argument("name", metavar="NAME", nargs="?")
+            p.add_argument("--all", action="store_true", dest="all_campaigns",
+                           help="the emergency stop: stop every campaign at once")
+        else:
+            p.add_argument("name", metavar="NAME")
         p.add_argument("--reason", help="why (recorded with who and when)")
         p.set_defaults(handler=supervise, supervisor_command=command)
 
@@ -86,10 +91,11 @@ def create(args, out, err) -> int:
 
 def set_settings(args, out, err) -> int:
     from dialer import campaigns
+    from dialer.audit import cli_actor
 
     values = campaigns.parse_assignments(args.assignments)
     with unit_of_work(args) as session:
-        campaign = campaigns.set_campaign_settings(session, args.name, **values)
+        campaign = campaigns.set_campaign_settings(session, args.name, actor=cli_actor(), **values)
         shown = {k: campaigns.format_setting(k, v) for k, v in campaigns.campaign_settings(campaign).items() if k in values}
     for key, text in shown.items():
         out.write(f"{args.name}: {key} = {text}\n")
@@ -151,8 +157,19 @@ def show(args, out, err) -> int:
 
 def supervise(args, out, err) -> int:
     from dialer import control
+    from dialer.errors import UserError
     from dialer.models import utcnow
 
+    if args.supervisor_command == "stop" and (args.all_campaigns == bool(args.name)):
+        raise UserError("stop: give a campaign NAME or --all (not both)")
+    if getattr(args, "all_campaigns", False):
+        with unit_of_work(args) as session:
+            stopped = [(c.name, c.state) for c in control.stop_all(session, reason=args.reason, now=utcnow())]
+        for name, state in stopped:
+            out.write(f"campaign {name}: {state}\n")
+        if not stopped:
+            out.write("no campaign to stop\n")
+        return 0
     with unit_of_work(args) as session:
         campaign = control.issue(session, args.name, args.supervisor_command,
                                  reason=args.reason, now=utcnow())

@@ -38,19 +38,23 @@ def register(subparsers, common) -> None:
 
 def add(args, out, err) -> int:
     from dialer import dnc
+    from dialer.audit import cli_actor
 
     with unit_of_work(args) as session:
-        added = dnc.add_dnc(session, args.numbers, region=args.region, source=args.source or "cli")
+        added = dnc.add_dnc(session, args.numbers, region=args.region, source=args.source or "cli",
+                            actor=cli_actor())
     already = len({dnc.normalize_number(n, args.region) for n in args.numbers}) - added
     out.write(f"{added} added to the do-not-call list" + (f", {already} already listed" if already > 0 else "") + "\n")
     return 0
 
 
 def load(args, out, err) -> int:
-    from dialer import dnc
+    from dialer import audit, dnc
+    from dialer.audit import cli_actor
 
     with unit_of_work(args) as session:
         result = dnc.load_dnc(session, args.file, region=args.region, rejects=args.rejects, source=args.source)
+        audit.record(session, cli_actor(), "dnc.load", args.file, after=result.summary())
     out.write(result.summary() + "\n")
     return 0
 

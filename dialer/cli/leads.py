@@ -73,6 +73,7 @@ def load(args, out, err) -> int:
     from dialer.signals import DeferredSignals
 
     with DeferredSignals() as signals:
+        from dialer import audit
         from dialer.leads.importer import LoadInterrupted, load_leads, read_header
 
         read_header(args.file)  # refuse a file that is not a lead file before the database
@@ -82,7 +83,7 @@ def load(args, out, err) -> int:
             with _progress_bar(err, size) as progress:
                 result = load_leads(
                     args.db, args.campaign, args.file, region=args.region, rejects=str(rejects),
-                    progress=progress, should_stop=signals.received,
+                    progress=progress, should_stop=signals.received, actor=audit.cli_actor(),
                 )
         except LoadInterrupted:
             raise LoadInterruptedError(

@@ -101,6 +101,10 @@ class ImportResult:
     def rejected(self) -> int:
         return self.invalid + self.duplicate + self.dnc
 
+    def counts(self) -> dict[str, int]:
+        return {"rows": self.rows, "loaded": self.loaded, "invalid": self.invalid,
+                "duplicate": self.duplicate, "dnc": self.dnc}
+
     def summary(self) -> str:
         parts = [f"{self.loaded} loaded", f"{self.rejected} rejected"]
         detail = f" ({self.invalid} invalid, {self.duplicate} duplicate, {self.dnc} do-not-call)"
@@ -502,6 +506,7 @@ def load_leads(
     path: str | os.PathLike,
     *,
     should_stop: Callable[[], bool] | None = None,
+    actor: Any = None,
     **options: Any,
 ) -> ImportResult:
     """One whole load in a transaction of its own on the database at ``url``:
@@ -509,6 +514,8 @@ def load_leads(
     rolled back whole. Options as for :func:`import_leads`.
 
     Raises :class:`LoadInterrupted` when stopped: then nothing was loaded.
+    With ``actor`` (a :class:`dialer.audit.Actor`), the load's audit row is
+    written in the same transaction.
     """
     from dialer import db
 
@@ -518,6 +525,11 @@ def load_leads(
         with db.session_factory(engine)() as session:
             with session.begin():
                 result = import_leads(session, campaign, path, should_stop=should_stop, **options)
+                if actor is not None:  # the audit row commits with the leads, or not at all
+                    from dialer import audit
+
+                    audit.record(session, actor, "leads.load", campaign,
+                                 after={"file": str(path), **result.counts()})
             # committed
     finally:
         engine.dispose()

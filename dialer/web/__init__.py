@@ -1,0 +1,8 @@
+"""The supervisor's web console: wallboard, campaign control, lead upload, JSON API, metrics.
+
+``dialer web`` serves :func:`dialer.web.app.create_app` with Hypercorn on trio.
+The console reads only the database (campaigns, leads, attempts and the
+engines' ``live_state`` rows), so it works with engines in other processes
+or on other hosts; every change it makes goes through the same library
+functions as the command line and is written to the audit log.
+"""
