@@ -103,6 +103,7 @@ counts a hung-up call as placed only for as long as it rang
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from collections import Counter, deque
 from functools import cached_property
@@ -238,6 +239,12 @@ class CallEstimates:
 
 #: what is assumed of a campaign before its own calls have been measured
 DEFAULT_ESTIMATES = CallEstimates()
+#: what the estimator assumes of a new campaign before it has measured
+#: anything: answers likelier and sooner than usual, which places fewer calls
+#: than the usual figures would (a wrong guess then costs agents' time, not
+#: dropped calls); replaced as the campaign's own calls come in, or by the
+#: estimates it saved (see CallStatsEstimator.snapshot)
+COLD_START_ESTIMATES = CallEstimates(answer_rate=0.5, answer_delay=Distribution.uniform(1, 20))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,9 +281,26 @@ class PacingStats:
     answered_30d: int = 0
     drops_24h: int = 0
     answered_24h: int = 0
+    #: drops and answered calls over the last 60 minutes (the hourly guard)
+    drops_1h: int = 0
+    answered_1h: int = 0
+    #: other engines dialing this campaign for the same agents: how long each
+    #: of their ringing calls has rung (as last published, aged since, plus
+    #: the calls they are expected to have placed since), their answered
+    #: calls waiting for an agent and their calls in flight
+    shared_ringing_elapsed: tuple[float, ...] = ()
+    shared_waiting: int = 0
+    shared_in_flight: int = 0
+    #: engines dialing this campaign (this one included) and this engine's
+    #: place among them (0-based, in a fixed order all of them agree on)
+    engines: int = 1
+    engine_rank: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("agents_logged_in", "agents_free", "calls_ringing", "calls_waiting", "in_flight"):
+        if not 0 <= self.engine_rank < self.engines:
+            raise ValueError(f"PacingStats.engine_rank {self.engine_rank} is not one of {self.engines} engines")
+        for name in ("agents_logged_in", "agents_free", "calls_ringing", "calls_waiting", "in_flight",
+                     "shared_waiting", "shared_in_flight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"PacingStats.{name} is negative: {getattr(self, name)}")
         if self.in_flight < self.calls_ringing + self.calls_waiting:
@@ -362,6 +386,15 @@ class PacingDecision:
     #: predictive with ``hangup_after``: ringing calls to hang up now, as
     #: indices into ``PacingStats.ringing_elapsed``
     hangup: tuple[int, ...] = ()
+    #: with several engines on the campaign: the calls all of them together
+    #: should place now (``calls`` is this engine's share); else ``calls``
+    total_calls: int = 0
+    #: predictive: the abandon rate of the last hour the decision used
+    hour_rate: float = 0.0
+    #: predictive: agents the model expects to be free (or freed) by the
+    #: latest moment it checks (about the slowest answer + 2 s), before the
+    #: ringing calls take theirs; else the agents free now
+    agents_expected: float = 0.0
 
 
 # --------------------------------------------------------------------------
@@ -382,8 +415,44 @@ def abandon_rate(stats: PacingStats, settings: PacingSettings) -> float:
     )
 
 
+def hour_rate(stats: PacingStats) -> float:
+    """Drops / answered over the last hour, over at least ``HOUR_MIN_SAMPLE`` answered calls."""
+    return stats.drops_1h / max(stats.answered_1h, HOUR_MIN_SAMPLE)
+
+
 def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
-    """Decide how many calls to place now; see the module docstring."""
+    """Decide how many calls to place now; see the module docstring.
+
+    With other engines on the campaign (``stats.engines`` > 1), the count is
+    worked out for all of them together (their calls added to this engine's)
+    and this engine places its share: ``floor((n + rank) / engines)``, which
+    over the engines adds up to exactly n.
+    """
+    if stats.engines == 1 and not stats.shared_ringing_elapsed and not stats.shared_in_flight:
+        return _decide(stats, settings)
+    own_ages = stats.ringing_elapsed + (0.0,) * (stats.calls_ringing - len(stats.ringing_elapsed))
+    ages = own_ages + stats.shared_ringing_elapsed
+    merged = dataclasses.replace(
+        stats,
+        calls_ringing=len(ages), ringing_elapsed=ages,
+        calls_waiting=stats.calls_waiting + stats.shared_waiting,
+        in_flight=max(stats.in_flight + stats.shared_in_flight, len(ages) + stats.calls_waiting + stats.shared_waiting),
+        capacity=None, shared_ringing_elapsed=(), shared_waiting=0, shared_in_flight=0,
+        engines=1, engine_rank=0,
+    )
+    together = _decide(merged, settings)
+    k = stats.engines
+    share = (together.calls + stats.engine_rank) // k
+    reason = together.reason
+    if k > 1:
+        reason += f"; share {stats.engine_rank + 1} of {k}"
+    if stats.capacity is not None and share > stats.capacity:
+        share = max(0, stats.capacity)
+        reason += "; capped by concurrency"
+    return dataclasses.replace(together, calls=share, reason=reason, total_calls=together.calls)
+
+
+def _decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     rate = abandon_rate(stats, settings)
     room = settings.max_concurrent - stats.in_flight
     if stats.capacity is not None:
@@ -391,19 +460,23 @@ def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     room = max(0, room)
     agents = stats.agents_logged_in
 
-    def done(calls: int, reason: str, allowed: float = 0.0, hangups: tuple[int, ...] = ()) -> PacingDecision:
+    def done(calls: int, reason: str, allowed: float = 0.0, hangups: tuple[int, ...] = (),
+             supply: float | None = None) -> PacingDecision:
         capped = min(max(0, calls), room)
         if capped < calls:
             reason += "; capped by concurrency"
         level = (stats.in_flight + capped) / agents if agents else 0.0
         return PacingDecision(
             calls=capped,
+            total_calls=capped,
             mode=settings.mode,
             reason=reason,
             dial_level=level,
             abandon_rate=rate,
             allowed_drop=allowed,
             hangup=hangups,
+            hour_rate=hour_rate(stats),
+            agents_expected=float(stats.agents_free) if supply is None else supply,
         )
 
     if settings.mode == "unattended":
@@ -430,21 +503,43 @@ def decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     top = settings.max_marginal_drop
     if top is None:
         top = MARGINAL_DROP_HANGUP if settings.hangup_after is not None else MARGINAL_DROP
-    allowed = top * min(1.0, (target - rate) / (FEEDBACK_BAND * target))
+    hourly = hour_rate(stats)
+    allowed = top * _budget_left(stats, settings)
     line_cap = int(math.floor(settings.max_dial_level * agents + 1e-9)) - stats.in_flight
     limit = max(0, min(room, line_cap))
-    n, hangups = _predictive(stats, settings.connect_deadline, allowed, limit, settings.hangup_after is not None)
+    n, hangups, supply = _predictive(stats, settings.connect_deadline, allowed, limit,
+                                     settings.hangup_after is not None)
     if n <= one_to_one:
-        return done(one_to_one, "predictive: 1:1 floor", allowed, hangups)
+        return done(one_to_one, "predictive: 1:1 floor", allowed, hangups, supply)
     reason = "predictive"
+    if hourly > HOUR_LIMIT - HOUR_BAND:
+        reason += "; slowed by the last hour's drops"
     if n >= limit and limit == line_cap and line_cap < room:
         reason += "; capped by max dial level"
-    return done(n, reason, allowed, hangups)
+    return done(n, reason, allowed, hangups, supply)
 
 
 #: the allowed marginal drop probability falls from its maximum to zero over
 #: this top fraction of the abandon target
 FEEDBACK_BAND = 0.5
+#: the hourly guard: the allowed marginal drop probability also falls to zero
+#: as the last hour's abandon rate goes from HOUR_LIMIT - HOUR_BAND to
+#: HOUR_LIMIT, so that a burst of drops (a shift change, a list turning
+#: good again) is met at once, not when it has moved the 24-hour rate; the
+#: hour's rate is taken over at least HOUR_MIN_SAMPLE answered calls
+HOUR_LIMIT = 0.04
+HOUR_BAND = 0.015
+HOUR_MIN_SAMPLE = 60
+#: a new campaign: the allowed marginal drop probability grows from
+#: COLD_START_FROM / COLD_START_RAMP of its value to all of it over its
+#: first COLD_START_RAMP - COLD_START_FROM answered calls, while the abandon
+#: rate rests on too few calls to say how much of the budget is left
+COLD_START_RAMP = 200
+COLD_START_FROM = 20
+#: drops (calls) kept in reserve against the day's and the hour's budgets:
+#: for calls already ringing when the budget runs out
+DAY_RESERVE = 1.5
+HOUR_RESERVE = 1.5
 #: the maximum allowed marginal drop probability, by default; with hang-ups,
 #: calls that turn out unneeded while still ringing are cut, so the same
 #: abandon rate is reached with a higher one (see tests/bench/bench_pacing.py)
@@ -454,6 +549,27 @@ MARGINAL_DROP_HANGUP = 0.20
 #: probability, however little of the abandon budget is left: cutting calls
 #: that are all but sure to find one only wastes leads
 HANGUP_FLOOR = 0.01
+
+
+def _budget_left(stats: PacingStats, settings: PacingSettings) -> float:
+    """The share (0..1) of the largest marginal drop probability the abandon budget allows.
+
+    The least of three, each counted in calls so that a small campaign keeps
+    a drop in reserve: the rolling 30 days and 24 hours against the target
+    (full up to ``1 - FEEDBACK_BAND`` of it), the last hour against
+    HOUR_LIMIT, and the ramp of a new campaign (COLD_START_RAMP).
+    """
+    target = settings.abandon_target
+    floor = max(1, settings.abandon_min_sample)
+    shares = [1.0]
+    for drops, answered in ((stats.drops_30d, stats.answered_30d), (stats.drops_24h, stats.answered_24h)):
+        n = max(answered, floor)
+        shares.append((target * n - drops - DAY_RESERVE) / (FEEDBACK_BAND * target * n))
+    n = max(stats.answered_1h, HOUR_MIN_SAMPLE)
+    shares.append((HOUR_LIMIT * n - stats.drops_1h - HOUR_RESERVE) / (HOUR_BAND * n))
+    history = max(stats.answered_30d, stats.answered_24h)
+    shares.append((history + COLD_START_FROM) / COLD_START_RAMP)
+    return max(0.0, min(shares))
 
 
 def _progressive(free: int, ratio: float, pending: int) -> int:
@@ -469,7 +585,8 @@ _VAR_FLOOR = 0.01
 def _predictive(
     stats: PacingStats, deadline: float, allowed: float, limit: int, hang_up: bool = False
 ) -> tuple[int, tuple[int, ...]]:
-    """How many calls to place, and which ringing calls to hang up.
+    """How many calls to place, which ringing calls to hang up, and the agents
+    expected free by the last moment checked.
 
     Places the most calls such that the last one, if answered, finds no agent
     with probability <= allowed. First, if ``hang_up``, hangs up one by one
@@ -492,7 +609,7 @@ def _predictive(
         grid = tuple(sorted(set(times).union(range(0, dlen, 2))))
     else:
         if limit <= 0:
-            return 0, ()
+            return 0, (), float(stats.agents_free)
         grid = times
     m = len(grid)
     horizons = [t + deadline for t in grid]
@@ -521,6 +638,8 @@ def _predictive(
         for j in range(m):
             mean[j] += sum(columns[j])
             var[j] += sum(columns[m + j])
+
+    supply = mean[-1]
 
     # Demand: calls that will want an agent by t.
     for j in range(m):
@@ -614,7 +733,7 @@ def _predictive(
             a = new[j]
             mean[j] -= a
             var[j] += a * (1.0 - a)
-    return n, tuple(hangups)
+    return n, tuple(hangups), supply
 
 
 def _completion_rows(talk: Distribution, shifts: tuple[int, ...]) -> dict[int, tuple[float, ...]]:
@@ -670,7 +789,7 @@ class CallStatsEstimator:
         refresh: float = 30.0,
     ) -> None:
         self.window = window
-        self.prior = prior if prior is not None else DEFAULT_ESTIMATES
+        self.prior = prior if prior is not None else COLD_START_ESTIMATES
         self.prior_weight = prior_weight
         self.min_samples = min_samples
         self.refresh = refresh
@@ -688,6 +807,9 @@ class CallStatsEstimator:
         self._talk_fit: tuple[float, float, Distribution] | None = None
         self._cache_at = -math.inf
         self._dirty = True
+        self._since_check = 0
+        #: times the answer rate was found to have shifted (older attempts forgotten)
+        self.shifts = 0
 
     # events
 
@@ -720,6 +842,30 @@ class CallStatsEstimator:
         attempts.append(attempt)
         if attempt[1] is None:
             self._hung_up += 1
+        self._since_check += 1
+        if self._since_check >= SHIFT_CHECK_EVERY:
+            self._since_check = 0
+            self._check_shift()
+
+    def _check_shift(self) -> None:
+        """Forget the older attempts when the last SHIFT_RECENT answer at a rate the
+        rest of the window makes all but impossible (a list turning bad or good again)."""
+        attempts = self._attempts
+        k = SHIFT_RECENT
+        if len(attempts) < 2 * k:
+            return
+        older = len(attempts) - k
+        answered_all = sum(1 for _, a, _ in attempts if a)
+        recent = sum(1 for i in range(older, len(attempts)) if attempts[i][1])
+        p = (answered_all - recent) / older
+        z = (recent - k * p) / math.sqrt(k * p * (1.0 - p) + 1.0)
+        if abs(z) > SHIFT_Z:
+            for _ in range(older):
+                if attempts.popleft()[1] is None:
+                    self._hung_up -= 1
+            self.shifts += 1
+            self._dirty = True
+            self._cache_at = -math.inf
 
     def call_dropped(self, now: float) -> None:
         """An answered call was not connected to an agent in time."""
@@ -817,7 +963,11 @@ class CallStatsEstimator:
         prior = self.prior
         delays = [d for _, d in self._delays]
         answer_delay = prior.answer_delay
-        if len(delays) >= self.min_samples:
+        if 0 < len(delays) < self.min_samples:
+            # Few answers yet: the prior, moved toward what they show.
+            answer_delay = _mixture(Distribution.from_samples(delays), prior.answer_delay,
+                                    len(delays) / self.min_samples)
+        elif len(delays) >= self.min_samples:
             answer_delay = Distribution.from_samples(delays)
             if self._hung_up:
                 # Late answers are missing among the calls hung up: the curve
@@ -857,8 +1007,22 @@ class CallStatsEstimator:
         return dist
 
 
+#: the answer rate's shift test: every SHIFT_CHECK_EVERY attempts, the last
+#: SHIFT_RECENT are compared with the rest of the window, and a difference of
+#: more than SHIFT_Z standard deviations makes the estimator forget the rest
+SHIFT_RECENT = 50
+SHIFT_CHECK_EVERY = 10
+SHIFT_Z = 4.0
+
 #: changes of the log-normal talk-time fit (mu, sigma) smaller than this are ignored
 TALK_FIT_TOLERANCE = 0.02
+
+
+def _mixture(a: Distribution, b: Distribution, weight: float) -> Distribution:
+    """``weight`` of ``a`` and the rest of ``b``."""
+    n = max(len(a.cdf), len(b.cdf))
+    cdf = tuple(weight * a.at(k) + (1.0 - weight) * b.at(k) for k in range(n))
+    return Distribution(cdf=cdf, mean=weight * a.mean + (1.0 - weight) * b.mean)
 
 
 def _median(values: list[float]) -> float:
