@@ -40,12 +40,15 @@ def _engine(args):
 
 
 @contextlib.contextmanager
-def unit_of_work(args) -> Iterator[Session]:
-    """One transaction on the database of ``--db`` (which must be migrated to head)."""
+def unit_of_work(args, *, bounded: bool = True) -> Iterator[Session]:
+    """One transaction on the database of ``--db`` (which must be migrated to head),
+    within the database deadline unless not ``bounded`` (a long export: then
+    only connecting and each statement are bounded)."""
     engine = db.open_database(args.db)
     try:
-        with db.session_factory(engine).begin() as session:
-            yield session
+        with db.deadline(engine) if bounded else contextlib.nullcontext():
+            with db.session_factory(engine).begin() as session:
+                yield session
     finally:
         engine.dispose()
 
