@@ -25,14 +25,18 @@ installed from a wheel, see :mod:`dialer.resources`).
 from __future__ import annotations
 
 import contextlib
+import heapq
 import io
+import itertools
 import math
 import os
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
@@ -208,6 +212,56 @@ def interrupt(engine: Engine) -> None:
             pass
 
 
+class _Watchdog:
+    """One daemon thread that runs callbacks at their deadlines (cheaper than a
+    timer thread per unit of work, which costs more than a small query)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._armed: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, seconds: float, callback) -> int:
+        key = next(self._ids)
+        at = time.monotonic() + seconds
+        with self._lock:
+            sooner = not self._heap or at < self._heap[0][0]
+            heapq.heappush(self._heap, (at, key, callback))
+            self._armed.add(key)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dialer-db-watchdog", daemon=True)
+                self._thread.start()
+            if sooner:  # else the thread wakes up in time for it anyway
+                self._lock.notify()
+        return key
+
+    def disarm(self, key: int) -> None:
+        with self._lock:
+            self._armed.discard(key)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._lock.wait()
+                    continue
+                at, key, callback = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._armed.discard(key)
+            callback()
+
+
+_watchdog = _Watchdog()
+
+
 @contextlib.contextmanager
 def deadline(engine: Engine, seconds: float | None = None) -> Iterator[None]:
     """Bound the database work of the block (in this thread) to ``seconds``
@@ -222,11 +276,9 @@ def deadline(engine: Engine, seconds: float | None = None) -> Iterator[None]:
         fired.set()
         interrupt(engine)
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
     stack = _deadlines.__dict__.setdefault("stack", [])
     stack.append(fired)
-    timer.start()
+    key = _watchdog.arm(seconds, fire)
     try:
         yield
     except Exception as exc:
@@ -237,7 +289,7 @@ def deadline(engine: Engine, seconds: float | None = None) -> Iterator[None]:
             ) from exc
         raise
     finally:
-        timer.cancel()
+        _watchdog.disarm(key)
         stack.remove(fired)
 
 

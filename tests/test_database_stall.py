@@ -179,3 +179,27 @@ async def test_engine_stops_dialing_keeps_outcomes_and_writes_them_when_the_serv
     finally:
         cluster.resume()
         engine.dispose()
+
+
+def test_a_runaway_sqlite_statement_is_interrupted_at_the_deadline(tmp_path):
+    engine = db.create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    endless = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r"
+    try:
+        started = time.monotonic()
+        with pytest.raises(db.DatabaseTimeout, match=r"no answer within 0.3 s"):
+            with db.deadline(engine, 0.3), engine.connect() as conn:
+                conn.execute(sa.text(endless))
+        assert 0.25 <= time.monotonic() - started <= 0.3 + SLACK
+        # A shorter deadline armed after a longer one fires first; the longer one
+        # never fires on a block that finished in time.
+        with db.deadline(engine, 60), engine.connect() as conn:
+            with pytest.raises(db.DatabaseTimeout):
+                with db.deadline(engine, 0.2):
+                    conn.execute(sa.text(endless))
+        with db.deadline(engine, 0.2), engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 3")).scalar() == 3
+        time.sleep(0.4)
+        with engine.connect() as conn:  # nothing fired on it afterwards
+            assert conn.execute(sa.text("SELECT 4")).scalar() == 4
+    finally:
+        engine.dispose()
