@@ -46,7 +46,7 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import abandon, control, hopper, live, liveness, rules
+from dialer import abandon, control, db, hopper, live, liveness, rules
 from dialer.ami.codec import LocalProtocolError, Message
 from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
@@ -93,6 +93,7 @@ class EngineSettings:
     housekeeping_interval: float = 5.0
     stats_interval: float = 5.0
     batch_interval: float = 0.05     # real seconds between two claims, at least
+    db_timeout: float = 10.0         # real seconds one unit of database work may take
     speed: float = 1.0               # engine-clock seconds per real second
 
     @classmethod
@@ -178,8 +179,10 @@ def _pacing_settings(c: Campaign) -> PacingSettings:
     )
 
 
-#: times the engine tries to write its last outcomes when it stops (0.5 s apart)
+#: times the engine tries to write its last outcomes when it stops (0.5 s apart),
+#: for at most FINAL_FLUSH_SECONDS (plus the db_timeout of the try under way)
 FINAL_FLUSH_TRIES = 20
+FINAL_FLUSH_SECONDS = 10.0
 #: The UserEvent the drop-message dialplan sends when the called party presses the
 #: opt-out key (47 CFR 64.1200(a)(7)); it carries the Attempt (DIALER_ATTEMPT).
 OPT_OUT_EVENT = "DialerOptOut"
@@ -240,6 +243,7 @@ class Engine:
         self._flushing = 0
         self._hangup_denied: set[str] = set()  # servers that refused Hangup (warned once)
         self._server_clocks: dict[str, ServerClock] = {}  # events' Timestamps, per server
+        self.database_down: str | None = None  # why the last unit of work timed out, until one works
         self._nursery: trio.Nursery | None = None
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
@@ -249,18 +253,34 @@ class Engine:
     # -- helpers -------------------------------------------------------------------
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        # The worker thread cannot be cancelled; db.deadline bounds it instead,
+        # by breaking its connection when db_timeout has passed.
+        bind = self.sessions.kw["bind"]
+        timeout = self.settings.db_timeout
+
         def unit() -> T:
-            with self.sessions.begin() as session:
+            with db.deadline(bind, timeout), self.sessions.begin() as session:
                 return fn(session, *args)
 
         try:
             if not self.db_thread:
                 await trio.lowlevel.checkpoint()
-                return unit()
-            return await trio.to_thread.run_sync(unit, limiter=self._db_limiter)
+                result = unit()
+            else:
+                result = await trio.to_thread.run_sync(unit, limiter=self._db_limiter)
+        except db.DatabaseTimeout as exc:
+            if self.database_down is None:
+                log.error("%s; no new calls until it answers, outcomes are kept (%d call steps)"
+                          " and written then", exc, len(self._pending))
+            self.database_down = str(exc)
+            raise DatabaseBusy(str(exc)) from exc
         except sa.exc.OperationalError as exc:
             reason = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
             raise DatabaseBusy(reason) from exc
+        if self.database_down is not None:
+            self.database_down = None
+            log.warning("the database answers again")
+        return result
 
     def _poke(self) -> None:
         self._wake.set()
@@ -792,12 +812,23 @@ class Engine:
                 add_dnc(session, [phone], source=f"opt-out attempt {attempt_id}", now=now)
             return phone
 
-        phone = await self._db(write)
+        try:
+            phone = await self._db(write)
+        except DatabaseBusy as exc:
+            # Never lost: tried again in a second, off the event reader's path.
+            log.warning("attempt %d: opt-out not listed yet (%s); trying again", attempt_id, exc)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._opt_out_later, server, event)
+            return
         self.counters["opt_outs"] += 1
         if phone is None:
             log.warning("%s: %s for unknown attempt %d", server, OPT_OUT_EVENT, attempt_id)
         else:
             log.info("attempt %d: %s opted out, on the do-not-call list", attempt_id, phone)
+
+    async def _opt_out_later(self, server: str, event: Message) -> None:
+        await trio.sleep(1.0)
+        await self._opt_out(server, event)
 
     def _apply(self, transitions: list[Transition], event: Message | None = None) -> None:
         if not transitions:
@@ -845,10 +876,13 @@ class Engine:
 
     async def _final_flush(self) -> None:
         """Write what is left before returning, waiting out a busy database for a while."""
+        give_up = trio.current_time() + FINAL_FLUSH_SECONDS
         for _ in range(FINAL_FLUSH_TRIES):
             await self._flush()
             if not self._pending and not self._cancelled:
                 return
+            if trio.current_time() + 0.5 > give_up:
+                break
             await trio.sleep(0.5)
         log.error("%d call steps and %d unsent attempts not written; a restart reconciles"
                   " their calls", len(self._pending), len(self._cancelled))

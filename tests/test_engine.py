@@ -415,6 +415,42 @@ async def test_outcomes_left_at_a_stop_wait_out_a_locked_database(clock, session
     assert ended == engine.counters["ended"] > 0
 
 
+async def test_the_final_flush_gives_up_after_a_bounded_time(clock, sessions, sqlite_url, caplog, monkeypatch):
+    """The database stays locked after the stop: the engine returns within
+    FINAL_FLUSH_SECONDS, however many tries it would have left, and says what
+    it could not write."""
+    import sqlite3
+
+    from dialer import db as dbmod
+    from dialer import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "FINAL_FLUSH_TRIES", 1000)
+    make_campaign(sessions, phones=numbers(60), mode="unattended", queue=None, max_concurrent=100)
+    impatient = dbmod.create_engine(sqlite_url)
+    sa.event.listen(impatient, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout = 10"))
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery)
+        engine = new_engine(sessions, [server(port, connections=1, rate=10, burst=2)], epoch=BUSINESS_HOURS)
+        engine.sessions = dbmod.session_factory(impatient)
+        with trio.move_on_after(600) as scope:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(engine.run)
+                await trio.sleep(25)
+                blocker.execute("BEGIN IMMEDIATE")  # never released before the engine returns
+                await trio.sleep(3)
+                inner.cancel_scope.cancel()
+                stopped = trio.current_time()
+        returned = trio.current_time()
+        nursery.cancel_scope.cancel()
+    blocker.rollback()
+    blocker.close()
+    impatient.dispose()
+    assert not scope.cancelled_caught
+    assert returned - stopped <= engine_module.FINAL_FLUSH_SECONDS + 0.5
+    assert "not written; a restart reconciles their calls" in caplog.text
+
+
 def test_peak_per_second_is_tracked_per_connection():
     from dialer.ami.pool import PoolMember
     from dialer.ami.ratelimit import RateLimiter

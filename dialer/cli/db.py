@@ -43,11 +43,11 @@ def _engine(args):
 
 
 @contextlib.contextmanager
-def unit_of_work(args) -> Iterator:
-    """One transaction (a Session) on the database of ``--db`` (which must be migrated to head)."""
+def unit_of_work(args, *, bounded: bool = True) -> Iterator:
+    """One transaction on the database of ``--db`` (see :func:`dialer.db.unit_of_work`)."""
     from dialer import db
 
-    with db.unit_of_work(args.db) as session:
+    with db.unit_of_work(args.db, bounded=bounded) as session:
         yield session
 
 

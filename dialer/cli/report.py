@@ -40,7 +40,7 @@ def report(args, out, err) -> int:
     if args.attempts:
         if fmt == "table":
             raise reports.ReportOptionError("--format table: --attempts exports csv, json or jsonl")
-        with unit_of_work(args) as session:
+        with unit_of_work(args, bounded=False) as session:
             reports.export_attempts(session, args.name, out, fmt=fmt or "csv", since=since)
         return 0
     if fmt == "jsonl":

@@ -1,7 +1,7 @@
 """Benchmark: the engine end to end against the simulated Asterisk.
 
     .venv/bin/python tests/bench/bench_engine.py [--leads 20000] [--runs 3]
-        [--what fidelity,ceiling] [--db sqlite,postgresql]
+        [--what fidelity,raw,ceiling,asterisk] [--db sqlite,postgresql]
 
 fidelity: an unattended campaign through 4 connections capped at 50
 Originates/s each (the simulator sped up so calls stay short): the achieved
@@ -18,6 +18,16 @@ that it does not share the engine's core. The baseline, measured in the same
 run: a bare AMI client with no database and no engine (it only sends the
 Originates, 500 at a time, and counts each call's last Hangup), which is
 what the simulator and the AMI layer alone allow.
+
+asterisk: the same comparison against a real Asterisk 22 from the test
+harness (``$DIALER_TEST_ASTERISK``): an unattended campaign whose numbers all
+end in 8 (the test dialplan hangs them up with cause 1 before answer), two
+connections, caps lifted, on SQLite; and, in the same run against the same
+Asterisk, a bare client that pipelines the same Originates on one connection
+and reads every event Asterisk sends it, with no database, until every
+OriginateResponse is in. Reported: completed calls (engine) and
+OriginateResponses (bare client) per second, CPU per call of each, and
+``engine_vs_bare`` (the ratio of the medians).
 
 One JSON object per line: one per run, then the medians.
 """
@@ -177,6 +187,121 @@ def run_raw(leads: int, tmp: Path) -> dict:
             "client_cpu_per_wall_s": round(cpu / wall, 2)}
 
 
+def unanswered_phones(count: int) -> list[str]:
+    """Valid US numbers that all end in 8: hung up before answer by the test dialplan."""
+    codes = ["212", "312", "415", "617", "713", "206", "305", "404", "602", "503"]
+    return [f"+1{codes[i // 1000 % len(codes)]}555{i % 1000:03d}8" for i in range(count)]
+
+
+def _settle(ast) -> None:
+    ast.hangup_all()
+    deadline = time.monotonic() + 60
+    while ast.channel_count() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def run_asterisk_engine(ast, leads: int, tmp: Path) -> dict:
+    url = f"sqlite:///{tmp}/bench.db"
+    engine = db.create_engine(url)
+    db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    make_campaign(sessions, phones=unanswered_phones(leads), mode="unattended", queue=None,
+                  max_concurrent=100_000, tz=business_zone(), ring_timeout=15)
+    servers = [ast.config_for_dialer(connections=2, originate_rate=100_000, burst=1000,
+                                     max_in_flight=50_000)]
+    dialer = Engine(sessions, servers, settings=EngineSettings(), until_done=True)
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    trio.run(dialer.run)
+    wall = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    with sessions.begin() as s:
+        ended = s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_not(None)))
+    engine.dispose()
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return {"leads": leads, "ended": ended, "wall_s": round(wall, 2),
+            "per_s": round(ended / wall, 1), "cpu_ms_per_call": round(1000 * cpu / max(ended, 1), 3),
+            "events": dialer.counters["events"]}
+
+
+def run_asterisk_bare(ast, leads: int) -> dict:
+    """One connection, every Originate pipelined, every event read, no database."""
+    from dialer.ami.connection import open_ami
+
+    numbers = unanswered_phones(leads)
+    responses = 0
+    events = 0
+    usage0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+
+    async def main() -> None:
+        nonlocal responses, events
+        async with open_ami(ast.host, ast.port, username="dialer", secret=ast.secrets["dialer"],
+                            ping_interval=None, action_timeout=120) as ami:
+            done = trio.Event()
+            async with ami.subscribe(max_buffer=1 << 16) as stream, trio.open_nursery() as nursery:
+                async def count() -> None:
+                    nonlocal responses, events
+                    async for ev in stream:
+                        events += 1
+                        if getattr(ev, "name", None) == "OriginateResponse":
+                            responses += 1
+                            if responses == leads:
+                                done.set()
+                                return
+
+                nursery.start_soon(count)
+                for start in range(0, leads, 500):
+                    async with trio.open_nursery() as batch:
+                        for i in range(start, min(leads, start + 500)):
+                            batch.start_soon(ami.action, "Originate", [
+                                ("Channel", f"Local/{numbers[i][1:]}@carrier"), ("Context", "dialer-connect"),
+                                ("Exten", "s"), ("Priority", "1"), ("Async", "true"), ("Timeout", "15000"),
+                                ("ChannelId", f"bare{i}-a"), ("OtherChannelId", f"bare{i}-b"),
+                                ("Variable", f"DIALER_ATTEMPT={i}"),
+                            ])
+                with trio.fail_after(600):
+                    await done.wait()
+
+    trio.run(main)
+    wall = time.perf_counter() - t0
+    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return {"leads": leads, "ended": responses, "wall_s": round(wall, 2),
+            "per_s": round(responses / wall, 1), "cpu_ms_per_call": round(1000 * cpu / max(responses, 1), 3),
+            "events": events}
+
+
+def asterisk_comparison(leads: int, runs: int) -> None:
+    from tests.asterisk_harness import AsteriskInstance, find_asterisk
+
+    ast = AsteriskInstance(find_asterisk())
+    ast.start()
+    results = collections.defaultdict(list)
+    try:
+        for i in range(runs):
+            for what in ("bare", "engine"):  # alternated, so drift hits both alike
+                _settle(ast)
+                with tempfile.TemporaryDirectory() as tmp:
+                    if what == "engine":
+                        out = run_asterisk_engine(ast, leads, Path(tmp))
+                    else:
+                        out = run_asterisk_bare(ast, leads)
+                out.update(what=f"asterisk_{what}", run=i + 1)
+                print(json.dumps(out), flush=True)
+                results[what].append(out)
+    finally:
+        ast.cleanup()
+    medians = {}
+    for what, group in results.items():
+        keys = [k for k, v in group[0].items() if isinstance(v, (int, float)) and k != "run"]
+        medians[what] = {k: statistics.median(r[k] for r in group) for k in keys}
+        print(json.dumps({"what": f"asterisk_{what}", "median_of": len(group), **medians[what]}), flush=True)
+    print(json.dumps({"what": "asterisk_engine_vs_bare",
+                      "engine_vs_bare": round(medians["engine"]["per_s"] / medians["bare"]["per_s"], 3)}),
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=20_000)
@@ -185,6 +310,9 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite,postgresql")
     args = parser.parse_args()
     whats = args.what.split(",")
+    if "asterisk" in whats:
+        asterisk_comparison(args.leads, args.runs)
+        whats = [w for w in whats if w != "asterisk"]
     dbs = args.db.split(",")
     pg = None
     results = collections.defaultdict(list)
