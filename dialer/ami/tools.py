@@ -18,6 +18,7 @@ import json
 import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable
+from itertools import chain
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,20 +194,35 @@ def event_dict(message: Message) -> dict[str, str | list[str]]:
     return out
 
 
-def blocks_text(batch: list[Message]) -> str:
-    """Events as AMI writes them (``Key: Value`` lines, an empty line after each), with
-    newlines for line ends; bytes that are not UTF-8 shown as U+FFFD."""
+def blocks_bytes(batch: list[Message]) -> bytes:
+    """Events as AMI wrote them (``Key: Value`` lines, an empty line after each),
+    byte for byte but for newlines as line ends."""
     raw = b"\r\n\r\n".join([m.raw for m in batch]) + b"\r\n\r\n"  # type: ignore[misc]
-    return raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    return raw.replace(b"\r\n", b"\n")
+
+
+def blocks_text(batch: list[Message]) -> str:
+    """:func:`blocks_bytes` as text; bytes that are not UTF-8 shown as U+FFFD."""
+    return blocks_bytes(batch).decode("utf-8", "replace")
 
 
 def jsonl_text(batch: list[Message]) -> str:
-    """Events as JSON lines (see :func:`event_dict`)."""
-    dumps = _ENCODER.encode
-    return "".join([dumps(event_dict(m)) + "\n" for m in batch])
+    """Events as JSON lines (see :func:`event_dict`), ASCII: anything else escaped."""
+    quote = _quote
+    lines = []
+    for message in batch:
+        items = message.items()
+        if len(dict(items)) == len(items):
+            # No repeated key: the object is written from the quoted strings, in C.
+            it = map(quote, chain.from_iterable(items))
+            lines.append("{" + ",".join(map(":".join, zip(it, it))) + "}\n")
+        else:
+            lines.append(_ENCODER.encode(event_dict(message)) + "\n")
+    return "".join(lines)
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 # -- originate ------------------------------------------------------------------------------

@@ -170,6 +170,15 @@ def events(args, out: TextIO, err: TextIO) -> int:
 
         def on_batch(batch) -> None:
             counts.update(map(name_of, batch))
+    elif fmt == "table" and hasattr(out, "buffer"):
+        # Standard output: the bytes as received, one write per batch.
+        out.flush()
+        write, flush = out.buffer.write, out.buffer.flush
+
+        def on_batch(batch) -> None:
+            if batch:
+                write(tools.blocks_bytes(batch))
+                flush()
     else:
         text = tools.jsonl_text if fmt == "jsonl" else tools.blocks_text
         write, flush = out.write, out.flush

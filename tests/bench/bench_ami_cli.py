@@ -14,8 +14,10 @@ hangs up. Each run times, from spawn to exit, start-up included:
   printed as Key: Value lines), and ``dialer_jsonl`` the same with
   ``--format jsonl``;
 
-and the start-up of ``python -c "import trio"`` (the baseline),
-``dialer --help`` and ``dialer ami events --help``.
+and the start-up of ``python -c "import trio"`` (the baseline), ``dialer --help``,
+``dialer ami events --help`` and a whole ``dialer ami events --count 1 --stats``
+(configuration read, trio and the AMI client loaded, connected, logged in, one
+event counted, logged off).
 
 Prints one JSON object per run and figure, then the medians and ratios.
 """
@@ -155,6 +157,8 @@ def main() -> None:
             "startup_trio": [python, "-c", "import trio"],
             "startup_help": [*dialer, "--help"],
             "startup_ami_events_help": [*dialer, "ami", "events", "--help"],
+            "startup_ami_events_1": [*dialer, "--config", str(config), "ami", "events", "--count", "1",
+                                     "--stats"],
         }
         results: dict[str, list[float]] = {m: [] for m in modes}
         devnull = open(os.devnull, "w")
@@ -178,7 +182,7 @@ def main() -> None:
             summary[f"{mode}_s"] = round(seconds, 3)
         for mode in ("dialer_stats", "dialer_print", "dialer_jsonl"):
             summary[f"{mode}_vs_naive"] = round(med["naive"] / med[mode], 2)
-        for mode in ("startup_help", "startup_ami_events_help"):
+        for mode in ("startup_help", "startup_ami_events_help", "startup_ami_events_1"):
             summary[f"{mode}_vs_trio"] = round(med[mode] / med["startup_trio"], 2)
         print(json.dumps(summary), flush=True)
     finally:
