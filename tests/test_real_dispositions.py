@@ -4,12 +4,11 @@ with the attempts' times checked against Asterisk's own event timestamps."""
 from __future__ import annotations
 
 import pytest
-import sqlalchemy as sa
 import trio
 
 from dialer.engine import Engine
 from tests.real_tier import (
-    EventLog, attempts, campaign, epoch, fast_settings, phones, run_until_done, sessions_for,
+    EventLog, attempts, campaign, epoch, fast_settings, phones, sessions_for,
 )
 
 pytestmark = pytest.mark.asterisk
