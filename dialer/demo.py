@@ -118,12 +118,16 @@ async def run_demo(
     db_thread: bool = True,
     now: Callable[[], float] = time.time,
     pause_for: float = 2.0,
+    web: Any = None,
 ) -> DemoResult:
     """The whole demo in ``directory`` (which holds the database afterwards).
 
     ``pause_for`` is how long the campaign stays paused, in real seconds.
     ``db_thread=False`` keeps database work in the trio thread (for trio's
-    mock clock).
+    mock clock). With ``web`` (a :class:`dialer.web.server.Bind`) the web
+    console is served there with a user ``demo`` (admin, a new password
+    printed), the pause and resume are left to whoever watches, and once every
+    lead is dialed the console stays open until SIGINT/SIGTERM.
     """
     url = f"sqlite:///{directory / 'dialer.db'}"
     secret_file = directory / "ami-secret"
@@ -166,15 +170,20 @@ async def run_demo(
                 name="sim", host="127.0.0.1", port=port, username="dialer", secret_file=secret_file,
                 connections=2, originate_rate=20.0, burst=5, max_in_flight=200,
             )
+            if web is not None:
+                await _open_console(nursery, sessions, web, out)
             with _Progress(out, total, tty) as progress:
                 dialer_engine = Engine(
                     sessions, [server], settings=EngineSettings(speed=speed), campaigns=[CAMPAIGN],
                     until_done=True, on_progress=progress.update, db_thread=db_thread, epoch=epoch,
                 )
-                nursery.start_soon(_pause_and_resume, dialer_engine, total, progress, pause_for, db_thread)
-                with trio.fail_after(3600):
+                if web is None:
+                    nursery.start_soon(_pause_and_resume, dialer_engine, total, progress, pause_for, db_thread)
+                with trio.fail_after(math.inf if web is not None else 3600):
                     await dialer_engine.run()
                 progress.update(dialer_engine)
+            if web is not None:
+                await _wait_for_signal(out)
             nursery.cancel_scope.cancel()
 
         report_now = dialer_engine.clock.utcnow() if dialer_engine.clock else real_now.replace(tzinfo=None)
@@ -208,3 +217,35 @@ async def _pause_and_resume(engine: Engine, total: int, progress: _Progress, pau
     await trio.sleep(pause_for)
     state = await run("resume")
     progress.note(f"dialer resume {CAMPAIGN} -> {state}")
+
+
+async def _open_console(nursery: trio.Nursery, sessions, bind: Any, out: TextIO) -> None:
+    """Serve the web console at ``bind`` (or, when that port is taken, at a free one)."""
+    import functools
+    import secrets
+
+    from dialer.audit import Actor
+    from dialer.web import auth
+    from dialer.web.server import Bind, serve
+
+    password = secrets.token_urlsafe(12)
+    with sessions.begin() as s:
+        auth.add_user(s, "demo", "admin", password, actor=Actor("demo", "cli", bind.host))
+    try:
+        url = await nursery.start(functools.partial(serve, sessions, bind))
+    except* OSError:
+        url = None
+    if url is None:
+        url = await nursery.start(functools.partial(serve, sessions, Bind(bind.host, 0)))
+    out.write(f"web console: {url}  (user demo, password {password})\n")
+    out.flush()
+
+
+async def _wait_for_signal(out: TextIO) -> None:
+    import signal
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        out.write("every lead is dialed; the console stays open (Ctrl-C prints the report and exits)\n")
+        out.flush()
+        async for _ in signals:
+            return

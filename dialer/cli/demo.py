@@ -20,8 +20,13 @@ def register(subparsers, common) -> None:
     )
     p.add_argument("--dir", metavar="DIR",
                    help="keep the database (DIR/dialer.db) here for 'dialer report' afterwards")
-    p.add_argument("--speed", metavar="X", default="20",
-                   help="run the simulator and the engine clock X times faster (default 20)")
+    p.add_argument("--speed", metavar="X",
+                   help="run the simulator and the engine clock X times faster (default 20; 5 with --web)")
+    p.add_argument("--web", action="store_true",
+                   help="open the web console on loopback (--web-bind) to watch, pause and resume the demo;"
+                   " it stays open after the last call until Ctrl-C")
+    p.add_argument("--web-bind", metavar="HOST:PORT", default="127.0.0.1:8080",
+                   help="where the console listens with --web (default 127.0.0.1:8080; a free port if taken)")
     p.add_argument("--leads", metavar="FILE", help="lead file (default: the sample_leads.csv shipped"
                    " with the project)")
     p.set_defaults(handler=demo)
@@ -33,7 +38,13 @@ def demo(args, out, err) -> int:
     from dialer import reports
     from dialer.demo import SAMPLE_LEADS, run_demo
 
-    speed = parse_speed(args.speed)
+    speed = parse_speed(args.speed or ("5" if args.web else "20"))
+    web = None
+    if args.web:
+        from dialer.web.server import check_exposure, parse_bind
+
+        web = parse_bind(args.web_bind, "--web-bind")
+        check_exposure(web, False, False)
     leads = Path(args.leads) if args.leads else SAMPLE_LEADS
     if not leads.is_file():
         raise UserError(f"--leads {leads}: file not found")
@@ -46,7 +57,7 @@ def demo(args, out, err) -> int:
         else:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dialer-demo.")))
         tty = bool(getattr(out, "isatty", None) and out.isatty())
-        result = trio.run(lambda: run_demo(directory, leads_file=leads, speed=speed, out=out, tty=tty))
+        result = trio.run(lambda: run_demo(directory, leads_file=leads, speed=speed, out=out, tty=tty, web=web))
         out.write("\n")
         reports.render_table(result.report, out)
         if args.dir:

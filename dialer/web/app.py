@@ -386,7 +386,9 @@ async def api_campaign_state(request: Request, ident: Identity) -> Response:
     except UserError as exc:
         if "no such campaign" in str(exc):
             raise _not_found(exc) from None
-        raise ApiError(409, str(exc)) from None
+        if ": cannot " in str(exc):
+            raise ApiError(409, str(exc)) from None   # the campaign's state does not allow it
+        raise
 
 
 @requires("supervisor")
