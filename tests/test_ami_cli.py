@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,9 +19,8 @@ import trio
 from tests.ami_replay import ReplayServer, Transcript
 from dialer.cli import main
 
-TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "ami-transcripts"
-if not TRANSCRIPTS.is_dir():
-    pytest.skip(f"no AMI recordings at {TRANSCRIPTS} (../shared is absent)", allow_module_level=True)
+from tests.transcripts import TRANSCRIPTS
+
 NAMES = [
     "login-success", "login-failure", "permission-denied", "unknown-action", "ping",
     "command-core-show-channels", "originate-answered", "originate-busy",
@@ -28,6 +28,8 @@ NAMES = [
 LOADED = {name: Transcript.load(TRANSCRIPTS, name) for name in NAMES}
 CALL_EVENTS = b"".join(LOADED["originate-answered"].replies_to("Originate")[1][1:])
 SECRET = "dialerpass"
+# The carrier (;2) leg of the recorded answered call.
+CARRIER_LEG = re.search(rb"Channel: (Local/15551230000@carrier-[0-9a-f]{8};2)\r\n", CALL_EVENTS).group(1).decode()
 
 
 class Peer:
@@ -118,7 +120,10 @@ def test_command_prints_cli_output(tmp_path, secret):
         )
     assert status == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0].startswith("Channel") and lines[-1] == "41 calls processed"
+    recorded = LOADED["command-core-show-channels"].replies_to("Command")[1][0].decode()
+    assert lines == [line[len("Output: "):] for line in recorded.split("\r\n")
+                     if line.startswith("Output: ")]
+    assert lines[0].startswith("Channel") and lines[-1].endswith(" calls processed")
     assert len(lines) == 12
     assert server.actions[1]["Command"] == "core show channels"
 
@@ -194,9 +199,9 @@ def test_events_count_and_filter(tmp_path, secret):
         }
         status, out, err = run_cli(
             "ami", "events", "--config", path, "--filter", "Event=Hangup",
-            "--filter", "Channel=Local/15551230000@carrier-00000003;2", "--count", "1",
+            "--filter", f"Channel={CARRIER_LEG}", "--count", "1",
         )
-        assert status == 0 and "Channel: Local/15551230000@carrier-00000003;2\n" in out
+        assert status == 0 and f"Channel: {CARRIER_LEG}\n" in out
     assert server.actions[0].get("Events") is None  # events on for this command
 
 

@@ -25,9 +25,8 @@ from dialer.ami.errors import (
 )
 from tests.ami_replay import ReplayServer, Transcript
 
-TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "ami-transcripts"
-if not TRANSCRIPTS.is_dir():
-    pytest.skip(f"no AMI recordings at {TRANSCRIPTS} (../shared is absent)", allow_module_level=True)
+from tests.transcripts import TRANSCRIPTS
+
 NAMES = [
     "login-success", "login-failure", "permission-denied", "unknown-action", "ping",
     "coreshowchannels", "coreshowchannels-idle", "command-core-show-channels", "status",
@@ -183,6 +182,14 @@ async def test_permission_denied(server):
         assert info.value.action == "Originate"
 
 
+def recorded_list_items(name: str) -> list[str]:
+    """The names of the list events a recorded list action answered with."""
+    _, replies = LOADED[name].exchanges[1]
+    names = [r.split(b"\r\n", 1)[0].decode().partition(": ")[2] for r in replies]
+    assert names[0] == "Success" and names[-1].endswith("Complete")
+    return names[1:-1]
+
+
 async def test_list_actions(server):
     async with connect(server) as ami:
         response, items = await ami.list_action("CoreShowChannels")
@@ -192,7 +199,9 @@ async def test_list_actions(server):
         response, items = await ami.list_action("Status")
         assert [e.name for e in items] == ["Status"] * 8
         _, items = await ami.list_action("QueueStatus")
-        assert [e.name for e in items] == ["QueueParams"] + ["QueueMember"] * 3
+        assert [e.name for e in items] == recorded_list_items("queuestatus")
+        # Two queues (agents: 3 members, busy: 2), each a QueueParams and its members.
+        assert sorted(e.name for e in items) == ["QueueMember"] * 5 + ["QueueParams"] * 2
         # A plain action through list_action: no EventList, no items.
         response, items = await ami.list_action("Ping")
         assert response["Ping"] == "Pong" and items == []
@@ -213,7 +222,8 @@ async def test_list_events_are_not_published_but_others_are(server):
 async def test_command_output(server):
     async with connect(server) as ami:
         reply = await ami.action("Command", [("Command", "core show channels")])
-        assert reply.output[-3:] == ["8 active channels", "6 active calls", "41 calls processed"]
+        assert reply.output[-3] == "8 active channels" and reply.output[-2] == "6 active calls"
+        assert reply.output[-1].endswith(" calls processed")
 
 
 async def test_originate_events_reach_subscribers(server):

@@ -175,7 +175,7 @@ def test_burst_of_twenty_calls_each_gets_its_own_outcome():
         elif msg.kind == "event":
             tracker.handle(msg, float(msg.get("Timestamp") or 0))
     # burst-18 is reported failed before its channels appear; they do appear.
-    assert calls["1555124018"].disposition == d.INVALID_NUMBER
+    assert calls["15551240018"].disposition == d.INVALID_NUMBER
     expected = {
         "0": d.CONNECTED, "1": d.CONNECTED, "2": d.CONNECTED, "3": d.CONNECTED,
         "4": d.BUSY, "5": d.CONGESTION, "6": d.NO_ANSWER, "7": d.CONNECTED,

@@ -393,8 +393,29 @@ def freed_time(c: Client, msg: Message) -> float:
     return c.times[c.messages.index(msg)]
 
 
-async def test_caller_waiting_longer_than_queue_timeout_abandons(nursery, autojump_clock):
-    scenario = parse_scenario("[queue]\nagents = 1\ntimeout = 5\nagent_talk_time = 60\n")
+async def test_caller_keeps_waiting_past_the_member_ring_timeout(nursery, autojump_clock):
+    """queues.conf's timeout is the member's ring time: a caller finding every agent
+    busy waits until one frees (as app_queue does), however long that takes."""
+    scenario = parse_scenario("[queue]\nagents = 1\ntimeout = 5\nagent_talk_time = 12\n")
+    sim, port = await start(nursery, scenario=scenario)
+    c = await Client.connect(port)
+    await c.login()
+    await c.originate("15551230009", "a")
+    await c.event("AgentConnect")
+    t_first = trio.current_time()
+    await c.originate("15551240009", "b")
+    join = await c.event("QueueCallerJoin")
+    conn = await c.event("AgentConnect", Channel=join["Channel"])
+    assert 12.0 <= trio.current_time() - t_first <= 13.0
+    assert int(conn["HoldTime"]) >= 9
+    assert not [m for m in c.messages if getattr(m, "name", None) == "QueueCallerAbandon"]
+    assert sim.queue.abandoned == 0
+
+
+async def test_caller_still_queued_when_queue_timeout_runs_out_leaves(nursery, autojump_clock):
+    """drop_after (the dialplan's Queue(agents,,,,2)): after it, QueueCallerAbandon and
+    QueueCallerLeave, as app_queue sends them on its timeout, then the hang-up."""
+    scenario = parse_scenario("drop_after = 2\n[queue]\nagents = 1\nagent_talk_time = 60\n")
     sim, port = await start(nursery, scenario=scenario)
     c = await Client.connect(port)
     await c.login()
@@ -404,8 +425,8 @@ async def test_caller_waiting_longer_than_queue_timeout_abandons(nursery, autoju
     join = await c.event("QueueCallerJoin")
     t_join = trio.current_time()
     ab = await c.event("QueueCallerAbandon")
-    assert ab["Channel"] == join["Channel"] and ab["HoldTime"] == "5"
-    assert trio.current_time() - t_join == pytest.approx(5.0)
+    assert ab["Channel"] == join["Channel"] and ab["HoldTime"] == "2"
+    assert trio.current_time() - t_join == pytest.approx(2.0)
     leave = await c.event("QueueCallerLeave")
     assert leave["Count"] == "0"
     await c.event("Hangup", Channel=join["Channel"])

@@ -1,21 +1,20 @@
-"""Access to the recordings of a real Asterisk's AMI in ../shared/ami-transcripts."""
+"""The project's recordings of a real Asterisk's AMI (``tests/transcripts/``).
+
+Re-recorded from the test suite's Asterisk with ``python -m tests.record_transcripts``.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import pytest
-
 from dialer.ami.codec import NEED_DATA, AMIParser, Banner
 
-TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "ami-transcripts"
+TRANSCRIPTS = Path(__file__).resolve().parent / "transcripts"
 
 
 def read_messages(name: str) -> list:
     """Every message of NAME.txt, banner excluded, in order."""
-    if not TRANSCRIPTS.is_dir():
-        pytest.skip(f"no AMI recordings at {TRANSCRIPTS} (../shared is absent)")
     parser = AMIParser(role="client")
     parser.receive_data((TRANSCRIPTS / f"{name}.txt").read_bytes())
     messages = []

@@ -81,6 +81,10 @@ def register(subparsers, common) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the OriginateResponse and print it")
     p.set_defaults(handler=originate)
 
+    from dialer.cli import ami_record
+
+    ami_record.register(sub, common, server)
+
 
 # -- argument types ------------------------------------------------------------------------
 

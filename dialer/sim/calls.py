@@ -305,7 +305,7 @@ class PBX:
         if not routable:
             outcome = None
         elif cap and len(self.calls) >= cap:
-            outcome = LAST_DIGIT_TABLE["5"]
+            outcome = self.scenario.digits["5"]
         else:
             outcome = self.scenario.pick_outcome(number, self.rng)
         if outcome is not None:
@@ -519,8 +519,9 @@ class PBX:
             self._dsc(f"Queue:{q.name}", "RINGING")
         self._ev("QueueCallerJoin", "agent", call.ch1.headers() + [
             ("Queue", q.name), ("Position", str(call.join_pos)), ("Count", str(len(q.waiting)))])
-        if q.config.timeout > 0:
-            self._later(call, q.config.timeout, self._patience_expired, call)
+        # queues.conf's timeout is how long a member's line rings, not how long a caller
+        # waits: the caller waits until an agent frees, the Queue() application's own
+        # timeout (drop_after) runs out, or the called party hangs up.
         if self.scenario.drop_after > 0:
             self._later(call, self.scenario.drop_after, self._drop_message, call)
         self._dispatch(call)
@@ -799,12 +800,6 @@ class PBX:
                 ("Attempt", call.variables.get("DIALER_ATTEMPT", "")),
                 ("Lead", call.variables.get("DIALER_LEAD", ""))])
         self._abandon(call, self.sim.clock(), 16)
-
-    def _patience_expired(self, call: Call) -> None:
-        """A caller waited longer than the queue timeout: the called party gives up."""
-        if call.state != "queued":
-            return
-        self._callee_hangup(call)
 
     def _agent_hangup(self, call: Call, cause: int = 16, from_dialplan: bool = True) -> None:
         """The agent hangs up first: the caller's Queue() ends, then the lead's leg."""

@@ -32,11 +32,18 @@ A scenario file (TOML) replaces any part of it::
     min = 2
     max = 600
 
+    [carrier]                     # ring and talk seconds of the last-digit table's answers
+    answered = {ring = 1, talk = 2}   # digits 0-3
+    short = {talk = 1}                # digit 7: answers at once
+    long = {ring = 2, talk = 60}      # digit 9
+
     [queue]
     name = "agents"
     agents = 5
     strategy = "rrmemory"
-    timeout = 15                  # a caller waiting longer than this abandons
+    timeout = 15                  # how long each member's line rings (queues.conf timeout);
+                                  # a caller waits until an agent frees, drop_after runs out
+                                  # or the called party hangs up
     wrapup = 2                    # seconds an agent stays unavailable after a call
     agent_talk_time = 20          # number or a distribution table: the agent hangs up after it
 
@@ -146,6 +153,8 @@ LAST_DIGIT_TABLE: dict[str, Outcome] = {
     "9": Outcome("answered", 3.0, 30.0, "9", "long"),
 }
 
+CARRIER_LAYOUTS = {"answered": "0123", "short": "7", "long": "9"}
+
 
 @dataclass(frozen=True)
 class User:
@@ -196,12 +205,14 @@ class Scenario:
     # probability opt_out (a UserEvent DialerOptOut, as the README's dialplan sends).
     drop_after: float = 0.0
     opt_out: float = 0.0
+    # The last-digit table (digit -> outcome), used when probabilities is None.
+    digits: dict[str, Outcome] = field(default_factory=lambda: dict(LAST_DIGIT_TABLE))
     source: str = "<default>"
 
     def pick_outcome(self, number: str, rng: random.Random) -> Outcome:
         """The outcome for a call to ``number`` (draws from ``rng`` in probability mode)."""
         if self.probabilities is None:
-            return LAST_DIGIT_TABLE[number[-1]]
+            return self.digits[number[-1]]
         r = rng.random()
         acc = 0.0
         kind = OUTCOME_KINDS[-1]
@@ -216,9 +227,9 @@ class Scenario:
             return Outcome("answered", ring, talk, "0" if ring > 0 else "7",
                            "answered" if ring > 0 else "short")
         if kind == "noanswer":
-            return LAST_DIGIT_TABLE["6"]
-        return {"busy": LAST_DIGIT_TABLE["4"], "congestion": LAST_DIGIT_TABLE["5"],
-                "invalid": LAST_DIGIT_TABLE["8"]}[kind]
+            return self.digits["6"]
+        return {"busy": self.digits["4"], "congestion": self.digits["5"],
+                "invalid": self.digits["8"]}[kind]
 
     def user(self, name: str) -> User | None:
         for u in self.users:
@@ -234,7 +245,8 @@ def default_scenario() -> Scenario:
 # --- loading -----------------------------------------------------------------
 
 _TOP_KEYS = {"seed", "channel_capacity", "connect_context", "outcomes", "ring_time",
-             "talk_time", "post_dial_delay", "queue", "users", "drop_after", "opt_out"}
+             "talk_time", "post_dial_delay", "queue", "users", "drop_after", "opt_out",
+             "carrier"}
 _QUEUE_KEYS = {"name", "agents", "strategy", "timeout", "wrapup", "agent_talk_time"}
 _STRATEGIES = {"rrmemory", "ringall", "leastrecent", "fewestcalls", "random", "linear"}
 
@@ -363,6 +375,25 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
     for key in ("ring_time", "talk_time", "post_dial_delay"):
         if key in data:
             kw[key] = _distribution(w, None, key, data[key])
+    if "carrier" in data:
+        c = data["carrier"]
+        if not isinstance(c, dict):
+            raise w.error(None, "carrier", "must be a table of answered, short, long")
+        digits = dict(LAST_DIGIT_TABLE)
+        for layout, value in c.items():
+            if layout not in CARRIER_LAYOUTS:
+                raise w.error("carrier", layout, "unknown outcome (expected answered, short, long)")
+            if not isinstance(value, dict) or set(value) - {"ring", "talk"}:
+                raise w.error("carrier", layout, "must be a table with ring and talk seconds")
+            if layout == "short" and value.get("ring"):
+                raise w.error("carrier", layout, "answers at once: no ring")
+            for digit in CARRIER_LAYOUTS[layout]:
+                old = digits[digit]
+                digits[digit] = Outcome(
+                    old.kind, float(_number(w, "carrier", layout, value.get("ring", old.ring))),
+                    float(_number(w, "carrier", layout, value.get("talk", old.talk))),
+                    old.digit, old.layout)
+        kw["digits"] = digits
     if "queue" in data:
         q = data["queue"]
         if not isinstance(q, dict):
