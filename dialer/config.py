@@ -226,7 +226,7 @@ _SERVER_KEYS = {
 # file (dialer run, dialer ami ...) refuses the same file with the same line.
 ENGINE_KEYS = frozenset({
     "poll_interval", "flush_interval", "lease", "drop_after", "stale_after",
-    "housekeeping_interval", "stats_interval", "batch_interval", "speed",
+    "housekeeping_interval", "stats_interval", "batch_interval", "speed", "db_timeout",
 })
 
 

@@ -7,9 +7,6 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from dialer.ami.recorder import load_script, record
-from dialer.cli.ami import _run
-from dialer.config import load_config
 
 
 def register(sub, common, server) -> None:
@@ -42,6 +39,10 @@ def _seconds(text: str) -> float:
 
 
 def record_command(args, out: TextIO, err: TextIO) -> int:
+    from dialer.ami import tools
+    from dialer.ami.recorder import load_script, record
+    from dialer.config import load_config
+
     steps, settings = load_script(args.script)
     server = load_config(args.config).server(args.server)
     linger = args.linger if args.linger is not None else float(settings.get("linger", 2.0))
@@ -54,7 +55,7 @@ def record_command(args, out: TextIO, err: TextIO) -> int:
             linger=linger, keep_secrets=args.keep_secrets,
         )
 
-    rec = _run(main)
+    rec = tools.run(main)
     txt, meta = rec.write(Path(args.out))
     closed = "server closed" if rec.server_closed_at is not None else "client closed"
     out.write(f"{txt}: {len(rec.received)} messages, {len(rec.data)} bytes ({closed}); "
