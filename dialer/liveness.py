@@ -127,7 +127,7 @@ class EngineLock:
             try:
                 conn.execute(sa.select(sa.func.pg_advisory_unlock(_key(self.engine_id))))
                 conn.commit()
-            except sa.exc.DBAPIError:
+            except sa.exc.SQLAlchemyError:  # a broken connection, or one awaiting its rollback
                 conn.invalidate()  # not back into the pool: the server drops the lock with it
             finally:
                 conn.close()
@@ -146,7 +146,7 @@ class EngineLock:
                 self._conn.execute(sa.text("SELECT 1"))
                 self._conn.commit()
                 return True
-            except sa.exc.DBAPIError:
+            except sa.exc.SQLAlchemyError:
                 return False
         return self._fd is not None or self._memory_key is not None
 
