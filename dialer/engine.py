@@ -598,13 +598,13 @@ class Engine:
             self._apply(self.tracker.refused(call.action_id, self.clock.now(),
                                              f"channel template: {_one_line(exc)}"))
             return
-        await member.send_slot()
+        on_wire = await member.send_slot()
         self._unsent.discard(call)
         try:
             if member.ami is None or not member.up:
                 raise NotConnected(f"{member.name}: not connected")
             self.counters["originates"] += 1
-            await member.ami.action("Originate", headers, action_id=call.action_id)
+            await member.ami.action("Originate", headers, action_id=call.action_id, on_sent=on_wire)
         except (NotConnected, LocalProtocolError) as exc:
             if isinstance(exc, LocalProtocolError):
                 # A value that cannot be sent (CR/LF in a lead field): refused here.
@@ -754,8 +754,10 @@ class Engine:
         if not transitions:
             return
         self._pending.extend(transitions)
+        logged: set[int] = set()  # an event that moved a call several steps is logged once
         for t in transitions:
-            if event is not None:
+            if event is not None and t.call.attempt_id not in logged:
+                logged.add(t.call.attempt_id)
                 self._logged.append(LoggedEvent(t.call.attempt_id, t.at, event.name or "", event.items()))
             if t.step is Step.ENDED:
                 self._call_ended(t.call)

@@ -53,7 +53,7 @@ import secrets
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Callable, Iterable
 
 import trio
 
@@ -302,8 +302,12 @@ class AMIConnection:
         *,
         action_id: str | None = None,
         timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Message:
         """Send an action and return its response.
+
+        ``on_sent`` is called once the action's bytes have been written to
+        the connection (not at all when they were not).
 
         Raises :class:`AMIActionError` (:class:`PermissionDenied` for
         ``Permission denied``) on ``Response: Error``; :class:`NotConnected`,
@@ -311,7 +315,7 @@ class AMIConnection:
         :mod:`dialer.ami.errors`; :class:`~dialer.ami.codec.LocalProtocolError`
         for a header that cannot be sent (nothing is sent then).
         """
-        pending = await self._send(name, headers, action_id, timeout, is_list=False)
+        pending = await self._send(name, headers, action_id, timeout, is_list=False, on_sent=on_sent)
         response = pending.response
         assert response is not None
         return response
@@ -343,6 +347,7 @@ class AMIConnection:
         timeout: float | None,
         *,
         is_list: bool,
+        on_sent: Callable[[], None] | None = None,
     ) -> _Pending:
         if not self._connected:
             raise NotConnected(f"{self.where}: not connected; {name} not sent")
@@ -376,6 +381,8 @@ class AMIConnection:
                             self._kill("send interrupted")
                     self._stats.actions_sent += 1
                     self._stats.bytes_out += len(data)
+                    if on_sent is not None:
+                        on_sent()
                 await pending.event.wait()
         except trio.TooSlowError:
             self._stats.action_timeouts += 1

@@ -85,17 +85,22 @@ class PoolMember:
         ahead = math.ceil(self.limiter.rate * horizon) + self.limiter.burst
         return min(ahead - self.queued, self.max_in_flight - self.in_flight)
 
-    async def send_slot(self) -> None:
+    async def send_slot(self) -> Callable[[], None]:
         """Wait until the cap lets one more Originate out on this connection.
 
         Calls get their slots in the order they asked, and only the first in
-        line watches the clock: the others wait on the gate, not on a timer."""
+        line watches the clock: the others wait on the gate, not on a timer.
+        Returns the function to call once the bytes are on the wire (the
+        ``on_sent`` of :meth:`AMIConnection.action`): the cap then counts the
+        send from that moment, so that sends delayed on the way to the socket
+        cannot bunch up past it."""
         async with self.gate:
             while not self.limiter.try_take(now := trio.current_time()):
                 await trio.sleep_until(self.limiter.next_time(now))
         self.queued -= 1
         self.originates_sent += 1
         self.peak_1s = max(self.peak_1s, self.limiter.sent_last_second(now))
+        return lambda: self.limiter.restamp(now, trio.current_time())
 
 
 @dataclasses.dataclass(eq=False)
