@@ -601,7 +601,7 @@ class Engine:
         on_wire = await member.send_slot()
         self._unsent.discard(call)
         try:
-            if member.ami is None or not member.up:
+            if member.ami is None or not member.up or member.originate_denied:
                 raise NotConnected(f"{member.name}: not connected")
             self.counters["originates"] += 1
             await member.ami.action("Originate", headers, action_id=call.action_id, on_sent=on_wire)
@@ -612,6 +612,16 @@ class Engine:
                 self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
             else:
                 self._not_sent(call, member)
+        except PermissionDenied as exc:
+            # The AMI user may not Originate: nothing was dialed, the lead goes
+            # back uncharged, and this connection places no more calls.
+            member.failures += 1
+            self._not_sent(call, member)
+            if not member.originate_denied:
+                member.originate_denied = True
+                log.error("%s: the AMI user %r may not Originate (%s): give it write = originate"
+                          " in manager.conf; no calls are placed through %s", member.server,
+                          member.ami.username, _one_line(exc), member.name)
         except AMIActionError as exc:
             # Asterisk refused it: no call was placed.
             member.failures += 1

@@ -187,6 +187,15 @@ def _describe_os_error(exc: OSError) -> str:
     return str(first)
 
 
+def _describe_tls_error(exc: ssl.SSLError) -> str:
+    """One line for a failed handshake; for a certificate that does not
+    verify, why (an unknown CA, a name it does not carry) and what to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = (exc.verify_message or "").rstrip(".") or str(exc.reason)
+        return (f"certificate verify failed: {why} (check ca_file and server_hostname)")
+    return str(exc.reason or exc)
+
+
 class AMIConnection:
     """One logical AMI connection; build it with :func:`open_ami`."""
 
@@ -542,12 +551,12 @@ class AMIConnection:
                 f"{self.where}: no connection within {self.connect_timeout} s"
             ) from None
         except ssl.SSLError as exc:
-            raise ConnectError(f"{self.where}: TLS handshake failed: {exc.reason or exc}") from None
+            raise ConnectError(f"{self.where}: TLS handshake failed: {_describe_tls_error(exc)}") from None
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLError):
                 raise ConnectError(
-                    f"{self.where}: TLS handshake failed: {cause.reason or cause}"
+                    f"{self.where}: TLS handshake failed: {_describe_tls_error(cause)}"
                 ) from None
             raise ConnectError(f"{self.where}: connection closed during TLS handshake") from None
         except OSError as exc:

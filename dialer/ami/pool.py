@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -39,10 +40,11 @@ import trio
 
 from dialer.ami.codec import Message
 from dialer.ami.connection import AMIConnection, ConnectionStateChanged, open_ami
-from dialer.ami.errors import AMIError, NotConnected
+from dialer.ami.errors import AMIError, NotConnected, PermissionDenied
 from dialer.ami.ratelimit import RateLimiter
 
 EventSink = Callable[[str, Message], Awaitable[None]]
+log = logging.getLogger("dialer.ami.pool")
 
 #: The events the engine acts on (the regex matches anywhere in an event, so
 #: ``Hangup`` also lets ``HangupRequest`` through).
@@ -74,6 +76,7 @@ class PoolMember:
     generation: int = 0
     gate: trio.StrictFIFOLock = dataclasses.field(default_factory=trio.StrictFIFOLock)
     peak_1s: int = 0          # most Originates this connection sent in any one second
+    originate_denied: bool = False  # the AMI user may not Originate: not used for dialing
 
     @property
     def up(self) -> bool:
@@ -109,6 +112,7 @@ class _Server:
     members: list[PoolMember]
     reader: PoolMember | None = None
     promoting: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+    unfiltered: bool = False  # the user may not install the event filter (warned once)
 
 
 class AMIPool:
@@ -146,7 +150,8 @@ class AMIPool:
 
     def usable(self, member: PoolMember) -> bool:
         server = self._servers[member.server]
-        return member.up and server.reader is not None and server.reader.up
+        return (member.up and not member.originate_denied
+                and server.reader is not None and server.reader.up)
 
     def capacity(self) -> int:
         """How many more calls the pool can take on now."""
@@ -281,9 +286,16 @@ class AMIPool:
                 continue
             try:
                 if self._events:
-                    await candidate.ami.action(
-                        "Filter", [("Operation", "Add"), ("Filter", event_filter(self._events))]
-                    )
+                    try:
+                        await candidate.ami.action(
+                            "Filter", [("Operation", "Add"), ("Filter", event_filter(self._events))]
+                        )
+                    except PermissionDenied:
+                        # Filter needs write = system: read every event instead.
+                        if not server.unfiltered:
+                            server.unfiltered = True
+                            log.warning("%s: events are not filtered (Filter: Permission denied;"
+                                        " give the AMI user write = system)", server.config.name)
                 await candidate.ami.action("Events", [("EventMask", "on")])
             except AMIError:
                 continue
