@@ -667,13 +667,13 @@ class Engine:
             self._apply(self.tracker.refused(call.action_id, self.clock.now(),
                                              f"channel template: {_one_line(exc)}"))
             return
-        await member.send_slot()
+        on_wire = await member.send_slot()
         self._unsent.discard(call)
         try:
-            if member.ami is None or not member.up:
+            if member.ami is None or not member.up or member.originate_denied:
                 raise NotConnected(f"{member.name}: not connected")
             self.counters["originates"] += 1
-            await member.ami.action("Originate", headers, action_id=call.action_id)
+            await member.ami.action("Originate", headers, action_id=call.action_id, on_sent=on_wire)
         except (NotConnected, LocalProtocolError) as exc:
             if isinstance(exc, LocalProtocolError):
                 # A value that cannot be sent (CR/LF in a lead field): refused here.
@@ -681,6 +681,16 @@ class Engine:
                 self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
             else:
                 self._not_sent(call, member)
+        except PermissionDenied as exc:
+            # The AMI user may not Originate: nothing was dialed, the lead goes
+            # back uncharged, and this connection places no more calls.
+            member.failures += 1
+            self._not_sent(call, member)
+            if not member.originate_denied:
+                member.originate_denied = True
+                log.error("%s: the AMI user %r may not Originate (%s): give it write = originate"
+                          " in manager.conf; no calls are placed through %s", member.server,
+                          member.ami.username, _one_line(exc), member.name)
         except AMIActionError as exc:
             # Asterisk refused it: no call was placed.
             member.failures += 1
@@ -834,8 +844,10 @@ class Engine:
         if not transitions:
             return
         self._pending.extend(transitions)
+        logged: set[int] = set()  # an event that moved a call several steps is logged once
         for t in transitions:
-            if event is not None:
+            if event is not None and t.call.attempt_id not in logged:
+                logged.add(t.call.attempt_id)
                 self._logged.append(LoggedEvent(t.call.attempt_id, t.at, event.name or "", event.items()))
             if t.step is Step.ENDED:
                 self._call_ended(t.call)

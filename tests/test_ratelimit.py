@@ -58,3 +58,26 @@ def test_refund_gives_the_send_back():
     assert lim.try_take(0.0)
     assert not lim.try_take(0.0)
 
+
+
+def test_sends_are_counted_from_when_they_reached_the_wire():
+    lim = RateLimiter(10, burst=10, now=0.0)
+    # Ten sends let go at once; the first one's bytes left only 0.3 s later
+    # (other work ran in between), the others at once.
+    assert all(lim.try_take(0.0) for _ in range(10))
+    lim.restamp(0.0, 0.3)
+    # At 1.0 s the nine sent at 0.0 have left the window; the one that left at
+    # 0.3 s has not: nine more now, the tenth at 1.3 s (ten at 1.0 s would
+    # make eleven on the wire in the second from 0.3 s).
+    assert [lim.try_take(1.0) for _ in range(10)] == [True] * 9 + [False]
+    assert lim.next_time(1.0) == pytest.approx(1.3)
+    assert not lim.try_take(1.29) and lim.try_take(1.3)
+    assert max_in_window([0.0] * 9 + [0.3] + [1.0] * 9 + [1.3]) == 10
+
+
+def test_a_send_restamped_after_leaving_the_window_changes_nothing():
+    lim = RateLimiter(2, burst=2, now=0.0)
+    assert lim.try_take(0.0)
+    assert lim.available(5.0) == 2
+    lim.restamp(0.0, 0.1)
+    assert lim.available(5.0) == 2

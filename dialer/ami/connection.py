@@ -53,7 +53,7 @@ import secrets
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Callable, Iterable
 
 import trio
 
@@ -190,6 +190,15 @@ def _describe_os_error(exc: OSError) -> str:
     return str(first)
 
 
+def _describe_tls_error(exc: ssl.SSLError) -> str:
+    """One line for a failed handshake; for a certificate that does not
+    verify, why (an unknown CA, a name it does not carry) and what to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = (exc.verify_message or "").rstrip(".") or str(exc.reason)
+        return (f"certificate verify failed: {why} (check ca_file and server_hostname)")
+    return str(exc.reason or exc)
+
+
 class AMIConnection:
     """One logical AMI connection; build it with :func:`open_ami`."""
 
@@ -308,8 +317,12 @@ class AMIConnection:
         *,
         action_id: str | None = None,
         timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Message:
         """Send an action and return its response.
+
+        ``on_sent`` is called once the action's bytes have been written to
+        the connection (not at all when they were not).
 
         Raises :class:`AMIActionError` (:class:`PermissionDenied` for
         ``Permission denied``) on ``Response: Error``; :class:`NotConnected`,
@@ -317,7 +330,7 @@ class AMIConnection:
         :mod:`dialer.ami.errors`; :class:`~dialer.ami.codec.LocalProtocolError`
         for a header that cannot be sent (nothing is sent then).
         """
-        pending = await self._send(name, headers, action_id, timeout, is_list=False)
+        pending = await self._send(name, headers, action_id, timeout, is_list=False, on_sent=on_sent)
         response = pending.response
         assert response is not None
         return response
@@ -349,6 +362,7 @@ class AMIConnection:
         timeout: float | None,
         *,
         is_list: bool,
+        on_sent: Callable[[], None] | None = None,
     ) -> _Pending:
         if not self._connected:
             raise NotConnected(f"{self.where}: not connected; {name} not sent")
@@ -382,6 +396,8 @@ class AMIConnection:
                             self._kill("send interrupted")
                     self._stats.actions_sent += 1
                     self._stats.bytes_out += len(data)
+                    if on_sent is not None:
+                        on_sent()
                 await pending.event.wait()
         except trio.TooSlowError:
             self._stats.action_timeouts += 1
@@ -588,12 +604,12 @@ class AMIConnection:
                 f"{self.where}: no connection within {self.connect_timeout} s"
             ) from None
         except ssl.SSLError as exc:
-            raise ConnectError(f"{self.where}: TLS handshake failed: {exc.reason or exc}") from None
+            raise ConnectError(f"{self.where}: TLS handshake failed: {_describe_tls_error(exc)}") from None
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLError):
                 raise ConnectError(
-                    f"{self.where}: TLS handshake failed: {cause.reason or cause}"
+                    f"{self.where}: TLS handshake failed: {_describe_tls_error(cause)}"
                 ) from None
             raise ConnectError(f"{self.where}: connection closed during TLS handshake") from None
         except OSError as exc:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -39,10 +40,11 @@ import trio
 
 from dialer.ami.codec import Message
 from dialer.ami.connection import AMIConnection, ConnectionStateChanged, open_ami
-from dialer.ami.errors import AMIError, NotConnected
+from dialer.ami.errors import AMIError, NotConnected, PermissionDenied
 from dialer.ami.ratelimit import RateLimiter
 
 EventSink = Callable[[str, Message], Awaitable[None]]
+log = logging.getLogger("dialer.ami.pool")
 
 #: The events the engine acts on (the regex matches anywhere in an event, so
 #: ``Hangup`` also lets ``HangupRequest`` through).
@@ -74,6 +76,7 @@ class PoolMember:
     generation: int = 0
     gate: trio.StrictFIFOLock = dataclasses.field(default_factory=trio.StrictFIFOLock)
     peak_1s: int = 0          # most Originates this connection sent in any one second
+    originate_denied: bool = False  # the AMI user may not Originate: not used for dialing
 
     @property
     def up(self) -> bool:
@@ -85,17 +88,22 @@ class PoolMember:
         ahead = math.ceil(self.limiter.rate * horizon) + self.limiter.burst
         return min(ahead - self.queued, self.max_in_flight - self.in_flight)
 
-    async def send_slot(self) -> None:
+    async def send_slot(self) -> Callable[[], None]:
         """Wait until the cap lets one more Originate out on this connection.
 
         Calls get their slots in the order they asked, and only the first in
-        line watches the clock: the others wait on the gate, not on a timer."""
+        line watches the clock: the others wait on the gate, not on a timer.
+        Returns the function to call once the bytes are on the wire (the
+        ``on_sent`` of :meth:`AMIConnection.action`): the cap then counts the
+        send from that moment, so that sends delayed on the way to the socket
+        cannot bunch up past it."""
         async with self.gate:
             while not self.limiter.try_take(now := trio.current_time()):
                 await trio.sleep_until(self.limiter.next_time(now))
         self.queued -= 1
         self.originates_sent += 1
         self.peak_1s = max(self.peak_1s, self.limiter.sent_last_second(now))
+        return lambda: self.limiter.restamp(now, trio.current_time())
 
 
 @dataclasses.dataclass(eq=False)
@@ -104,6 +112,7 @@ class _Server:
     members: list[PoolMember]
     reader: PoolMember | None = None
     promoting: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+    unfiltered: bool = False  # the user may not install the event filter (warned once)
 
 
 class AMIPool:
@@ -141,7 +150,8 @@ class AMIPool:
 
     def usable(self, member: PoolMember) -> bool:
         server = self._servers[member.server]
-        return member.up and server.reader is not None and server.reader.up
+        return (member.up and not member.originate_denied
+                and server.reader is not None and server.reader.up)
 
     def capacity(self) -> int:
         """How many more calls the pool can take on now."""
@@ -276,9 +286,16 @@ class AMIPool:
                 continue
             try:
                 if self._events:
-                    await candidate.ami.action(
-                        "Filter", [("Operation", "Add"), ("Filter", event_filter(self._events))]
-                    )
+                    try:
+                        await candidate.ami.action(
+                            "Filter", [("Operation", "Add"), ("Filter", event_filter(self._events))]
+                        )
+                    except PermissionDenied:
+                        # Filter needs write = system: read every event instead.
+                        if not server.unfiltered:
+                            server.unfiltered = True
+                            log.warning("%s: events are not filtered (Filter: Permission denied;"
+                                        " give the AMI user write = system)", server.config.name)
                 await candidate.ami.action("Events", [("EventMask", "on")])
             except AMIError:
                 continue

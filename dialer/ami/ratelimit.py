@@ -51,6 +51,23 @@ class RateLimiter:
         self._refill(now)
         return len(self._recent)
 
+    def restamp(self, taken_at: float, sent_at: float) -> None:
+        """The send let go at ``taken_at`` reached the wire at ``sent_at``:
+        count it from then. Between the two, other tasks may have run and
+        sends bunched; windows counted from the times the bytes left keep the
+        cap as the peer sees it."""
+        recent = self._recent
+        for i in range(len(recent) - 1, -1, -1):
+            if recent[i] == taken_at:
+                break
+        else:
+            return  # out of the window already
+        del recent[i]
+        j = len(recent)
+        while j > 0 and recent[j - 1] > sent_at:
+            j -= 1
+        recent.insert(j, sent_at)
+
     def refund(self, now: float) -> None:
         """Give back the last send's allowance: it did not happen after all."""
         self._refill(now)

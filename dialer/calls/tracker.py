@@ -84,8 +84,11 @@ class TrackedCall:
     hangup_at: float | None = None
     #: a Hangup was tried: the call is not offered for one again
     hangup_tried: bool = False
-    #: the earliest time of an event of this call
+    #: the times of the first and the latest event of this call
     first_event_at: float | None = None
+    last_event_at: float | None = None
+    #: when a failure that is settled later (settle_at) was reported
+    reported_at: float | None = None
     #: channels whose Hangup was seen (a channel listing taken meanwhile may still show them)
     gone_channels: set[str] = field(default_factory=set)
     #: the step columns (answered_at, ended_at, ...) and ``disposition`` that the
@@ -322,12 +325,16 @@ class CallTracker:
     @staticmethod
     def _seen(call: TrackedCall, at: float) -> float:
         """The time of an event of ``call``, kept in step order: event times are
-        Asterisk's (mapped onto the engine's clock), while the Originate's own
-        response, which carries no time, counts when it was read."""
-        if call.first_event_at is None or at < call.first_event_at:
-            call.first_event_at = at
+        Asterisk's mapped onto the engine's clock (a mapping that can move a
+        little from one event to the next), while the Originate's own response,
+        which carries no time, counts when it was read."""
+        if call.last_event_at is not None and at < call.last_event_at:
+            at = call.last_event_at
         if call.originated_at is not None and at < call.originated_at:
-            return call.originated_at
+            at = call.originated_at
+        if call.first_event_at is None:
+            call.first_event_at = at
+        call.last_event_at = at
         return at
 
     # -- transitions -------------------------------------------------------
@@ -349,6 +356,7 @@ class CallTracker:
         if not call.had_channels and call.answered_at is None:
             # Reported failed before any channel showed: wait for stragglers.
             call.settle_at = at + self.settle_after
+            call.reported_at = at
             self._settling[call.action_id] = call
             return []
         return self._end(call, at, self._disposition(call), event)
@@ -364,7 +372,7 @@ class CallTracker:
         for call in [c for c in self._settling.values() if c.settle_at <= now]:
             self._settling.pop(call.action_id, None)
             # It ended when Asterisk reported the failure, not when the wait was over.
-            reported_at = call.settle_at - self.settle_after
+            reported_at = call.settle_at if call.reported_at is None else call.reported_at
             out += self._end(call, reported_at, self._disposition(call), "OriginateResponse")
         return out
 
