@@ -192,3 +192,25 @@ async def test_status_of_a_running_engine(clock, sqlite_url, _secret):
     assert c["calls_in_flight"] >= 1 and c["leads_left"] >= 1
     assert {x["connection"] for x in data["connections"]} == {"pbx1#1", "pbx1#2"}
     assert "1 engine running" in text and "agents free" in text and "/s of 50.0/s" in text
+
+
+def test_watch_as_json_lines_in_a_real_process(campaign, db_url):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dialer", "status", "--watch", "--format", "jsonl", "--interval", "0.2",
+         "--db", db_url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    first = proc.stdout.readline()
+    second = proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    docs = [json.loads(line) for line in [first, second, *rest.splitlines()]]
+    assert len(docs) >= 2 and all(d["campaigns"][0]["name"] == "spring" for d in docs)

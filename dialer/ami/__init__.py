@@ -2,8 +2,9 @@
 
 ``dialer.ami.codec`` is the sans-IO codec (bytes in, messages out; no trio);
 ``dialer.ami.connection`` the trio client (:func:`open_ami`);
-``dialer.ami.errors`` the client's errors (a replaying AMI peer for tests is
-``tests/ami_replay.py``). The names below are importable from ``dialer.ami``
+``dialer.ami.errors`` the client's errors; ``dialer.ami.tools`` the operator's
+one-liners behind ``dialer ami`` (ping, command, events, originate); a replaying
+AMI peer for tests is ``tests/ami_replay.py``. The names below are importable from ``dialer.ami``
 directly; they are loaded on first use, so importing the codec alone never
 imports trio.
 """

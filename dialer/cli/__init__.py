@@ -74,7 +74,8 @@ def add_format(parser: argparse.ArgumentParser, choices: Sequence[str], *, defau
                help: str | None = None) -> None:
     """``--format`` with the shared names (a subset of :data:`FORMATS`, in that order)."""
     unknown = set(choices) - set(FORMATS)
-    assert not unknown, unknown
+    if unknown:
+        raise ValueError(f"--format: {sorted(unknown)} are not among {FORMATS}")
     names = [f for f in FORMATS if f in choices]
     parser.add_argument(
         "--format", choices=names, default=default,
