@@ -356,12 +356,20 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _no_statement_timeout(conn: Connection) -> None:
+    # A migration may rewrite a large table: the statement timeout that guards
+    # everyday work does not apply to it (this transaction only).
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database forward to ``revision``, in one transaction."""
     from alembic import command
 
     with connect(engine) as conn:
         with conn.begin():
+            _no_statement_timeout(conn)
             command.upgrade(alembic_config(conn), revision)
 
 
@@ -371,6 +379,7 @@ def downgrade(engine: Engine, revision: str) -> None:
 
     with connect(engine) as conn:
         with conn.begin():
+            _no_statement_timeout(conn)
             command.downgrade(alembic_config(conn), revision)
 
 
