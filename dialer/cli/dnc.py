@@ -46,7 +46,7 @@ def add(args, out, err) -> int:
 
 
 def load(args, out, err) -> int:
-    with unit_of_work(args) as session:
+    with unit_of_work(args, bounded=False) as session:  # as 'leads load'
         result = dnc.load_dnc(session, args.file, region=args.region, rejects=args.rejects, source=args.source)
     out.write(result.summary() + "\n")
     return 0
