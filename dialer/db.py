@@ -356,6 +356,13 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def _no_statement_timeout(conn: Connection) -> None:
+    # A migration may rewrite a large table: the statement timeout that guards
+    # everyday work does not apply to it (this transaction only).
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+
+
 def revisions() -> list[str]:
     """Every revision of the migration scripts, oldest first."""
     from alembic.script import ScriptDirectory
@@ -387,6 +394,7 @@ def _migrate(engine: Engine, step: str, revision: str) -> None:
     check_revision_name(revision, step)
     with connect(engine) as conn:
         with conn.begin():
+            _no_statement_timeout(conn)
             try:
                 getattr(command, step)(alembic_config(conn), revision)
             except CommandError as exc:

@@ -201,7 +201,7 @@ async def _pause_and_resume(engine: Engine, total: int, progress: _Progress, pau
         await trio.sleep(0.1)
 
     def issue(command: str, now: dt.datetime) -> str:
-        with engine.sessions.begin() as s:
+        with db.deadline(engine.sessions.kw["bind"]), engine.sessions.begin() as s:
             c = control.issue(s, CAMPAIGN, command, reason="demo", issued_by="demo", now=now)
             return c.state
 

@@ -76,9 +76,13 @@ class Cluster:
     def pause(self) -> None:
         """SIGSTOP the postmaster and its backends: the server stops answering
         (the kernel still accepts connections and acknowledges bytes)."""
-        self.stopped = self.pids()
-        for pid in self.stopped:
-            os.kill(pid, signal.SIGSTOP)
+        self.stopped = []
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:  # a backend that just exited
+                continue
+            self.stopped.append(pid)
 
     def resume(self) -> None:
         for pid in self.stopped:

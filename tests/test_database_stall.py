@@ -101,11 +101,14 @@ def test_commands_fail_with_one_line_instead_of_hanging(cluster, url, argv):
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("dialer: --db: postgresql"), proc.stderr
     assert f"no answer within {TIMEOUT:g} s" in lines[0]
-    assert took <= TIMEOUT + SLACK + 2.0  # + the interpreter's start-up
-    # And once the server is back, the same command works.
+    # And once the server is back, the same command works; its time is the baseline
+    # (start-up and the work itself) the stalled run may exceed by the deadline.
+    started = time.monotonic()
     again = subprocess.run([sys.executable, "-m", "dialer", *argv], env=env, capture_output=True,
                            text=True, timeout=60, stdin=subprocess.DEVNULL)
+    baseline = time.monotonic() - started
     assert again.returncode == 0, again.stderr
+    assert took <= baseline + TIMEOUT + SLACK, (took, baseline)
 
 
 def test_a_bad_timeout_setting_is_one_line(monkeypatch):
@@ -153,7 +156,7 @@ async def test_engine_stops_dialing_keeps_outcomes_and_writes_them_when_the_serv
                 while dialer.database_down is None:
                     await trio.sleep(0.05)
             assert trio.current_time() - stalled_at <= TIMEOUT + SLACK
-            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "dialer.engine"]
             assert len(errors) == 1 and f"no answer within {TIMEOUT:g} s" in errors[0].getMessage()
             assert "no new calls until it answers" in errors[0].getMessage()
             # No new calls: what was claimed before the stall has been sent by now.
@@ -201,5 +204,23 @@ def test_a_runaway_sqlite_statement_is_interrupted_at_the_deadline(tmp_path):
         time.sleep(0.4)
         with engine.connect() as conn:  # nothing fired on it afterwards
             assert conn.execute(sa.text("SELECT 4")).scalar() == 4
+    finally:
+        engine.dispose()
+
+
+def test_postgres_connections_carry_the_server_side_timeouts(url):
+    engine = db.create_engine(url, timeout=TIMEOUT)
+    try:
+        with engine.connect() as conn:
+            shown = {name: conn.exec_driver_sql(f"SHOW {name}").scalar()
+                     for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")}
+            assert shown == {"statement_timeout": "2s", "lock_timeout": "2s",
+                             "idle_in_transaction_session_timeout": "4s"}
+            # A migration's transaction lifts the statement timeout for itself only.
+            conn.rollback()
+            with conn.begin():
+                db._no_statement_timeout(conn)
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "2s"
     finally:
         engine.dispose()

@@ -52,7 +52,7 @@ def load(args, out, err) -> int:
     from dialer import audit, dnc
     from dialer.audit import cli_actor
 
-    with unit_of_work(args) as session:
+    with unit_of_work(args, bounded=False) as session:  # as 'leads load'
         result = dnc.load_dnc(session, args.file, region=args.region, rejects=args.rejects, source=args.source)
         audit.record(session, cli_actor(), "dnc.load", args.file, after=result.summary())
     out.write(result.summary() + "\n")
