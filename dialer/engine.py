@@ -243,6 +243,7 @@ class Engine:
         self._draining = False
         self._flushing = 0
         self._hangup_denied: set[str] = set()  # servers that refused Hangup (warned once)
+        self._records_refused: set[str] = set()  # servers that refused DBGet (warned once)
         self._nursery: trio.Nursery | None = None
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
@@ -1113,8 +1114,12 @@ class Engine:
                                 HANGUP_RECORD_FAMILY, item.get("Val"))
         except AMIActionError as exc:
             if "not found" not in exc.reason.lower():
-                log.warning("%s: attempt %d: %s record not read: %s", server, call.attempt_id,
-                            HANGUP_RECORD_FAMILY, _one_line(exc))
+                # Refused (no write = system or reporting, or no DBGet): said once per server.
+                level = logging.DEBUG if server in self._records_refused else logging.WARNING
+                self._records_refused.add(server)
+                log.log(level, "%s: attempt %d: %s record not read (%s); ends of calls missed"
+                        " while no engine followed them are estimated", server, call.attempt_id,
+                        HANGUP_RECORD_FAMILY, _one_line(exc))
         except AMIError as exc:
             log.warning("%s: attempt %d: %s record not read: %s", server, call.attempt_id,
                         HANGUP_RECORD_FAMILY, _one_line(exc))
