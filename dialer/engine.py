@@ -94,6 +94,11 @@ class EngineSettings:
     stats_interval: float = 5.0
     batch_interval: float = 0.05     # real seconds between two claims, at least
     db_timeout: float = 10.0         # real seconds one unit of database work may take
+    # Every AMI connection sends Ping this often (real seconds) and counts the
+    # server as stalled when no answer, and no other byte, arrives in time:
+    # the connection is then made again and the calls in flight reconciled.
+    ping_interval: float = 5.0
+    ping_timeout: float = 3.0
     speed: float = 1.0               # engine-clock seconds per real second
 
     @classmethod
@@ -237,6 +242,9 @@ class Engine:
         self._members: dict[str, PoolMember] = {}      # action_id -> connection
         self._gap_calls: dict[str, list[TrackedCall]] = {}
         self._check_calls: set[TrackedCall] = set()
+        # Calls Asterisk did not list whose Originate may still run (no answer to
+        # it and no channel seen yet): asked about again at the time given.
+        self._recheck: dict[TrackedCall, float] = {}
         self._wake = trio.Event()
         self._reconcile_wake = trio.Event()
         self._draining = False
@@ -244,6 +252,7 @@ class Engine:
         self._hangup_denied: set[str] = set()  # servers that refused Hangup (warned once)
         self._server_clocks: dict[str, ServerClock] = {}  # events' Timestamps, per server
         self.database_down: str | None = None  # why the last unit of work timed out, until one works
+        self._records_refused: set[str] = set()  # servers that refused DBGet (warned once)
         self._nursery: trio.Nursery | None = None
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
@@ -294,7 +303,8 @@ class Engine:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Dial until cancelled, or (``until_done``) until the campaigns are finished."""
         self.clock = EngineClock(self.settings.speed, epoch=self._epoch)
-        self.pool = AMIPool(self._servers, now=trio.current_time(), **self._pool_kwargs)
+        self.pool = AMIPool(self._servers, now=trio.current_time(), ping_interval=self.settings.ping_interval,
+                            ping_timeout=self.settings.ping_timeout, **self._pool_kwargs)
         await self._take_lock()
         try:
             await self._load_campaigns()
@@ -672,8 +682,15 @@ class Engine:
         try:
             if member.ami is None or not member.up or member.originate_denied:
                 raise NotConnected(f"{member.name}: not connected")
+            if self.pool is not None and member.stalled(trio.current_time(), self.pool.stall_after):
+                raise NotConnected(f"{member.name}: an Originate has waited"
+                                   f" {self.pool.stall_after:g} s for its answer")
             self.counters["originates"] += 1
-            await member.ami.action("Originate", headers, action_id=call.action_id, on_sent=on_wire)
+            member.unanswered[call.action_id] = trio.current_time()
+            try:
+                await member.ami.action("Originate", headers, action_id=call.action_id, on_sent=on_wire)
+            finally:
+                member.unanswered.pop(call.action_id, None)
         except (NotConnected, LocalProtocolError) as exc:
             if isinstance(exc, LocalProtocolError):
                 # A value that cannot be sent (CR/LF in a lead field): refused here.
@@ -1051,11 +1068,18 @@ class Engine:
             now = self.clock.now()
             self._apply(self.tracker.expire(now))
             for call in self.tracker.calls():
-                # Asterisk took the Originate but its result never came.
+                # The Originate was sent (and maybe taken) but its result never came.
                 run = self.runs.get(call.campaign_id)
                 ring = run.campaign.ring_timeout if run else 60
-                if not call.response_seen and call.originated_at is not None and \
-                        now - call.originated_at > ring + self.settings.stale_after:
+                start = call.originated_at or call.queued_at
+                if not call.response_seen and start is not None and call not in self._unsent and \
+                        now - start > ring + self.settings.stale_after:
+                    self._check_calls.add(call)
+            for call, at in list(self._recheck.items()):
+                if call.ended or self.tracker.get(call.action_id) is not call:
+                    del self._recheck[call]
+                elif now >= at:
+                    del self._recheck[call]
                     self._check_calls.add(call)
             servers = set(self._gap_calls) | {c.server for c in self._check_calls}
             for server in servers:
@@ -1118,10 +1142,22 @@ class Engine:
                         call.estimated.add("connected_at")
                         transitions.append(Transition(call, Step.CONNECTED, now, "CoreShowChannel"))
                     self._apply(transitions)
+            elif not call.response_seen and not call.had_channels and now < self._settled_by(call):
+                # Asterisk may not have run the Originate yet (it was stalled,
+                # or is slow): its channels can still appear. Ask again later.
+                self._recheck[call] = self._settled_by(call)
             else:
                 gone.append(call)
         for call in gone:
             await self._resolve_gone(ami, server, call)
+
+    def _settled_by(self, call: TrackedCall) -> float:
+        """When a call whose Originate got no result and showed no channel can
+        be taken as gone: past its ring timeout and ``stale_after``."""
+        run = self.runs.get(call.campaign_id)
+        ring = run.campaign.ring_timeout if run else 60
+        start = call.originated_at or call.queued_at or 0.0
+        return start + ring + self.settings.stale_after
 
     async def _resolve_gone(self, ami: Any, server: str, call: TrackedCall) -> None:
         """A call Asterisk no longer has whose end the engine did not see: its
@@ -1140,8 +1176,12 @@ class Engine:
                                 HANGUP_RECORD_FAMILY, item.get("Val"))
         except AMIActionError as exc:
             if "not found" not in exc.reason.lower():
-                log.warning("%s: attempt %d: %s record not read: %s", server, call.attempt_id,
-                            HANGUP_RECORD_FAMILY, _one_line(exc))
+                # Refused (no write = system or reporting, or no DBGet): said once per server.
+                level = logging.DEBUG if server in self._records_refused else logging.WARNING
+                self._records_refused.add(server)
+                log.log(level, "%s: attempt %d: %s record not read (%s); ends of calls missed"
+                        " while no engine followed them are estimated", server, call.attempt_id,
+                        HANGUP_RECORD_FAMILY, _one_line(exc))
         except AMIError as exc:
             log.warning("%s: attempt %d: %s record not read: %s", server, call.attempt_id,
                         HANGUP_RECORD_FAMILY, _one_line(exc))

@@ -239,8 +239,11 @@ def build_report(
     columns = [sa.func.count(), sa.func.count(a.answered_at).filter(done),
                sa.func.count(a.connected_at).filter(done)]
     columns += [sa.func.count().filter(a.disposition == d) for d in DISPOSITIONS]
+    # Timings only from attempts whose every value was observed, not estimated.
+    observed = a.estimated.is_(None)
     for expr in durations.values():
-        columns += [sa.func.count(expr).filter(done), sa.func.sum(expr).filter(done)]
+        columns += [sa.func.count(expr).filter(done, observed), sa.func.sum(expr).filter(done, observed)]
+    columns.append(sa.func.count(a.estimated).filter(done))
     # The abandon windows come from the same pass when --since does not cut into them.
     # The campaign's (or --since's) own abandon rate, too.
     windows = abandon.rolling(now)
@@ -256,12 +259,14 @@ def build_report(
     for key in durations:
         sums[key] = [row[at] or 0, float(row[at + 1] or 0.0)]
         at += 2
+    estimated_n = row[at] or 0
+    at += 1
     window_counts = abandon.read(row, counted, at)
     life = window_counts.pop(abandon.LIFE.key)
     in_progress = total_n - sum(by_disp.values())
     ended = sum(by_disp.values())
     timings = {}
-    ended_where = [*where, a.disposition.is_not(None)]
+    ended_where = [*where, a.disposition.is_not(None), observed]
     for key, expr in durations.items():
         n, total = sums[key]
         timings[key] = {
@@ -296,6 +301,7 @@ def build_report(
             "total": ended + in_progress,
             "ended": ended,
             "in_progress": in_progress,
+            "estimated": estimated_n,
             "by_disposition": {d: {"count": n, "share": _share(n, ended)} for d, n in by_disp.items()},
         },
         "rates": {
@@ -447,6 +453,9 @@ def render_table(report: dict[str, Any], out: TextIO) -> None:
     if at["in_progress"]:
         rows.append(["in progress", str(at["in_progress"]), ""])
     _table(rows, ["disposition", "calls", "share"], out)
+    if at.get("estimated"):
+        out.write(f"  ({at['estimated']} with values no engine observed, estimated (see --attempts);"
+                  " left out of the timings)\n")
     r = report["rates"]
     out.write(f"\n  answer rate {_pct(r['answer_rate'])}   contact rate {_pct(r['contact_rate'])}"
               f"   abandon rate {_pct(r['abandon_rate'])}\n\n")
@@ -502,7 +511,7 @@ def report_rows(report: dict[str, Any]) -> Iterable[tuple[str, str, str, Any]]:
     for metric, value in report["leads"].items():
         yield "leads", "", metric, value
     at = report["attempts"]
-    for metric in ("total", "ended", "in_progress"):
+    for metric in ("total", "ended", "in_progress", "estimated"):
         yield "attempts", "", metric, at[metric]
     for d, v in at["by_disposition"].items():
         yield "disposition", d, "count", v["count"]

@@ -126,3 +126,20 @@ def test_an_estimate_already_stored_is_kept_when_more_are_added(sessions):
 ])
 def test_hangup_record_values(value, parsed):
     assert _parse_hangup_record(value) == parsed
+
+
+def test_a_call_whose_hangups_were_seen_ends_with_them_when_only_its_result_was_missed(sessions):
+    cid, lid, aid, call = setup(sessions)
+    tracker = CallTracker()
+    tracker.add(call)
+    from dialer.ami.codec import Message
+    for name, headers in [
+        ("Newchannel", [("Uniqueid", "c1"), ("Linkedid", "c1"), ("Channel", "Local/1@carrier-1;1")]),
+        ("Newchannel", [("Uniqueid", "c2"), ("Linkedid", "c1"), ("Channel", "Local/1@carrier-1;2")]),
+        ("Hangup", [("Uniqueid", "c2"), ("Linkedid", "c1"), ("Cause", "17"), ("Cause-txt", "User busy")]),
+        ("Hangup", [("Uniqueid", "c1"), ("Linkedid", "c1"), ("Cause", "17"), ("Cause-txt", "User busy")]),
+    ]:
+        assert tracker.handle(Message([("Event", name), *headers]), T0 + 2) == []  # no OriginateResponse yet
+    write(sessions, tracker.resolve_lost(call, T0 + 90), cid)
+    a, _ = attempt_and_lead(sessions, aid, lid)
+    assert (a.disposition, a.ended_at, a.estimated) == ("busy", to_datetime(T0 + 2), None)

@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+import sqlalchemy as sa
 
 from dialer import reports
 from dialer.campaigns import create_campaign
@@ -318,3 +319,24 @@ def test_readme_documents_every_field_of_the_json_report(known):
     assert missing == []
     for column in reports.ATTEMPT_COLUMNS:
         assert column in readme
+
+
+def test_estimated_attempts_count_everywhere_but_the_timings(known):
+    with known.begin() as s:
+        # attempt 2 (connected, ring 10 s, agent after 1 s) ended while no engine followed it
+        s.execute(sa.update(CallAttempt).where(CallAttempt.action_id == "a2")
+                  .values(estimated="answered_at,connected_at"))
+        r = reports.build_report(s, "spring", now=NOW)
+        out = io.StringIO()
+        reports.export_attempts(s, "spring", out)
+    assert r["attempts"]["estimated"] == 1
+    assert r["attempts"]["by_disposition"]["connected"]["count"] == 2
+    assert r["abandon"]["rolling_30d"] == {"dropped": 1, "answered": 3, "rate": 0.3333}
+    assert r["timings"]["ring_time"]["count"] == 3
+    assert r["timings"]["time_to_agent"] == {"count": 1, "avg": 0.5, "p90": 0.5}
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith(",hangup_at,estimated")
+    assert [line.endswith(',"answered_at,connected_at"') for line in lines[1:]].count(True) == 1
+    text = io.StringIO()
+    reports.render_table(r, text)
+    assert "1 with values no engine observed" in text.getvalue()

@@ -77,10 +77,18 @@ class PoolMember:
     gate: trio.StrictFIFOLock = dataclasses.field(default_factory=trio.StrictFIFOLock)
     peak_1s: int = 0          # most Originates this connection sent in any one second
     originate_denied: bool = False  # the AMI user may not Originate: not used for dialing
+    # Originates written and not answered yet: ActionID -> trio time sent
+    unanswered: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def up(self) -> bool:
         return self.ami is not None and self.ami.is_connected
+
+    def stalled(self, now: float, after: float) -> bool:
+        """Whether an Originate has waited more than ``after`` seconds for its
+        answer: the server may have stopped reading (it is stalled), so no
+        more go this way until it answers or the connection is made again."""
+        return bool(self.unanswered) and now - min(self.unanswered.values()) > after
 
     def room(self, horizon: float) -> int:
         """How many more calls may wait here: what the cap lets out within
@@ -121,6 +129,7 @@ class AMIPool:
 
     def __init__(self, servers: Sequence[Any], *, now: float, connect: Callable[..., Any] = open_ami,
                  action_timeout: float = 10.0, ping_interval: float | None = 20.0,
+                 ping_timeout: float = 5.0, stall_after: float = 1.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  events: Sequence[str] | None = ENGINE_EVENTS, horizon: float = 0.25) -> None:
         self._connect = connect
@@ -128,6 +137,8 @@ class AMIPool:
         self._events = events
         self._action_timeout = action_timeout
         self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self.stall_after = stall_after
         self._backoff = (backoff_initial, backoff_max)
         self._servers: dict[str, _Server] = {}
         self.members: list[PoolMember] = []
@@ -151,7 +162,8 @@ class AMIPool:
     def usable(self, member: PoolMember) -> bool:
         server = self._servers[member.server]
         return (member.up and not member.originate_denied
-                and server.reader is not None and server.reader.up)
+                and server.reader is not None and server.reader.up
+                and not (member.unanswered and member.stalled(trio.current_time(), self.stall_after)))
 
     def capacity(self) -> int:
         """How many more calls the pool can take on now."""
@@ -236,6 +248,7 @@ class AMIPool:
             ami = await stack.enter_async_context(self._connect(
                 **kwargs, events=False, require_initial=False,
                 action_timeout=self._action_timeout, ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
                 backoff_initial=self._backoff[0], backoff_max=self._backoff[1],
             ))
             member.ami = ami

@@ -91,6 +91,8 @@ class TrackedCall:
     reported_at: float | None = None
     #: channels whose Hangup was seen (a channel listing taken meanwhile may still show them)
     gone_channels: set[str] = field(default_factory=set)
+    #: when the last Hangup of one of its channels arrived
+    last_hangup_at: float | None = None
     #: the step columns (answered_at, ended_at, ...) and ``disposition`` that the
     #: engine did not observe but estimated (stored in the attempt's ``estimated``)
     estimated: set[str] = field(default_factory=set)
@@ -299,6 +301,7 @@ class CallTracker:
         uniqueid = event.get("Uniqueid") or ""
         call.live_channels.discard(uniqueid)
         call.gone_channels.add(uniqueid)
+        call.last_hangup_at = at
         cause = _int(event.get("Cause"))
         # The carrier leg's cause describes the called party; the originated
         # leg often says 0 (Unknown) for a busy or congested line. So the
@@ -401,8 +404,12 @@ class CallTracker:
         connected to an agent in time, an answered call still without an agent
         past the drop limit when last seen, or an unanswered call whose
         ``OriginateResponse`` arrived. Everything else is ``unknown``. ``at``
-        is an estimate: the call is flagged so (``ended_at``).
+        is an estimate: the call is flagged so (``ended_at``), unless every
+        channel seen had hung up and only the ``OriginateResponse`` was missed:
+        the call then ended with its last ``Hangup``, as the events settle it.
         """
+        if call.had_channels and not call.live_channels and call.last_hangup_at is not None:
+            return self._end(call, call.last_hangup_at, self._disposition(call), None)
         call.estimated.add("ended_at")
         if call.answered_at is not None:
             if call.unattended or (

@@ -23,7 +23,10 @@ def register(subparsers, common) -> None:
                    help="exit once the campaigns have nothing left to dial and nothing in flight")
     p.add_argument("--campaign", action="append", metavar="NAME",
                    help="dial only this campaign (repeatable)")
-    p.add_argument("--engine-id", metavar="ID", help="name of this engine (default host:pid:random)")
+    p.add_argument("--engine-id", metavar="ID",
+                   help="name of this engine, kept across restarts: a restarted engine takes over"
+                   " its predecessor's calls at once; one running engine per name"
+                   " (default host:pid:random, new each run)")
     p.set_defaults(handler=run)
 
 
