@@ -386,12 +386,12 @@ class PBX:
     def _carrier_congestion(self, call: Call) -> None:
         ch1, ch2 = call.ch1, call.ch2
         self._newexten(ch2, 9, "Congestion", "5")
-        self._originate_response(call, False, 8)
+        self._newstate(ch2, 7)
         self._ev("DialEnd", "call", ch1.headers("Dest") + [("DialStatus", "CONGESTION")])
         self._hangup_request(ch2, 0)
-        self._hangup(ch1, 0)
-        self._newstate(ch2, 7)
+        self._originate_response(call, False, 8)
         self._hangup_request(ch2, 16, soft=True)
+        self._hangup(ch1, 0)
         self._hangup(ch2, 34)
         for _ in range(3):
             self._dsc(call.device, "NOT_INUSE")
@@ -592,9 +592,13 @@ class PBX:
         self._ev("NewCallerid", "call", a1.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
         self._varset(a1, "DIALEDPEERNUMBER", f"{m.exten}@{m.context}")
         self._varset(a2, "DIALEDPEERNUMBER", f"{m.exten}@{m.context}")
+        # The caller's number reaches the agent's legs: Asterisk reports a change
+        # only when there is one (an Originate without CallerID leaves <unknown>).
+        has_cid = (ch1.cid_num, ch1.cid_name) != (UNKNOWN, UNKNOWN)
         a2.cid_num = a2.conn_num = ch1.cid_num
         a2.cid_name = a2.conn_name = ch1.cid_name
-        self._ev("NewCallerid", "call", a2.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
+        if has_cid:
+            self._ev("NewCallerid", "call", a2.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
         self._ev("NewConnectedLine", "call", a2.headers())
         self._local_bridge(a1, a2, m.context, m.exten)
         # app_queue's snapshot of the member channel already shows the connected line and exten s.
@@ -611,7 +615,8 @@ class PBX:
         self._newstate(a1, 6)
         a1.app, a1.appdata = "AppQueue", "(Outgoing Line)"
         self._ev("Newexten", "dialplan", a1.headers() + [("Extension", "s"), ("Application", "AppQueue"), ("AppData", "(Outgoing Line)")])
-        self._ev("NewConnectedLine", "call", a1.headers())
+        if has_cid:
+            self._ev("NewConnectedLine", "call", a1.headers())
         self._ev("DialEnd", "call", ch1.headers() + a1.headers("Dest") + [("DialStatus", "ANSWER")])
         if not q.waiting:
             self._dsc(f"Queue:{q.name}", "NOT_INUSE")
@@ -781,9 +786,15 @@ class PBX:
         self._ev("QueueCallerLeave", "agent", ch1.headers() + [
             ("Queue", q.name), ("Position", str(pos)), ("Count", str(len(q.waiting)))])
         self._varset(ch1, "QUEUEPOSITION", str(pos))
+        ch2_up = call.ch2.name in self.channels
         self._hangup_request(ch1, cause, soft=True)
+        if ch2_up:
+            # Queue() gave up and the dialplan hangs up the originated leg: the
+            # carrier leg is asked to hang up too, as its own thread does it.
+            self._hangup_request(call.ch2, cause)
         self._hangup(ch1, cause)
-        if call.ch2.name in self.channels:
+        if ch2_up:
+            self._hangup_request(call.ch2, cause, soft=True)
             self._hangup(call.ch2, cause)
         self._dsc(call.device, "NOT_INUSE")
         self._dsc(call.device, "NOT_INUSE")
