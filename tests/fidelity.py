@@ -144,6 +144,7 @@ def call_signature(messages: list[Message], channel_id: str, number: str,
     per_role: dict[str, list[str]] = {}
     other: Counter[str] = Counter()
     bridges: set[str] = set()
+    members: set[str] = set()
     device = f"Local/{number}@carrier"
     for m in messages:
         name = m.name or "?"
@@ -160,6 +161,13 @@ def call_signature(messages: list[Message], channel_id: str, number: str,
             continue
         if name == "DeviceStateChange":
             if m.get("Device") == device:
+                other[name] += 1
+            continue
+        if name == "AgentConnect" and linked == channel_id:
+            members.add(m.get("MemberName") or "")
+        if name == "AgentComplete" and channel is None:
+            # Sent once the caller's channel is gone: no channel headers, only the member.
+            if m.get("MemberName") in members:
                 other[name] += 1
             continue
         if linked != channel_id or channel is None:
@@ -339,6 +347,68 @@ def on_asterisk(instance, fn, *args, **kw) -> Run:
         return await fn(instance.port, *args, **kw)
 
     return trio.run(main)
+
+
+CAMPAIGN_DIGITS = "0123456789" * 2
+
+
+def campaign_side_by_side(instance, folder: Path, digits: str = CAMPAIGN_DIGITS) -> tuple[Run, Run]:
+    """The same progressive campaign (one lead per digit given, one attempt each) on the
+    real Asterisk ``instance`` and on the simulator, each with a database of its own."""
+    from dialer import db
+    from tests.engine_harness import business_zone, make_campaign
+
+    sim_secret_file = folder / "sim-secret"
+    sim_secret_file.write_text(sim_secret("dialer") + "\n")
+    phones = campaign_phones(digits)
+    runs = {}
+    for side in ("real", "sim"):
+        engine = db.create_engine(f"sqlite:///{folder / (side + '.db')}")
+        try:
+            db.upgrade(engine)
+            sessions = db.session_factory(engine)
+            make_campaign(sessions, "side", phones, mode="progressive", ring_timeout=15,
+                          tz=business_zone())
+            if side == "real":
+                wait_idle(instance)
+                runs[side] = on_asterisk(instance, run_campaign, sessions,
+                                         instance.secret_file("dialer"), instance.secrets["dialer"])
+            else:
+                runs[side] = on_sim(run_campaign, sessions, sim_secret_file, sim_secret("dialer"))
+        finally:
+            engine.dispose()
+    return runs["real"], runs["sim"]
+
+
+# Three long calls (digit 9: answered after 2 s) take the three agents, who hang
+# up about 6.5 s later (Answer, then Wait(6)); a call answered while they talk
+# waits in the queue and gives up after Queue()'s 2 s (dropped); one answered
+# 0.6 s before they are free keeps waiting (the queue tries its members once a
+# second; ringinuse = no: no busy agent is rung) and reaches one (connected).
+QUEUE_BUSY = [
+    Dial(0.0, "15551230019", "long-1"),
+    Dial(0.0, "15551230029", "long-2"),
+    Dial(0.0, "15551230039", "long-3"),
+    Dial(2.5, "15551230040", "drop"),
+    Dial(6.9, "15551230051", "waits"),
+]
+QUEUE_BUSY_AGENT_TALK = 6.0
+
+
+def queue_busy_side_by_side(instance) -> tuple[Run, Run]:
+    from dialer.sim.scenario import Distribution
+
+    wait_idle(instance)
+    instance.set_agent_talk(QUEUE_BUSY_AGENT_TALK)
+    try:
+        real = on_asterisk(instance, run_script, instance.secrets["dialer"],
+                           instance.secrets["dialer"], QUEUE_BUSY)
+    finally:
+        instance.set_agent_talk(4)
+    scenario = sim_scenario(agent_talk_time=Distribution.fixed(QUEUE_BUSY_AGENT_TALK))
+    sim = on_sim(run_script, sim_secret("dialer"), sim_secret("dialer"), QUEUE_BUSY,
+                 scenario=scenario)
+    return real, sim
 
 
 def wait_idle(instance, timeout: float = 30.0) -> None:

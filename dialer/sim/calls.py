@@ -49,7 +49,7 @@ _LAYOUT_PRIO = {"answered": (23, 24, 25, 26, 27), "long": (18, 19, 20, 21, 22),
                 "short": (None, None, 14, 15, 16)}
 
 # Delays (simulated seconds) between steps that real Asterisk shows.
-CARRIER_WAIT_DELAY = 0.02  # Answer() -> next Wait() on the carrier leg
+CARRIER_WAIT_DELAY = 0.5  # Answer() -> next Wait() on the carrier leg (Answer waits for media)
 AGENT_WAIT_DELAY = 0.5  # agent Answer() -> Wait(talk)
 QUEUE_POLL = 1.0  # a waiting caller checks for a free member once a second
 
@@ -333,15 +333,6 @@ class PBX:
         self._ev("Newchannel", "call", ch1.headers())
         self._ev("Newchannel", "call", ch2.headers())
         self._newexten(ch1, 1, "AppDial2", "(Outgoing Line)")
-        if outcome is None:
-            # No extension matches in the dialed context.
-            self._hangup(ch2, 0)
-            self._originate_response(req, False, 0)
-            self._hangup(ch1, 0)
-            self._dsc(call.device, "INVALID")
-            self._dsc(call.device, "INVALID")
-            self._end_call(call)
-            return
         for k, v in req.variables:
             call.variables[k] = v
             self._varset(ch1, k, v)
@@ -358,6 +349,15 @@ class PBX:
             ch2.cid_name = ch2.conn_name = ch1.cid_name
             self._ev("NewCallerid", "call", ch2.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
             self._ev("NewConnectedLine", "call", ch2.headers())
+        if outcome is None:
+            # No extension matches in the dialed context (the caller id is set first).
+            self._hangup(ch2, 0)
+            self._hangup(ch1, 0)
+            self._originate_response(req, False, 0)
+            self._dsc(call.device, "INVALID")
+            self._dsc(call.device, "INVALID")
+            self._end_call(call)
+            return
         self._local_bridge(ch1, ch2, context, number)
         self._ev("DialBegin", "call", ch1.headers("Dest") + [("DialString", f"{number}@{context}")])
         self._start_pbx(ch2)
