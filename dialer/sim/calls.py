@@ -3,10 +3,11 @@
 Every Originate to ``Local/<number>@<context>`` creates the Local channel pair
 ``Local/<number>@<context>-<seq>;1`` (the originated leg, which runs the
 connect context once answered) and ``;2`` (the simulated carrier). The events,
-their header sets and their order follow the recordings in
-``shared/ami-transcripts`` (``originate-*.txt``); where real Asterisk orders
-concurrent events differently from one run to the next, one recorded order is
-used (the fidelity tests list the others).
+their header sets and their order follow a real Asterisk 22's, as recorded in
+``tests/transcripts/`` (``originate-*.txt``) and compared side by side in
+``tests/test_sim_vs_asterisk.py``; where real Asterisk orders concurrent events
+differently from one run to the next, one observed order is used (the fidelity
+tests list the others).
 
 Nothing here does I/O or sleeps: the owner (:class:`dialer.sim.server.SimAsterisk`)
 provides ``emit(name, class, headers)``, ``call_later(seconds, fn, *args)``
