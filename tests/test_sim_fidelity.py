@@ -1,22 +1,23 @@
-"""Fidelity of the simulated Asterisk against the recordings of a real Asterisk 22.
+"""Fidelity of the simulated Asterisk against the project's recordings of the test
+suite's real Asterisk 22 (``tests/transcripts/``).
 
 For every recording with a ``.json`` timeline, the exact bytes the recording
-sent are replayed to the simulator at their recorded times (under trio's
-MockClock) and what comes back is compared with the ``.txt``: the same
-messages, each with the same header keys in the same order and the same values
-wherever a value does not depend on time, uniqueids, channel sequence numbers
-or the recording server's earlier calls (``tests/sim_replay.py`` says which).
+sent are replayed to the simulator (playing ``tests/asterisk/``'s dialplan with
+``tests/asterisk/sim.toml``) at their recorded times, under trio's MockClock,
+and what comes back is compared with the ``.txt``:
 
-Every remaining difference is listed below with its reason. Two kinds are
-handled by rule rather than listed one by one:
+* the banner, every response, and every event that concerns no call: the same
+  messages in the same order, each with the same header keys in the same order
+  and the same values wherever a value does not depend on time, uniqueids,
+  channel sequence numbers or the recording server's earlier calls;
+  list items (``CoreShowChannel``, ``Status``, ``core show channels`` rows) as
+  a set, since Asterisk lists channels in its container's hash order;
+* every call: the event names per channel, in order, and the call's other
+  events, by the rules of ``tests/fidelity.py`` (the side-by-side test's);
+* the times of the OriginateResponses, the last Hangup and the last response,
+  and when the server closes.
 
-* ``DeviceStateChange`` and ``QueueMemberStatus`` are compared as a multiset,
-  not in order: Asterisk raises them from its device-state taskprocessor
-  thread, so they land at varying places among a call's events from one run to
-  the next (compare originate-answered with originate-answered-1..3).
-* List items (``CoreShowChannel``, ``Status``, ``core show channels`` rows) are
-  compared as a set: Asterisk lists channels in its container's hash order;
-  the simulator lists them in creation order.
+Every remaining difference is listed in ``KNOWN`` with its reason.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import trio.testing
 
 from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message
 from dialer.sim import SimAsterisk
+from dialer.sim.scenario import Distribution
+from tests import fidelity
 
 # --- replaying a recording and comparing the answers ---------------------------------
 
-TRANSCRIPTS = Path(__file__).resolve().parents[1].parent / "shared" / "ami-transcripts"
-if not TRANSCRIPTS.is_dir():
-    pytest.skip(f"no AMI recordings at {TRANSCRIPTS} (../shared is absent)", allow_module_level=True)
+from tests.transcripts import TRANSCRIPTS
+
 
 
 def load_recording(name: str) -> tuple[dict, list]:
@@ -115,7 +117,7 @@ async def replay(sim: SimAsterisk, port: int, meta: dict, *, linger: float = 3.0
 # --- normalisation ----------------------------------------------------------------
 
 # Values that depend on the wall clock or on elapsed time.
-TIME_KEYS = {"timestamp", "uptime", "lastreload", "logintime", "lastcall", "duration", "seconds"}
+TIME_KEYS = {"challenge", "timestamp", "uptime", "lastreload", "logintime", "lastcall", "duration", "seconds"}
 # Values that count what the recording server did before the recording.
 HISTORY_KEYS = {"callstaken"}
 HISTORY_BY_EVENT = {
@@ -275,122 +277,6 @@ def compare(recorded: list, simulated: list, *, unordered=lambda sig: False,
     return Comparison(missing, extra, moved)
 
 
-# --- the recordings -----------------------------------------------------------------------
-
-RECORDINGS = sorted(p.stem for p in TRANSCRIPTS.glob("*.json"))
-
-# Recordings made "while two answered leads were talking to agents".
-WITH_TWO_CALLS = {"status", "coreshowchannels", "command-core-show-channels", "queuestatus",
-                  "queuesummary"}
-
-LIST_EVENTS = {"CoreShowChannel", "Status"}
-
-
-def unordered(sig: tuple) -> bool:
-    if not sig or sig[0] == "banner" or sig[0][0] != "Event":
-        return False
-    return sig[0][1] in ("DeviceStateChange", "QueueMemberStatus") or sig[0][1] in LIST_EVENTS
-
-
-# Why a listed difference remains (each KNOWN entry names one of these).
-QMS_RACE = (
-    "QueueMemberStatus for the agent's device turning INUSE: whether app_queue has set "
-    "InCall by then depends on which Asterisk thread runs first (InCall 0 in this "
-    "recording, 1 in originate-answered); the simulator always sends it after "
-    "AgentConnect with InCall 1")
-RACE = (
-    "events from different Asterisk threads (carrier leg, originated leg, bridge, "
-    "agent leg) interleave differently from run to run; the simulator uses the order of "
-    "originate-answered for every answered call")
-WALL_SECONDS = (
-    "AgentComplete TalkTime is a difference of whole wall-clock seconds in Asterisk "
-    "(time(NULL)); a 1.02 s talk crossing a second boundary shows 2, the simulator shows 1")
-
-KNOWN: dict[str, dict[str, object]] = {
-    "filter": {"moved": ["Event: Hangup Local/agent3@agents-<S2>;2"], "why": RACE},
-    "originate-answered-1": {
-        "missing": ["Event: QueueMemberStatus Agent3"],
-        "extra": ["Event: QueueMemberStatus Agent3"],
-        "moved": ["Event: Hangup Local/agent3@agents-<S2>;1"],
-        "why": QMS_RACE + "; " + RACE,
-    },
-    "originate-answered-2": {
-        "missing": ["Event: QueueMemberStatus Agent1"],
-        "extra": ["Event: QueueMemberStatus Agent1"],
-        "moved": [
-            "Event: DialState Local/15551230002@carrier-<S1>;1 RINGING",
-            "Event: Hangup Local/15551230002@carrier-<S1>;2",
-            "Event: BridgeLeave Local/agent1@agents-<S2>;1",
-            "Event: BridgeDestroy",
-            "Event: HangupRequest Local/agent1@agents-<S2>;2",
-            "Event: Hangup Local/agent1@agents-<S2>;1",
-        ],
-        "why": QMS_RACE + "; " + RACE,
-    },
-    "originate-answered-3": {
-        "missing": ["Event: QueueMemberStatus Agent2"],
-        "extra": ["Event: QueueMemberStatus Agent2"],
-        "moved": [
-            "Event: OriginateResponse Local/15551230003@carrier-<S1>;1",
-            "Event: AgentComplete Local/15551230003@carrier-<S1>;1 Local/agent2@agents-<S2>;1 Agent2",
-            "Event: BridgeLeave Local/agent2@agents-<S2>;1",
-            "Event: BridgeDestroy",
-            "Event: HangupRequest Local/agent2@agents-<S2>;2",
-            "Event: Hangup Local/agent2@agents-<S2>;1",
-        ],
-        "why": QMS_RACE + "; " + RACE,
-    },
-    "originate-channelid": {
-        "missing": ["Event: QueueMemberStatus Agent2",
-                    "Event: AgentComplete Local/15551230007@carrier-<S1>;1 Local/agent2@agents-<S2>;1 Agent2"],
-        "extra": ["Event: QueueMemberStatus Agent2",
-                  "Event: AgentComplete Local/15551230007@carrier-<S1>;1 Local/agent2@agents-<S2>;1 Agent2"],
-        "moved": [
-            "Event: OriginateResponse Local/15551230007@carrier-<S1>;1",
-            "Event: BridgeLeave Local/agent2@agents-<S2>;1",
-            "Event: BridgeDestroy",
-            "Event: HangupRequest Local/agent2@agents-<S2>;2",
-            "Event: Hangup Local/agent2@agents-<S2>;1",
-        ],
-        "why": QMS_RACE + "; " + WALL_SECONDS + "; " + RACE,
-    },
-    "originate-channelid-invalid": {
-        "moved": ["Event: Hangup Local/15551230008@carrier-<S1>;1"], "why": RACE},
-    "originate-queue-agent": {
-        "moved": [
-            "Event: DialState Local/15551230009@carrier-<S1>;1 RINGING",
-            "Event: OriginateResponse Local/15551230009@carrier-<S1>;1",
-            "Event: Newstate Local/15551230009@carrier-<S1>;2",
-        ],
-        "why": RACE,
-    },
-    "originate-short-answer": {
-        "missing": ["Event: QueueMemberStatus Agent3"],
-        "extra": ["Event: QueueMemberStatus Agent3"],
-        "moved": [
-            "Event: OriginateResponse Local/15551230007@carrier-<S1>;1",
-            "Event: Hangup Local/15551230007@carrier-<S1>;2",
-            "Event: BridgeLeave Local/agent3@agents-<S2>;1",
-            "Event: BridgeDestroy",
-            "Event: HangupRequest Local/agent3@agents-<S2>;2",
-            "Event: Hangup Local/agent3@agents-<S2>;1",
-        ],
-        "why": QMS_RACE + "; " + RACE,
-    },
-    "originate-sync-answered": {
-        "moved": [
-            "Event: Newstate Local/15551230007@carrier-<S1>;2",
-            "Event: Hangup Local/15551230007@carrier-<S1>;2",
-            "Event: BridgeLeave Local/agent3@agents-<S2>;1",
-            "Event: BridgeDestroy",
-            "Event: HangupRequest Local/agent3@agents-<S2>;2",
-            "Event: Hangup Local/agent3@agents-<S2>;1",
-        ],
-        "why": RACE,
-    },
-}
-
-
 def _first_agent(rec: list) -> str | None:
     for m in rec:
         if isinstance(m, Message):
@@ -410,33 +296,141 @@ def _first_seq(rec: list) -> int | None:
     return min(seqs) if seqs else None
 
 
+# --- the recordings -----------------------------------------------------------------------
+
+RECORDINGS = sorted(p.stem for p in TRANSCRIPTS.glob("*.json"))
+
+# Recordings made while two answered calls (digit 9) were talking to agents.
+WITH_TWO_CALLS = {"status", "coreshowchannels", "command-core-show-channels", "queuestatus",
+                  "queuesummary"}
+# Events that concern no call: compared in order, values normalised.
+AGENT_LEVEL = {"QueueMemberStatus"}
+
+
+def _call_keys(messages: list) -> dict[str, tuple[str, str | None]]:
+    """Each call of a recording, by dialed number (or ChannelId): (Linkedid, ActionID)."""
+    calls: dict[str, tuple[str, str | None]] = {}
+    for m in messages:
+        if isinstance(m, Message) and m.name == "Newchannel":
+            hit = re.match(r"^Local/([^@]+)@carrier-[0-9a-f]+;1$", m.get("Channel") or "")
+            if hit and m.get("Uniqueid") == m.get("Linkedid"):
+                calls[hit.group(1)] = (m.get("Uniqueid"), None)
+    for m in messages:
+        if isinstance(m, Message) and m.name == "OriginateResponse":
+            hit = re.match(r"^Local/([^@]+)@carrier", m.get("Channel") or "")
+            if hit and hit.group(1) in calls:
+                calls[hit.group(1)] = (calls[hit.group(1)][0], m.action_id)
+    return calls
+
+
+def call_signatures(messages: list) -> dict[str, dict]:
+    events = [m for m in messages if isinstance(m, Message) and m.kind == "event"]
+    return {number: fidelity.call_signature(events, linked, number, action_id)
+            for number, (linked, action_id) in _call_keys(messages).items()}
+
+
+def _is_call_event(m: Message) -> bool:
+    if m.name in AGENT_LEVEL or m.name == "AgentComplete" or m.name == "DeviceStateChange" or m.name == "OriginateResponse":
+        return True
+    if m.name.startswith("Bridge"):
+        return True
+    return any(m.get(k) is not None for k in ("Linkedid", "DestLinkedid", "LocalOneLinkedid"))
+
+
+# The test dialplan's second queue (busy), which the simulator does not have.
+OTHER_QUEUES = {"busy"}
+QUEUE_LIST_ENDS = {("Event", "QueueStatusComplete"), ("Event", "QueueSummaryComplete")}
+# Where the simulator's values differ from the recording's by design.
+CLI_ROWS = re.compile(r"^(Local/\S+)\s+\S+\s+(\S+)\s+.*$")
+
+
+def _cli_rows_without_dialplan(sig: tuple) -> tuple:
+    """core show channels rows: channel and state only (the location and the
+    application follow the dialplan's layout, which the simulator does not copy)."""
+    if sig[:1] == ("banner",):
+        return sig
+    out = []
+    for k, v in sig:
+        hit = CLI_ROWS.match(v) if k == "Output" else None
+        out.append((k, f"{hit.group(1)} {hit.group(2)}" if hit else v))
+    return tuple(out)
+
+
+def responses_and_other_events(messages: list) -> list[tuple]:
+    """The banner, every response and every event that concerns no call, normalised."""
+    kept = [m for m in messages
+            if (isinstance(m, Banner) or m.kind != "event" or not _is_call_event(m))
+            and (isinstance(m, Banner) or m.get("Queue") not in OTHER_QUEUES)]
+    normaliser = Normaliser(kept)
+    out = [_cli_rows_without_dialplan(normaliser.message(m)) for m in kept]
+    # The queue lists' totals count the other queue's items too.
+    out = [tuple((k, "<items>") if k == "ListItems" and sig[0] in QUEUE_LIST_ENDS else (k, v)
+                 for k, v in sig) if sig[:1] != ("banner",) else sig for sig in out]
+    # List items come in the channel container's hash order on Asterisk.
+    return sorted(out[:1]) + _sort_runs(out[1:])
+
+
+def _sort_runs(sigs: list[tuple]) -> list[tuple]:
+    """List items (CoreShowChannel, Status) compared as a set within their list."""
+    out, run = [], []
+    for sig in sigs:
+        if unordered(sig):
+            run.append(sig)
+            continue
+        out += sorted(run)
+        run = []
+        out.append(sig)
+    return out + sorted(run)
+
+
+def unordered(sig: tuple) -> bool:
+    return bool(sig) and sig[0] == ("Event", "CoreShowChannel") or sig[:1] == (("Event", "Status"),)
+
+
+def _busy_agents(rec: list) -> list[str]:
+    """The agents the recording shows talking (their channels, or InCall in QueueStatus)."""
+    busy = set()
+    for m in rec:
+        if isinstance(m, Message):
+            if m.name == "QueueMember" and m.get("InCall") == "1":
+                busy.add(m.get("Name"))
+            for _, v in m.items():
+                busy.update(f"Agent{n}" for n in re.findall(r"Local/agent(\d+)@agents-", v))
+    return sorted(busy, key=lambda a: int(a[5:])) or ["Agent1"]
+
+
 async def _two_calls_talking(port: int) -> None:
     """Two leads answered and talking to agents, set up on another connection."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
-    msg = (b"Action: Login\r\nUsername: dialer\r\nSecret: dialerpass\r\nEvents: off\r\n\r\n")
+    msg = (b"Action: Login\r\nUsername: admin\r\nSecret: " + fidelity.sim_secret("admin").encode()
+           + b"\r\nEvents: off\r\n\r\n")
     for number in ("15551230019", "15551230029"):
         msg += (b"Action: Originate\r\nChannel: Local/" + number.encode() + b"@carrier\r\n"
                 b"Context: dialer-connect\r\nExten: s\r\nPriority: 1\r\nAsync: true\r\n"
                 b"Timeout: 20000\r\nCallerID: \"Campaign\" <15550001000>\r\n\r\n")
     await stream.send_all(msg)
-    await trio.sleep(5.3)
+    await trio.sleep(3.0)
     await stream.aclose()
 
 
 async def run_recording(name: str):
     meta, rec = load_recording(name)
-    sim = SimAsterisk()
+    if name in WITH_TWO_CALLS:
+        # The recording instance's agents talked 60 s meanwhile.
+        scenario = fidelity.sim_scenario(agent_talk_time=Distribution.fixed(60.0))
+    else:
+        scenario = fidelity.sim_scenario()
+    sim = SimAsterisk(scenario)
     seq = _first_seq(rec)
     if seq is not None:
         sim.pbx.local_seq = seq
     agent = _first_agent(rec)
-    if agent is not None:
+    if agent is not None and name not in WITH_TWO_CALLS:
         sim.queue.set_next_member(agent)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve, "127.0.0.1", 0)
         if name in WITH_TWO_CALLS:
-            # The recordings show agents 2 and 3 with the two leads.
-            sim.queue.set_next_member("Agent2")
+            sim.queue.set_next_member(_busy_agents(rec)[0])
             await _two_calls_talking(port)
         result = await replay(sim, port, meta)
         nursery.cancel_scope.cancel()
@@ -449,155 +443,89 @@ TIMED = [
     ("last response", lambda m: isinstance(m, Message) and m.kind == "response"),
 ]
 
+# Differences that remain, each with its reason.
+KNOWN: dict[str, dict[str, list[str]]] = {}
 
-@pytest.mark.parametrize("name", [n for n in RECORDINGS if n != "originate-burst-20"])
+
+# Recordings that cannot be replayed, and why.
+NOT_REPLAYABLE = {
+    "login-md5": "the key answers the recording server's random challenge, not the simulator's",
+    "originate-queue-timeout": "the simulator has one queue (agents), not the test dialplan's "
+                               "second queue busy; the same situation on the agents queue is "
+                               "held side by side in tests/test_sim_vs_asterisk.py",
+    "originate-burst-20": "compared call by call in test_burst_of_twenty_originates",
+}
+
+
+@pytest.mark.parametrize("name", [n for n in RECORDINGS if n not in NOT_REPLAYABLE])
 def test_recording_replayed(name):
     meta, rec, result, sim = trio.run(
         run_recording, name, clock=trio.testing.MockClock(autojump_threshold=0))
-    got = compare(rec, result.messages, unordered=unordered)
-    known = KNOWN.get(name, {})
-    assert not known or known["why"]
-    assert sorted(got.missing) == sorted(known.get("missing", []))
-    assert sorted(got.extra) == sorted(known.get("extra", []))
-    assert got.moved == known.get("moved", [])
+    # Every response (and every event that is about no call) as recorded, values
+    # included where they do not depend on time, ids or the server's history.
+    assert responses_and_other_events(result.messages) == responses_and_other_events(rec)
+    # Every call: the same outcome events per channel.
+    want, got = call_signatures(rec), call_signatures(result.messages)
+    assert sorted(got) == sorted(want)
+    differences = {number: fidelity.signature_differences(want[number], got[number])
+                   for number in want}
+    differences = {k: v for k, v in differences.items() if v}
+    assert differences == KNOWN.get(name, {})
     # The same timing: each OriginateResponse and the last Hangup arrive when they did
-    # in the recording (the recorded times are real-clock times, hence 50 ms of tolerance).
+    # in the recording (the recorded times are real-clock times, hence 150 ms of
+    # tolerance: Asterisk ends a ringing Originate about 100 ms after its Timeout).
     rec_times = [r["t"] for r in meta["received"]]
     assert len(rec_times) == len(rec)
     for label, pick in TIMED:
-        want = [t for m, t in zip(rec, rec_times) if pick(m)]
+        want_t = [t for m, t in zip(rec, rec_times) if pick(m)]
         got_t = [t for m, t in zip(result.messages, result.times) if pick(m)]
-        if want:
+        if want_t:
             assert got_t, label
-            assert got_t[-1] == pytest.approx(want[-1], abs=0.05), label
+            assert got_t[-1] == pytest.approx(want_t[-1], abs=0.15), label
     # Same ending: the server closes where the recording's server did.
     if meta.get("server_closed_at") is not None:
         assert result.closed_at is not None
-        assert result.closed_at == pytest.approx(meta["server_closed_at"], abs=0.05)
+        assert result.closed_at == pytest.approx(meta["server_closed_at"], abs=0.1)
 
 
 def test_every_recording_is_covered():
-    assert len(RECORDINGS) >= 37
+    assert len(RECORDINGS) >= 40
     assert "originate-burst-20" in RECORDINGS
 
 
-# --- originate-burst-20: twenty calls at once -------------------------------------------
-#
-# Twenty concurrent calls interleave their events differently on every run of a real
-# Asterisk (each Originate runs on its own thread), so the burst is compared call by
-# call. What remains different, and why:
-#
-# * The eight answered 0-3 calls all answer 1 s after their Originate. Asterisk's
-#   threads queued them in the order 001, 002, 013, 012, 011, 010, 003, 000; the
-#   simulator queues them in Originate order. With 3 agents, that decides who reaches
-#   an agent and who abandons: in the recording 013 got an agent and 000 abandoned,
-#   in the simulator the other way round. Queue positions, hold and talk times and
-#   agent numbers of the answered calls follow from that order, so for the twelve
-#   answered calls only each call's set of messages (event names and header keys)
-#   is compared, not their values.
-# * The queue empties once more in the simulator (two more DeviceStateChange for
-#   Queue:agents), for the same reason.
-BURST_QUEUE_ORDER_SWAP = {"1555124000": "1555124013"}
-BURST_MOVED = {
-    # Calls that never reach the queue: compared exactly, except for this many
-    # events that real Asterisk interleaved differently (see RACE).
-    "1555124004": 2, "1555124005": 2, "1555124006": 0, "1555124008": 1,
-    "1555124014": 1, "1555124015": 3, "1555124016": 1, "1555124018": 1,
-}
-BURST_AGENTCOMPLETE_WITHOUT_CALLER = {"1555124013"}
-BURST_CONTENT = {
-    # (missing, extra) for the calls that never reach the queue. Congestion: whether
-    # the carrier leg's Newstate Busy comes before its HangupRequest differs between
-    # runs (so the HangupRequest shows ChannelState 7 or 4), and so does whether a
-    # device state INUSE is reported before the NOT_INUSE ones.
-    "1555124005": (["Event: DeviceStateChange Local/1555124005@carrier INUSE",
-                    "Event: HangupRequest Local/1555124005@carrier-<S1>;2"],
-                   ["Event: HangupRequest Local/1555124005@carrier-<S1>;2",
-                    "Event: DeviceStateChange Local/1555124005@carrier NOT_INUSE"]),
-    "1555124015": (["Event: HangupRequest Local/1555124015@carrier-<S1>;2"],
-                   ["Event: HangupRequest Local/1555124015@carrier-<S1>;2"]),
-}
-
-
-def _calls_of(messages: list) -> dict[str, list]:
-    """The events of each call of the burst, keyed by dialed number."""
-    owner: dict[str, str] = {}
-    for m in messages:
-        if isinstance(m, Message) and m.name == "Newchannel":
-            hit = re.search(r"Local/(\d+)@carrier-[0-9a-f]+;1$", m.get("Channel") or "")
-            if hit:
-                owner[m.get("Uniqueid")] = hit.group(1)
-    calls: dict[str, list] = {}
-    bridges: dict[str, list] = {}
-    bridge_owner: dict[str, str] = {}
-    for m in messages:
-        if not isinstance(m, Message) or m.kind != "event":
-            continue
-        num = owner.get(m.get("Linkedid") or m.get("DestLinkedid") or m.get("LocalOneLinkedid") or "")
-        if m.name == "OriginateResponse" or m.name == "DeviceStateChange":
-            hit = re.search(r"Local/(\d+)@carrier", m.get("Channel") or m.get("Device") or "")
-            num = hit.group(1) if hit else None
-        if m.name.startswith("Bridge"):
-            bid = m.get("BridgeUniqueid")
-            bridges.setdefault(bid, []).append(m)
-            if num is not None:
-                bridge_owner.setdefault(bid, num)
-            continue
-        if num is not None:
-            calls.setdefault(num, []).append(m)
-    for bid, msgs in bridges.items():
-        calls.setdefault(bridge_owner[bid], []).extend(msgs)
-    return calls
-
-
-def _shape(messages: list) -> Counter:
-    return Counter((m.name, tuple(k for k, _ in m.items())) for m in messages)
-
-
 def test_burst_of_twenty_originates():
+    """Twenty calls at once: Asterisk's threads, not the Originate order, decide which
+    answered calls reach one of the three agents, so the answered calls are compared
+    by how many reach an agent and how many are dropped; every other call exactly."""
     meta, rec, result, sim = trio.run(
         run_recording, "originate-burst-20", clock=trio.testing.MockClock(autojump_threshold=0))
     got = result.messages
-    # Every Originate answered at once, in send order.
+
     def responses(msgs):
         return [(m.name, m.action_id, m.get("Message")) for m in msgs
                 if isinstance(m, Message) and m.kind == "response"]
+
     assert responses(got) == responses(rec)
-    # The same outcome for every ActionID.
+
     def outcomes(msgs):
         return {m.action_id: (m.get("Response"), m.get("Reason"))
                 for m in msgs if isinstance(m, Message) and m.name == "OriginateResponse"}
-    assert outcomes(got) == outcomes(rec)
-    assert len(outcomes(got)) == 20
-    # The same number of each message, but for the queue emptying once more.
-    count_rec = Counter((m.kind, m.name) for m in rec[1:])
-    count_sim = Counter((m.kind, m.name) for m in got[1:])
-    assert count_sim - count_rec == Counter({("event", "DeviceStateChange"): 2})
-    assert not count_rec - count_sim
-    rec_calls, sim_calls = _calls_of(rec), _calls_of(got)
-    assert sorted(rec_calls) == sorted(sim_calls) == [f"15551240{n:02d}" for n in range(20)]
 
-    def fate(calls, num):
-        names = {m.name for m in calls[num]}
-        return "agent" if "AgentConnect" in names else "abandon" if "QueueCallerAbandon" in names else "none"
+    assert outcomes(got) == outcomes(rec) and len(outcomes(got)) == 20
+    want, have = call_signatures(rec), call_signatures(got)
+    assert sorted(want) == sorted(have) and len(want) == 20
 
-    for num in rec_calls:
-        want = BURST_QUEUE_ORDER_SWAP.get(num) or {v: k for k, v in BURST_QUEUE_ORDER_SWAP.items()}.get(num) or num
-        assert fate(sim_calls, want) == fate(rec_calls, num), num
-        if num in BURST_MOVED:
-            c = compare(rec_calls[num], sim_calls[num], unordered=unordered)
-            missing, extra = BURST_CONTENT.get(num, ([], []))
-            assert (sorted(c.missing), sorted(c.extra)) == (sorted(missing), sorted(extra)), num
-            assert len(c.moved) == BURST_MOVED[num], (num, c.moved)
-        else:
-            want_shape, got_shape = _shape(rec_calls[num]), _shape(sim_calls[want])
-            if num in BURST_AGENTCOMPLETE_WITHOUT_CALLER:
-                # The caller hung up at the instant the agent's call ended; Asterisk
-                # sent this AgentComplete after the caller's channel was gone, so
-                # without the caller's channel headers. The simulator always has them.
-                for shape in (want_shape, got_shape):
-                    for key in [k for k in shape if k[0] == "AgentComplete"]:
-                        del shape[key]
-                ac = [m for m in rec_calls[num] if m.name == "AgentComplete"]
-                assert len(ac) == 1 and "Channel" not in ac[0]
-            assert got_shape == want_shape, num
+    def fate(signature):
+        names = set(signature["channels"].get("lead;1", []))
+        return "agent" if "AgentConnect" in names else "queue" if "QueueCallerJoin" in names else "none"
+
+    # Which answered calls find an agent free depends on Asterisk's threads; the
+    # three agents are all taken, the rest are dropped after Queue()'s 2 s.
+    fates_want = Counter(fate(s) for s in want.values())
+    fates_have = Counter(fate(s) for s in have.values())
+    assert fates_want["none"] == fates_have["none"] == 8
+    assert fates_want["agent"] + fates_want["queue"] == fates_have["agent"] + fates_have["queue"] == 12
+    assert fates_want["agent"] >= 3 and fates_have["agent"] >= 3
+    for number in want:
+        if fate(want[number]) == "none":
+            assert fidelity.signature_differences(want[number], have[number]) == [], number

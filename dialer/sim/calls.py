@@ -3,10 +3,11 @@
 Every Originate to ``Local/<number>@<context>`` creates the Local channel pair
 ``Local/<number>@<context>-<seq>;1`` (the originated leg, which runs the
 connect context once answered) and ``;2`` (the simulated carrier). The events,
-their header sets and their order follow the recordings in
-``shared/ami-transcripts`` (``originate-*.txt``); where real Asterisk orders
-concurrent events differently from one run to the next, one recorded order is
-used (the fidelity tests list the others).
+their header sets and their order follow a real Asterisk 22's, as recorded in
+``tests/transcripts/`` (``originate-*.txt``) and compared side by side in
+``tests/test_sim_vs_asterisk.py``; where real Asterisk orders concurrent events
+differently from one run to the next, one observed order is used (the fidelity
+tests list the others).
 
 Nothing here does I/O or sleeps: the owner (:class:`dialer.sim.server.SimAsterisk`)
 provides ``emit(name, class, headers)``, ``call_later(seconds, fn, *args)``
@@ -49,7 +50,7 @@ _LAYOUT_PRIO = {"answered": (23, 24, 25, 26, 27), "long": (18, 19, 20, 21, 22),
                 "short": (None, None, 14, 15, 16)}
 
 # Delays (simulated seconds) between steps that real Asterisk shows.
-CARRIER_WAIT_DELAY = 0.02  # Answer() -> next Wait() on the carrier leg
+CARRIER_WAIT_DELAY = 0.5  # Answer() -> next Wait() on the carrier leg (Answer waits for media)
 AGENT_WAIT_DELAY = 0.5  # agent Answer() -> Wait(talk)
 QUEUE_POLL = 1.0  # a waiting caller checks for a free member once a second
 
@@ -333,15 +334,6 @@ class PBX:
         self._ev("Newchannel", "call", ch1.headers())
         self._ev("Newchannel", "call", ch2.headers())
         self._newexten(ch1, 1, "AppDial2", "(Outgoing Line)")
-        if outcome is None:
-            # No extension matches in the dialed context.
-            self._hangup(ch2, 0)
-            self._originate_response(req, False, 0)
-            self._hangup(ch1, 0)
-            self._dsc(call.device, "INVALID")
-            self._dsc(call.device, "INVALID")
-            self._end_call(call)
-            return
         for k, v in req.variables:
             call.variables[k] = v
             self._varset(ch1, k, v)
@@ -358,6 +350,15 @@ class PBX:
             ch2.cid_name = ch2.conn_name = ch1.cid_name
             self._ev("NewCallerid", "call", ch2.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
             self._ev("NewConnectedLine", "call", ch2.headers())
+        if outcome is None:
+            # No extension matches in the dialed context (the caller id is set first).
+            self._hangup(ch2, 0)
+            self._hangup(ch1, 0)
+            self._originate_response(req, False, 0)
+            self._dsc(call.device, "INVALID")
+            self._dsc(call.device, "INVALID")
+            self._end_call(call)
+            return
         self._local_bridge(ch1, ch2, context, number)
         self._ev("DialBegin", "call", ch1.headers("Dest") + [("DialString", f"{number}@{context}")])
         self._start_pbx(ch2)
@@ -386,12 +387,12 @@ class PBX:
     def _carrier_congestion(self, call: Call) -> None:
         ch1, ch2 = call.ch1, call.ch2
         self._newexten(ch2, 9, "Congestion", "5")
-        self._originate_response(call, False, 8)
+        self._newstate(ch2, 7)
         self._ev("DialEnd", "call", ch1.headers("Dest") + [("DialStatus", "CONGESTION")])
         self._hangup_request(ch2, 0)
-        self._hangup(ch1, 0)
-        self._newstate(ch2, 7)
+        self._originate_response(call, False, 8)
         self._hangup_request(ch2, 16, soft=True)
+        self._hangup(ch1, 0)
         self._hangup(ch2, 34)
         for _ in range(3):
             self._dsc(call.device, "NOT_INUSE")
@@ -592,9 +593,13 @@ class PBX:
         self._ev("NewCallerid", "call", a1.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
         self._varset(a1, "DIALEDPEERNUMBER", f"{m.exten}@{m.context}")
         self._varset(a2, "DIALEDPEERNUMBER", f"{m.exten}@{m.context}")
+        # The caller's number reaches the agent's legs: Asterisk reports a change
+        # only when there is one (an Originate without CallerID leaves <unknown>).
+        has_cid = (ch1.cid_num, ch1.cid_name) != (UNKNOWN, UNKNOWN)
         a2.cid_num = a2.conn_num = ch1.cid_num
         a2.cid_name = a2.conn_name = ch1.cid_name
-        self._ev("NewCallerid", "call", a2.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
+        if has_cid:
+            self._ev("NewCallerid", "call", a2.headers() + [("CID-CallingPres", "0 (Presentation Allowed, Not Screened)")])
         self._ev("NewConnectedLine", "call", a2.headers())
         self._local_bridge(a1, a2, m.context, m.exten)
         # app_queue's snapshot of the member channel already shows the connected line and exten s.
@@ -611,7 +616,8 @@ class PBX:
         self._newstate(a1, 6)
         a1.app, a1.appdata = "AppQueue", "(Outgoing Line)"
         self._ev("Newexten", "dialplan", a1.headers() + [("Extension", "s"), ("Application", "AppQueue"), ("AppData", "(Outgoing Line)")])
-        self._ev("NewConnectedLine", "call", a1.headers())
+        if has_cid:
+            self._ev("NewConnectedLine", "call", a1.headers())
         self._ev("DialEnd", "call", ch1.headers() + a1.headers("Dest") + [("DialStatus", "ANSWER")])
         if not q.waiting:
             self._dsc(f"Queue:{q.name}", "NOT_INUSE")
@@ -781,9 +787,15 @@ class PBX:
         self._ev("QueueCallerLeave", "agent", ch1.headers() + [
             ("Queue", q.name), ("Position", str(pos)), ("Count", str(len(q.waiting)))])
         self._varset(ch1, "QUEUEPOSITION", str(pos))
+        ch2_up = call.ch2.name in self.channels
         self._hangup_request(ch1, cause, soft=True)
+        if ch2_up:
+            # Queue() gave up and the dialplan hangs up the originated leg: the
+            # carrier leg is asked to hang up too, as its own thread does it.
+            self._hangup_request(call.ch2, cause)
         self._hangup(ch1, cause)
-        if call.ch2.name in self.channels:
+        if ch2_up:
+            self._hangup_request(call.ch2, cause, soft=True)
             self._hangup(call.ch2, cause)
         self._dsc(call.device, "NOT_INUSE")
         self._dsc(call.device, "NOT_INUSE")

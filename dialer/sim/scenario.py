@@ -1,8 +1,10 @@
 """What the simulated PBX does with a call: users, outcomes, timings, the agents queue.
 
-The default scenario reproduces the recording server of
-``shared/ami-transcripts``: the dialed number's last digit picks the outcome,
-three agents answer a queue named ``agents`` and talk 20 s each.
+By default the dialed number's last digit picks the outcome (ring 1 s and talk
+8 s for 0-3, busy, congestion, no answer, ...; ``[carrier]`` changes the
+times), and three agents answer a queue named ``agents`` and talk 20 s each.
+The test suite's scenario, which plays its real Asterisk's dialplan, is
+``tests/asterisk/sim.toml``.
 
 A scenario file (TOML) replaces any part of it::
 
