@@ -80,8 +80,18 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def create_engine(url: str | URL, **kwargs) -> Engine:
-    """An Engine for ``url`` with the dialer's connection settings."""
+def _sqlite_on_begin_deferred(connection: Connection) -> None:
+    # Readers only: a deferred BEGIN takes no lock, so reads never queue behind writers.
+    connection.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str | URL, *, readers: bool = False, **kwargs) -> Engine:
+    """An Engine for ``url`` with the dialer's connection settings.
+
+    ``readers=True``: for work that only reads (the web console's pages and
+    wallboard): on SQLite its transactions begin deferred and take no write
+    lock, so a busy console never holds the engines up; never write through it.
+    """
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
@@ -91,7 +101,7 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
                 raise DatabaseError(f"--db: directory {str(parent)!r} does not exist")
         engine = sa.create_engine(parsed, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect)
-        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        sa.event.listen(engine, "begin", _sqlite_on_begin_deferred if readers else _sqlite_on_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(parsed, **kwargs)

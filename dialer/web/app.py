@@ -91,11 +91,16 @@ class Console:
     rejects_dir: Path = dataclasses.field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dialer-web.")))
     db_limiter: trio.CapacityLimiter = dataclasses.field(default_factory=lambda: trio.CapacityLimiter(8))
     started: float = dataclasses.field(default_factory=time.time)
+    # Sessions for reads only (see dialer.db.create_engine's readers); default: ``sessions``.
+    readers: sessionmaker | None = None
 
     async def db(self, fn: Callable[..., Any], *args: Any, write: bool = False) -> Any:
-        """Run ``fn(session, *args)`` in one transaction in a worker thread."""
+        """Run ``fn(session, *args)`` in one transaction in a worker thread
+        (``write=True`` for anything that changes the database)."""
+        factory = self.sessions if write or self.readers is None else self.readers
+
         def unit() -> Any:
-            with self.sessions.begin() as s:
+            with factory.begin() as s:
                 return fn(s, *args)
         return await trio.to_thread.run_sync(unit, limiter=self.db_limiter)
 
@@ -147,12 +152,15 @@ async def identify(request: Request) -> Identity | None:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "Authorization: expected 'Bearer <token>'")
 
-        def by_token(s: Session) -> Identity | None:
+        def by_token(s: Session) -> tuple[Identity, bool] | None:
             row = auth.token_identity(s, token.strip())
-            return None if row is None else Identity(row.name, row.role, "token")
-        ident = await console.db(by_token)
-        if ident is None:
+            return None if row is None else (Identity(row.name, row.role, "token"), auth.token_use_due(row))
+        found = await console.db(by_token)
+        if found is None:
             raise ApiError(401, "invalid or revoked API token")
+        ident, due = found
+        if due:
+            await console.db(auth.note_token_use, ident.name, write=True)
         return ident
     key = request.cookies.get(SESSION_COOKIE)
     if not key:
@@ -273,7 +281,7 @@ async def login(request: Request) -> Response:
             return None
         audit.record(s, actor, "login", name, after={"role": user.role})
         return auth.open_session(s, user, address)
-    opened = await console.db(check)
+    opened = await console.db(check, write=True)
     if opened is None:
         console.limiter.failed(address, name)
         templates: Jinja2Templates = request.app.state.templates
@@ -293,7 +301,7 @@ async def login(request: Request) -> Response:
 @requires("viewer")
 async def logout(request: Request, ident: Identity) -> Response:
     key = request.cookies.get(SESSION_COOKIE, "")
-    await _console(request).db(auth.close_session, key)
+    await _console(request).db(auth.close_session, key, write=True)
     response = RedirectResponse("/login?m=logged+out", 303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -382,7 +390,7 @@ async def api_campaign_state(request: Request, ident: Identity) -> Response:
         c = control.issue(s, name, command, reason=reason, now=utcnow(), actor=actor)
         return {"name": c.name, "before": before, "state": c.state}
     try:
-        return JSONResponse(await _console(request).db(run))
+        return JSONResponse(await _console(request).db(run, write=True))
     except UserError as exc:
         if "no such campaign" in str(exc):
             raise _not_found(exc) from None
@@ -400,7 +408,7 @@ async def api_stop_all(request: Request, ident: Identity) -> Response:
     def run(s: Session) -> list[dict]:
         return [{"name": c.name, "state": c.state}
                 for c in control.stop_all(s, reason=reason, now=utcnow(), actor=actor)]
-    return JSONResponse({"stopped": await _console(request).db(run)})
+    return JSONResponse({"stopped": await _console(request).db(run, write=True)})
 
 
 @requires("admin")
@@ -421,7 +429,7 @@ async def api_campaign_settings(request: Request, ident: Identity) -> Response:
         campaigns.set_campaign_settings(s, name, actor=actor, **parsed)
         return _describe(s, name)
     try:
-        return JSONResponse(await _console(request).db(run))
+        return JSONResponse(await _console(request).db(run, write=True))
     except UserError as exc:
         if "no such campaign" in str(exc):
             raise _not_found(exc) from None
@@ -481,7 +489,7 @@ async def api_leads_upload(request: Request, ident: Identity) -> Response:
             return {"campaign": campaign.name, "file": filename, **result.counts(),
                     "rejected": result.rejected, "summary": result.summary().split("; rejected rows in")[0]}
         try:
-            out = await console.db(run)
+            out = await console.db(run, write=True)
         except UserError as exc:
             if "no such campaign" in str(exc):
                 raise _not_found(exc) from None
@@ -575,7 +583,7 @@ async def api_dnc_add(request: Request, ident: Identity) -> Response:
     def run(s: Session) -> dict:
         added = dnc.add_dnc(s, numbers, region=region, source=source, actor=actor)
         return {"added": added, "already_listed": len({dnc.normalize_number(n, region) for n in numbers}) - added}
-    return JSONResponse(await _console(request).db(run))
+    return JSONResponse(await _console(request).db(run, write=True))
 
 
 @requires("viewer")

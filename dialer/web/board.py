@@ -185,28 +185,24 @@ class Wallboard:
         self.changed_at = 0.0       # wall time of the last change
         self._changed = trio.Event()
         self._figures: dict[int, dict[str, Any]] = {}
-        self._figures_at = -float("inf")
+        self._live: dict[str, Any] | None = None
         self._ready = trio.Event()
         self.subscribers = 0
         self.reads = 0
 
-    def _read(self) -> tuple[dict[str, Any], dict[int, dict[str, Any]] | None]:
-        wall_now = time.time()
+    def _read_live(self) -> dict[str, Any]:
         with self.sessions.begin() as s:
-            live = read_live(s, wall_now=wall_now, stale_after=self.stale_after)
-            figures = None
-            if time.monotonic() - self._figures_at >= self.figures_every:
-                now = _naive(live["clock"]) if live["clock"] is not None else _naive(wall_now)
-                figures = read_figures(s, live["campaigns"], now)
-        return live, figures
+            return read_live(s, wall_now=time.time(), stale_after=self.stale_after)
 
-    async def refresh(self) -> bool:
-        """Read the database once; True when the document changed."""
-        live, figures = await trio.to_thread.run_sync(self._read)
-        self.reads += 1
-        if figures is not None:
-            self._figures, self._figures_at = figures, time.monotonic()
-        doc = compose(live, self._figures)
+    def _read_figures(self, campaigns: list[dict], clock: float | None) -> dict[int, dict[str, Any]]:
+        now = _naive(clock if clock is not None else time.time())
+        with self.sessions.begin() as s:
+            return read_figures(s, campaigns, now)
+
+    def _publish(self) -> bool:
+        if self._live is None:
+            return False
+        doc = compose(self._live, self._figures)
         if doc == self.doc:
             return False
         self.doc = doc
@@ -219,18 +215,48 @@ class Wallboard:
         self._ready.set()
         return True
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the document current until cancelled (a failed read is logged and retried)."""
-        started = False
+    async def refresh(self, *, figures: bool = True) -> bool:
+        """Read the database once (the live rows, and with ``figures`` the
+        counts too); True when the document changed."""
+        self._live = await trio.to_thread.run_sync(self._read_live)
+        self.reads += 1
+        if figures:
+            self._figures = await trio.to_thread.run_sync(
+                self._read_figures, self._live["campaigns"], self._live["clock"])
+        return self._publish()
+
+    async def _figures_loop(self) -> None:
         while True:
-            try:
-                await self.refresh()
-            except Exception as exc:  # the database restarting, a lock: try again next tick
-                log.warning("wallboard: reading the database failed: %s", exc)
-            if not started:
-                started = True
-                task_status.started()
-            await trio.sleep(self.poll)
+            started = time.monotonic()
+            if self._live is not None:
+                try:
+                    self._figures = await trio.to_thread.run_sync(
+                        self._read_figures, self._live["campaigns"], self._live["clock"])
+                    self._publish()
+                except Exception as exc:
+                    log.warning("wallboard: reading the figures failed: %s", exc)
+            await trio.sleep(max(self.poll, self.figures_every - (time.monotonic() - started)))
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the document current until cancelled: the live rows every
+        ``poll`` seconds, the counts (slower to read) every ``figures_every``
+        in a task of their own, so that they never hold the live figures up.
+        A failed read is logged and tried again."""
+        try:
+            await self.refresh()
+        except Exception as exc:  # the database restarting, a lock: try again next tick
+            log.warning("wallboard: reading the database failed: %s", exc)
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._figures_loop)
+            while True:
+                await trio.sleep(self.poll)
+                try:
+                    self._live = await trio.to_thread.run_sync(self._read_live)
+                    self.reads += 1
+                    self._publish()
+                except Exception as exc:
+                    log.warning("wallboard: reading the live state failed: %s", exc)
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
