@@ -315,7 +315,10 @@ async def board_page(request: Request, ident: Identity) -> Response:
 @requires("viewer")
 async def campaign_page(request: Request, ident: Identity) -> Response:
     name = request.path_params["name"]
-    info = await _console(request).db(_describe, name)
+    try:
+        info = await _console(request).db(_describe, name)
+    except UserError as exc:
+        raise _not_found(exc) from None
     settings_help = {s.name: s.help for s in campaigns.SETTINGS.values()}
     return _page(request, "campaign.html", ident, campaign=info, settings_help=settings_help)
 
@@ -624,7 +627,11 @@ async def api_report(request: Request, ident: Identity) -> Response:
 
 
 def _board_now(console: Console) -> dt.datetime:
-    """The engines' clock when one is running (it may run fast, as in the demo), else now."""
+    """The engines' clock when one is running (it may run fast or start elsewhere,
+    as in the demo), else now."""
+    clock = console.wallboard.clock
+    if clock is not None:
+        return dt.datetime.fromtimestamp(clock, dt.UTC).replace(tzinfo=None)
     return utcnow()
 
 

@@ -185,7 +185,7 @@ class Wallboard:
         self.changed_at = 0.0       # wall time of the last change
         self._changed = trio.Event()
         self._figures: dict[int, dict[str, Any]] = {}
-        self._live: dict[str, Any] | None = None
+        self._live: dict[str, Any] | None = None   # the latest live read (its "clock": the engines')
         self._ready = trio.Event()
         self.subscribers = 0
         self.reads = 0
@@ -257,6 +257,11 @@ class Wallboard:
                     self._publish()
                 except Exception as exc:
                     log.warning("wallboard: reading the live state failed: %s", exc)
+
+    @property
+    def clock(self) -> float | None:
+        """The running engines' clock (epoch seconds) at the last read, None without one."""
+        return None if self._live is None else self._live["clock"]
 
     async def wait_ready(self) -> None:
         await self._ready.wait()
