@@ -500,3 +500,34 @@ def test_stop_all_from_the_command_line(sqlite_url):
     assert err.getvalue() == "dialer: stop: give a campaign NAME or --all (not both)\n"
     assert main(["--db", sqlite_url, "stop"], io.StringIO(), io.StringIO()) == 1
     engine.dispose()
+
+
+async def test_admins_manage_users_and_tokens_from_the_console(console, sessions):
+    client, csrf = await session_client(console, "ada", "10.0.0.9")
+    h = {"X-CSRF-Token": csrf}
+    async with client:
+        assert (await client.get("/admin")).status_code == 200
+        r = await client.post("/api/v1/users", json={"name": "zed", "role": "supervisor",
+                                                     "password": "zed-password-1"}, headers=h)
+        assert r.json() == {"name": "zed", "role": "supervisor"}
+        r = await client.post("/api/v1/users", json={"name": "zed", "role": "viewer", "password": "x"}, headers=h)
+        assert r.status_code == 400 and r.json()["error"]["message"] == "password: must be 10 to 1024 characters long"
+        r = await client.post("/api/v1/tokens", json={"name": "crm", "role": "viewer"}, headers=h)
+        token = r.json()["token"]
+        assert r.headers["cache-control"] == "no-store"
+        async with client_for(console) as api:
+            assert (await api.get("/api/v1/live", headers={"Authorization": f"Bearer {token}"})).status_code != 401
+            assert (await client.post("/api/v1/tokens/crm/revoke", headers=h)).status_code == 200
+            assert (await api.get("/api/v1/live", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+        assert (await client.post("/api/v1/users/ada/disable", headers=h)).status_code == 400
+        assert (await client.post("/api/v1/users/zed/disable", headers=h)).status_code == 200
+        people = (await client.get("/api/v1/people")).json()
+        assert {u["name"]: u["disabled"] for u in people["users"]}["zed"] is True
+    sam, sam_csrf = await session_client(console, "sam")
+    async with sam:
+        r = await sam.post("/api/v1/users", json={"name": "eve", "role": "admin", "password": "eve-password-1"},
+                           headers={"X-CSRF-Token": sam_csrf})
+        assert r.status_code == 403
+    actions = [(e.actor, e.action, e.target) for e in audit_rows(sessions) if e.address == "10.0.0.9"]
+    assert actions == [("web:ada", "login", "ada"), ("web:ada", "user.add", "zed"), ("web:ada", "token.add", "crm"),
+                       ("web:ada", "token.revoke", "crm"), ("web:ada", "user.disable", "zed")]

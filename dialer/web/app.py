@@ -645,6 +645,70 @@ async def api_live(request: Request, ident: Identity) -> Response:
     return Response(wallboard.text, media_type="application/json")
 
 
+def _people(s: Session) -> dict[str, Any]:
+    return {
+        "users": [{"name": u.name, "role": u.role, "disabled": u.disabled_at is not None,
+                   "created_at": _iso(u.created_at)} for u in auth.list_users(s)],
+        "tokens": [{"name": t.name, "role": t.role, "revoked": t.revoked_at is not None,
+                    "created_at": _iso(t.created_at), "last_used_at": _iso(t.last_used_at)}
+                   for t in auth.list_tokens(s)],
+    }
+
+
+@requires("admin")
+async def admin_page(request: Request, ident: Identity) -> Response:
+    return _page(request, "admin.html", ident, people=await _console(request).db(_people), roles=auth.ROLES)
+
+
+@requires("admin")
+async def api_people(request: Request, ident: Identity) -> Response:
+    return JSONResponse(await _console(request).db(_people))
+
+
+@requires("admin")
+async def api_user_add(request: Request, ident: Identity) -> Response:
+    data = await json_body(request)
+    name = _text_field(data, "name", required=True, limit=100)
+    role = _text_field(data, "role", required=True, limit=20)
+    password = _text_field(data, "password", required=True, limit=auth.MAX_PASSWORD)
+    replace = data.get("replace") is True
+    actor = ident.actor(request)
+
+    def run(s: Session) -> dict:
+        user = auth.add_user(s, name, role, password, actor=actor, replace=replace)
+        return {"name": user.name, "role": user.role}
+    return JSONResponse(await _console(request).db(run, write=True))
+
+
+@requires("admin")
+async def api_user_disable(request: Request, ident: Identity) -> Response:
+    name = request.path_params["user"]
+    if name == ident.name and ident.kind == "session":
+        raise ApiError(400, "you cannot disable yourself")
+    actor = ident.actor(request)
+    await _console(request).db(lambda s: auth.disable_user(s, name, actor=actor), write=True)
+    return JSONResponse({"name": name, "disabled": True})
+
+
+@requires("admin")
+async def api_token_add(request: Request, ident: Identity) -> Response:
+    data = await json_body(request)
+    name = _text_field(data, "name", required=True, limit=100)
+    role = _text_field(data, "role", required=True, limit=20)
+    actor = ident.actor(request)
+    token = await _console(request).db(lambda s: auth.add_token(s, name, role, actor=actor), write=True)
+    return JSONResponse({"name": name, "role": role, "token": token},
+                        headers={"Cache-Control": "no-store"})
+
+
+@requires("admin")
+async def api_token_revoke(request: Request, ident: Identity) -> Response:
+    name = request.path_params["token"]
+    actor = ident.actor(request)
+    await _console(request).db(lambda s: auth.revoke_token(s, name, actor=actor), write=True)
+    return JSONResponse({"name": name, "revoked": True})
+
+
 @requires("admin")
 async def api_audit(request: Request, ident: Identity) -> Response:
     try:
@@ -716,6 +780,7 @@ def create_app(console: Console) -> Starlette:
         Route("/events", events),
         Route("/campaigns/{name}", campaign_page),
         Route("/audit", audit_page),
+        Route("/admin", admin_page),
         Route("/metrics", metrics),
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -734,6 +799,11 @@ def create_app(console: Console) -> Starlette:
             Route("/dnc/{number}", api_dnc_check),
             Route("/live", api_live),
             Route("/audit", api_audit),
+            Route("/people", api_people),
+            Route("/users", api_user_add, methods=["POST"]),
+            Route("/users/{user}/disable", api_user_disable, methods=["POST"]),
+            Route("/tokens", api_token_add, methods=["POST"]),
+            Route("/tokens/{token}/revoke", api_token_revoke, methods=["POST"]),
         ]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, UserError: _user_error})

@@ -301,4 +301,43 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const page = document.querySelector(".page[data-campaign]");
   if (page) campaignPage(page);
+  if (document.querySelector(".admin")) adminPage();
 });
+
+// --- users and tokens (admins) ---------------------------------------------------------
+function adminPage() {
+  const show = (id, text, error) => { const el = document.getElementById(id); el.textContent = text; el.className = "result " + (error ? "error" : "ok"); };
+  const userForm = document.getElementById("user-form");
+  userForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api("POST", "/api/v1/users", { name: userForm.name.value, role: userForm.role.value,
+        password: userForm.password.value, replace: userForm.replace.checked });
+      show("user-result", `user ${r.name}: ${r.role} (reload to see the list)`, false);
+      userForm.reset();
+    } catch (e) { show("user-result", e.message, true); }
+  });
+  const tokenForm = document.getElementById("token-form");
+  tokenForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api("POST", "/api/v1/tokens", { name: tokenForm.name.value, role: tokenForm.role.value });
+      show("token-result", `token ${r.name} (${r.role}), shown only now: ${r.token}`, false);
+      tokenForm.reset();
+    } catch (e) { show("token-result", e.message, true); }
+  });
+  for (const b of document.querySelectorAll("[data-disable-user]")) {
+    b.addEventListener("click", async () => {
+      if (await confirmDialog("Disable user", `Disable ${b.dataset.disableUser} and end their sessions?`, "Disable") === null) return;
+      try { await api("POST", `/api/v1/users/${encodeURIComponent(b.dataset.disableUser)}/disable`, {}); location.reload(); }
+      catch (e) { show("user-result", e.message, true); }
+    });
+  }
+  for (const b of document.querySelectorAll("[data-revoke-token]")) {
+    b.addEventListener("click", async () => {
+      if (await confirmDialog("Revoke token", `Revoke ${b.dataset.revokeToken}? Whatever uses it is refused at once.`, "Revoke") === null) return;
+      try { await api("POST", `/api/v1/tokens/${encodeURIComponent(b.dataset.revokeToken)}/revoke`, {}); location.reload(); }
+      catch (e) { show("token-result", e.message, true); }
+    });
+  }
+}
