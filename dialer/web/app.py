@@ -729,7 +729,7 @@ async def metrics(request: Request) -> Response:
         ident = await identify(request)
         if ident is None:
             raise ApiError(401, "/metrics needs an API token with the viewer role off loopback")
-    body, ctype = await console.db(render, console.wallboard.doc)
+    body, ctype = await console.db(render, console.wallboard.doc, console.wallboard.health)
     return Response(body, media_type=ctype)
 
 

@@ -61,6 +61,8 @@ def read_live(session: Session, *, wall_now: float, stale_after: float = STALE_A
             wall = heartbeat_at.replace(tzinfo=dt.UTC).timestamp()
         e = engines.setdefault(engine_id, {"engine_id": engine_id, "heartbeat": wall, "campaigns": []})
         e["heartbeat"] = max(e["heartbeat"], wall)
+        if data.get("health") and wall >= e.get("_health_wall", 0):
+            e["_health_wall"], e["health"] = wall, data["health"]
         fresh = wall_now - wall < stale_after
         e["campaigns"].append(data.get("campaign"))
         if not fresh:
@@ -120,11 +122,14 @@ def read_live(session: Session, *, wall_now: float, stale_after: float = STALE_A
                           "originates_sent": c.get("originates_sent"), "failures": c.get("failures"),
                           "reconnects": c.get("reconnects")})
     engine_list = []
+    health: dict[str, Any] = {}
     for e in sorted(engines.values(), key=lambda e: e["engine_id"]):
         engine_list.append({"engine_id": e["engine_id"], "heartbeat": round(e["heartbeat"], 3),
                             "live": wall_now - e["heartbeat"] < stale_after,
                             "campaigns": sorted(c for c in e["campaigns"] if c)})
-    return {"campaigns": out_campaigns, "engines": engine_list, "connections": conns, "clock": clock}
+        health[e["engine_id"]] = e.get("health")
+    return {"campaigns": out_campaigns, "engines": engine_list, "connections": conns, "clock": clock,
+            "health": health}
 
 
 def read_figures(session: Session, campaigns: list[dict], now: dt.datetime) -> dict[int, dict[str, Any]]:
@@ -257,6 +262,12 @@ class Wallboard:
                     self._publish()
                 except Exception as exc:
                     log.warning("wallboard: reading the live state failed: %s", exc)
+
+    @property
+    def health(self) -> dict[str, Any]:
+        """Per engine: its event lag and database times (not part of the document:
+        they change all the time and would wake every wallboard)."""
+        return {} if self._live is None else self._live["health"]
 
     @property
     def clock(self) -> float | None:
