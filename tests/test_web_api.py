@@ -3,7 +3,6 @@ audit trail, JSON errors for bad input, and the API calling the CLI's functions.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import re

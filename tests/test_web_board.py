@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import sqlalchemy as sa
 
 from dialer import db
 from dialer.ami.codec import Message

@@ -21,7 +21,6 @@ import functools
 import hmac
 import io
 import json
-import os
 import secrets
 import tempfile
 import time
@@ -37,7 +36,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
-    FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse,
+    FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse,
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -90,7 +89,6 @@ class Console:
     limiter: auth.LoginLimiter = dataclasses.field(default_factory=auth.LoginLimiter)
     rejects_dir: Path = dataclasses.field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dialer-web.")))
     db_limiter: trio.CapacityLimiter = dataclasses.field(default_factory=lambda: trio.CapacityLimiter(8))
-    started: float = dataclasses.field(default_factory=time.time)
     # Sessions for reads only (see dialer.db.create_engine's readers); default: ``sessions``.
     readers: sessionmaker | None = None
 

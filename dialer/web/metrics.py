@@ -8,7 +8,6 @@ same values and a restarted console loses nothing.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 

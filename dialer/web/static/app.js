@@ -15,6 +15,7 @@ function h(tag, attrs, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "class") el.className = v;
+    else if (k === "style") Object.assign(el.style, v);  // CSSOM: allowed by the CSP, unlike style=""
     else el.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
@@ -136,13 +137,13 @@ function campaignCard(c) {
       h("span", { class: "muted" }, c.mode, c.live ? "" : " · no engine reporting"),
       controls),
     h("div", { class: "progress", title: `${leads.finished} finished, ${leads.left} left of ${leads.total}` },
-      h("div", { class: "finished", style: `width:${(100 * leads.finished) / total}%` })),
+      h("div", { class: "finished", style: { width: `${(100 * leads.finished) / total}%` } })),
     h("div", { class: "muted", "data-field": "progress" },
       `${leads.left} leads left · ${leads.dialed} dialed · ${leads.finished} finished of ${leads.total}`),
     h("div", { class: "tiles" },
       tile("ringing", live.ringing), tile("answered", live.answered), tile("talking", live.talking),
       tile("waiting for agent", live.waiting, "waiting"), tile("in flight", live.in_flight, "in_flight"),
-      tile("calls per free agent", live.decision === undefined ? null : live.decision, "decision")),
+      tile("dial level (calls per agent)", live.dial_level, "dial_level")),
     h("div", { class: "row2" },
       h("div", {},
         h("div", { class: "muted" }, agents
@@ -150,7 +151,7 @@ function campaignCard(c) {
           : "agents: –"),
         h("div", { class: "agents" }, ...(agents ? agents.agents : []).map((a) =>
           h("span", { class: `agent ${a.state}`, "data-since": a.since || "" }, `${a.name} ${a.state} `, h("b", {}, ago(a.since))))),
-        h("div", { class: "muted" }, `dial level ${fmt(live.dial_level)} · placed ${fmt(live.placed)}`,
+        h("div", { class: "muted", "data-field": "pacing" }, `pacing: ${fmt(live.decision)} to place now · placed ${fmt(live.placed)}`,
           live.reasons && live.reasons.length ? ` · ${live.reasons.join(", ")}` : "")),
       h("div", { class: `abandon level-${ab.level}`, "data-field": "abandon" },
         h("div", {}, "abandon 30 d ", h("span", { class: "rate" }, pct(ab.rolling_30d.rate)),
