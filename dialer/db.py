@@ -172,9 +172,20 @@ def _postgres_connect_args(timeout: float) -> dict:
     }
 
 
-def create_engine(url: str | URL, *, timeout: float | None = None, **kwargs) -> Engine:
+def _sqlite_on_begin_deferred(connection: Connection) -> None:
+    # Readers only: a deferred BEGIN takes no lock, so reads never queue behind writers.
+    connection.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str | URL, *, timeout: float | None = None, readers: bool = False,
+                  **kwargs) -> Engine:
     """An Engine for ``url`` with the dialer's connection settings; ``timeout``
-    (default :func:`timeout_from_env`) bounds connecting and each :func:`deadline`."""
+    (default :func:`timeout_from_env`) bounds connecting and each :func:`deadline`.
+
+    ``readers=True``: for work that only reads (the web console's pages and
+    wallboard): on SQLite its transactions begin deferred and take no write
+    lock, so a busy console never holds the engines up; never write through it.
+    """
     parsed = parse_url(url)
     if timeout is None:
         timeout = timeout_from_env()
@@ -186,7 +197,7 @@ def create_engine(url: str | URL, *, timeout: float | None = None, **kwargs) -> 
                 raise DatabaseError(f"--db: directory {str(parent)!r} does not exist")
         engine = sa.create_engine(parsed, **kwargs)
         sa.event.listen(engine, "connect", _sqlite_on_connect)
-        sa.event.listen(engine, "begin", _sqlite_on_begin)
+        sa.event.listen(engine, "begin", _sqlite_on_begin_deferred if readers else _sqlite_on_begin)
         return _track(engine, timeout)
     kwargs.setdefault("pool_pre_ping", True)
     connect_args = {**_postgres_connect_args(timeout), **kwargs.pop("connect_args", {})}

@@ -30,6 +30,7 @@ runs under trio's ``MockClock``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -229,6 +230,9 @@ class Engine:
         self._epoch = epoch
         self.tracker = CallTracker(drop_after=self.settings.drop_after)
         self.agents = AgentBoard()
+        # Recent samples for the console's health figures (appended from worker threads).
+        self._lags: collections.deque[float] = collections.deque(maxlen=256)
+        self._db_times: collections.deque[float] = collections.deque(maxlen=256)
         self.runs: dict[int, CampaignRun] = {}
         self._servers = list(servers)
         self._pool_kwargs = {"connect": connect} if connect is not None else {}
@@ -268,8 +272,11 @@ class Engine:
         timeout = self.settings.db_timeout
 
         def unit() -> T:
+            started = time.perf_counter()
             with db.deadline(bind, timeout), self.sessions.begin() as session:
-                return fn(session, *args)
+                result = fn(session, *args)
+            self._db_times.append(time.perf_counter() - started)
+            return result
 
         try:
             if not self.db_thread:
@@ -800,6 +807,8 @@ class Engine:
     async def _on_event(self, server: str, event: Message) -> None:
         assert self.clock is not None
         self.counters["events"] += 1
+        if not self.counters["events"] % 64:  # a sample of the events is plenty
+            self._note_lag(event)
         now = self.clock.now()
         if self.settings.speed == 1.0:
             # When Asterisk raised it (its Timestamp:), on this engine's clock.
@@ -819,6 +828,26 @@ class Engine:
         transitions = self.tracker.handle(event, now)
         if transitions:
             self._apply(transitions, event)
+
+    def _note_lag(self, event: Message) -> None:
+        """Seconds from Asterisk's Timestamp: header (timestampevents = yes) to now."""
+        stamp = event.get("Timestamp")
+        try:
+            lag = time.time() - float(stamp) if stamp else None
+        except ValueError:
+            lag = None
+        if lag is not None and self.settings.speed == 1:
+            self._lags.append(lag)
+
+    def health(self) -> dict[str, Any]:
+        """Event lag and database unit-of-work times over the last samples (seconds)."""
+        def summary(values) -> dict[str, Any]:
+            ordered = sorted(values)
+            if not ordered:
+                return {"median": None, "max": None, "samples": 0}
+            return {"median": round(ordered[len(ordered) // 2], 4), "max": round(ordered[-1], 4),
+                    "samples": len(ordered)}
+        return {"event_lag": summary(self._lags), "db_unit": summary(self._db_times)}
 
     async def _opt_out(self, server: str, event: Message) -> None:
         """The called party pressed the drop message's opt-out key: list the number now."""
@@ -1009,6 +1038,7 @@ class Engine:
             "campaigns": campaigns,
             "connections": self.pool.statistics(trio.current_time()),
             "counters": dict(self.counters),
+            "health": self.health(),
         }
 
     async def _write_status(self) -> None:

@@ -1,8 +1,8 @@
 """The live state: what each engine publishes per campaign for consoles and pacing.
 
 One definition: ``payloads(engine)`` turns ``Engine.status()`` into one JSON
-document per campaign (the campaign's figures plus the engine's connections and
-its wall time); ``publish`` runs in the engine's nursery and writes them to
+document per campaign (the campaign's figures plus the engine's connections,
+its health figures (event lag, database times) and its wall time); ``publish`` runs in the engine's nursery and writes them to
 ``live_state`` when they change and at least every ``interval`` seconds.
 """
 
@@ -28,7 +28,7 @@ def payloads(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: {**figures, "campaign": name, "engine_id": status["engine_id"],
                "wall_time": status["wall_time"], "clock": status.get("clock"), "speed": status["speed"],
-               "connections": status["connections"]}
+               "connections": status["connections"], "health": status.get("health")}
         for name, figures in status["campaigns"].items()
     }
 
@@ -48,7 +48,7 @@ def write(session: Session, engine_id: str, docs: dict[str, dict[str, Any]], now
 
 
 def _comparable(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {name: {k: v for k, v in doc.items() if k not in ("wall_time", "clock")} for name, doc in docs.items()}
+    return {name: {k: v for k, v in doc.items() if k not in ("wall_time", "clock", "health")} for name, doc in docs.items()}
 
 
 async def publish(engine: Any, *, interval: float = INTERVAL, min_gap: float = MIN_GAP) -> None:

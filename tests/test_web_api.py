@@ -3,7 +3,6 @@ audit trail, JSON errors for bad input, and the API calling the CLI's functions.
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import re
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 
 from dialer import db
 from dialer.cli import main
-from dialer.models import ApiToken, AuditEntry, Campaign, DncNumber, Lead, WebUser
+from dialer.models import ApiToken, AuditEntry, Campaign, DncNumber, Lead, WebUser, utcnow
 from dialer.web import auth
 from dialer.web.app import Console, create_app
 from dialer.web.board import Wallboard
@@ -500,3 +499,62 @@ def test_stop_all_from_the_command_line(sqlite_url):
     assert err.getvalue() == "dialer: stop: give a campaign NAME or --all (not both)\n"
     assert main(["--db", sqlite_url, "stop"], io.StringIO(), io.StringIO()) == 1
     engine.dispose()
+
+
+async def test_admins_manage_users_and_tokens_from_the_console(console, sessions):
+    client, csrf = await session_client(console, "ada", "10.0.0.9")
+    h = {"X-CSRF-Token": csrf}
+    async with client:
+        assert (await client.get("/admin")).status_code == 200
+        r = await client.post("/api/v1/users", json={"name": "zed", "role": "supervisor",
+                                                     "password": "zed-password-1"}, headers=h)
+        assert r.json() == {"name": "zed", "role": "supervisor"}
+        r = await client.post("/api/v1/users", json={"name": "zed", "role": "viewer", "password": "x"}, headers=h)
+        assert r.status_code == 400 and r.json()["error"]["message"] == "password: must be 10 to 1024 characters long"
+        r = await client.post("/api/v1/tokens", json={"name": "crm", "role": "viewer"}, headers=h)
+        token = r.json()["token"]
+        assert r.headers["cache-control"] == "no-store"
+        async with client_for(console) as api:
+            assert (await api.get("/api/v1/live", headers={"Authorization": f"Bearer {token}"})).status_code != 401
+            assert (await client.post("/api/v1/tokens/crm/revoke", headers=h)).status_code == 200
+            assert (await api.get("/api/v1/live", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+        assert (await client.post("/api/v1/users/ada/disable", headers=h)).status_code == 400
+        assert (await client.post("/api/v1/users/zed/disable", headers=h)).status_code == 200
+        people = (await client.get("/api/v1/people")).json()
+        assert {u["name"]: u["disabled"] for u in people["users"]}["zed"] is True
+    sam, sam_csrf = await session_client(console, "sam")
+    async with sam:
+        r = await sam.post("/api/v1/users", json={"name": "eve", "role": "admin", "password": "eve-password-1"},
+                           headers={"X-CSRF-Token": sam_csrf})
+        assert r.status_code == 403
+    actions = [(e.actor, e.action, e.target) for e in audit_rows(sessions) if e.address == "10.0.0.9"]
+    assert actions == [("web:ada", "login", "ada"), ("web:ada", "user.add", "zed"), ("web:ada", "token.add", "crm"),
+                       ("web:ada", "token.revoke", "crm"), ("web:ada", "user.disable", "zed")]
+
+
+async def test_metrics_carry_the_engines_figures(sessions, clock):
+    import time as _time
+
+    from dialer.models import LiveState
+    from tests.test_web_board import _doc
+
+    wall = _time.time()
+    with sessions.begin() as s:
+        cid = s.scalar(sa.select(Campaign.id).where(Campaign.name == "spring"))
+        doc = _doc("spring", "e1", wall, health={"event_lag": {"median": 0.012, "max": 0.05, "samples": 4},
+                                                 "db_unit": {"median": 0.003, "max": 0.02, "samples": 9}})
+        doc["connections"][0].update(originates_sent=120, failures=3)
+        s.add(LiveState(engine_id="e1", campaign_id=cid, heartbeat_at=utcnow(), data=doc))
+    console = make_console(sessions, clock)
+    await console.wallboard.refresh()
+    async with client_for(console, "127.0.0.1") as client:
+        text = (await client.get("/metrics")).text
+    for line in ('dialer_originates_sent_total{connection="e1#1",engine="e1",server="pbx"} 120.0',
+                 'dialer_originates_refused_total{connection="e1#1",engine="e1",server="pbx"} 3.0',
+                 'dialer_connection_up{connection="e1#1",engine="e1",server="pbx"} 1.0',
+                 'dialer_connection_rate_cap{connection="e1#1",engine="e1",server="pbx"} 20.0',
+                 'dialer_calls_ringing{campaign="spring"} 3.0',
+                 'dialer_agents{campaign="spring",state="talking"} 1.0',
+                 'dialer_event_lag_seconds{engine="e1",stat="median"} 0.012',
+                 'dialer_db_unit_seconds{engine="e1",stat="max"} 0.02'):
+        assert line in text, line

@@ -73,6 +73,7 @@ def browser(console):
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1920,1080", "--force-device-scale-factor=1"):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
     try:
@@ -227,3 +228,21 @@ def test_upload_with_bad_rows_shows_the_rejects_report(console, browser):
     lines = body.strip().splitlines()
     assert len(lines) == 3 and "not-a-number" in lines[1] and "Ann again" in lines[2]
     browser.save_screenshot(str(shots_dir(console) / "upload.png"))
+
+
+def test_every_page_runs_under_the_content_security_policy_without_errors(console, browser):
+    """No script error and no CSP violation (inline script, outside resource) on any page."""
+    from selenium.webdriver.common.by import By
+
+    base = console["url"]
+    log_in(browser, base, "ada")
+    wait(lambda: card_text(browser, "spring", "[data-field=state]"), 30, "the campaign card")
+    for path, ready in (("/campaigns/spring", "#settings-form input"), ("/admin", "#user-form"),
+                        ("/audit", "table.audit"), ("/", "article[data-campaign]")):
+        browser.get(base + path)
+        wait(lambda: browser.find_elements(By.CSS_SELECTOR, ready), 30, f"{path} to render")
+    threading.Event().wait(1.0)
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []
+    rows = browser.find_elements(By.CSS_SELECTOR, "#engines tbody tr")
+    assert rows and "ago" in rows[0].text

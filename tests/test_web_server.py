@@ -15,13 +15,12 @@ import time
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import trio
 import trustme
 
 from dialer import control, db
 from dialer.cli import main
-from dialer.models import Campaign, utcnow
+from dialer.models import utcnow
 from dialer.web.server import Bind, check_exposure, parse_bind, serve
 from tests.engine_harness import make_campaign
 from tests.web_harness import PASSWORDS, add_users

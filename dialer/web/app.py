@@ -21,7 +21,6 @@ import functools
 import hmac
 import io
 import json
-import os
 import secrets
 import tempfile
 import time
@@ -37,7 +36,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
-    FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse,
+    FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse,
 )
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -90,12 +89,16 @@ class Console:
     limiter: auth.LoginLimiter = dataclasses.field(default_factory=auth.LoginLimiter)
     rejects_dir: Path = dataclasses.field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="dialer-web.")))
     db_limiter: trio.CapacityLimiter = dataclasses.field(default_factory=lambda: trio.CapacityLimiter(8))
-    started: float = dataclasses.field(default_factory=time.time)
+    # Sessions for reads only (see dialer.db.create_engine's readers); default: ``sessions``.
+    readers: sessionmaker | None = None
 
     async def db(self, fn: Callable[..., Any], *args: Any, write: bool = False) -> Any:
-        """Run ``fn(session, *args)`` in one transaction in a worker thread."""
+        """Run ``fn(session, *args)`` in one transaction in a worker thread
+        (``write=True`` for anything that changes the database)."""
+        factory = self.sessions if write or self.readers is None else self.readers
+
         def unit() -> Any:
-            with self.sessions.begin() as s:
+            with factory.begin() as s:
                 return fn(s, *args)
         return await trio.to_thread.run_sync(unit, limiter=self.db_limiter)
 
@@ -147,12 +150,15 @@ async def identify(request: Request) -> Identity | None:
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "Authorization: expected 'Bearer <token>'")
 
-        def by_token(s: Session) -> Identity | None:
+        def by_token(s: Session) -> tuple[Identity, bool] | None:
             row = auth.token_identity(s, token.strip())
-            return None if row is None else Identity(row.name, row.role, "token")
-        ident = await console.db(by_token)
-        if ident is None:
+            return None if row is None else (Identity(row.name, row.role, "token"), auth.token_use_due(row))
+        found = await console.db(by_token)
+        if found is None:
             raise ApiError(401, "invalid or revoked API token")
+        ident, due = found
+        if due:
+            await console.db(auth.note_token_use, ident.name, write=True)
         return ident
     key = request.cookies.get(SESSION_COOKIE)
     if not key:
@@ -273,7 +279,7 @@ async def login(request: Request) -> Response:
             return None
         audit.record(s, actor, "login", name, after={"role": user.role})
         return auth.open_session(s, user, address)
-    opened = await console.db(check)
+    opened = await console.db(check, write=True)
     if opened is None:
         console.limiter.failed(address, name)
         templates: Jinja2Templates = request.app.state.templates
@@ -293,7 +299,7 @@ async def login(request: Request) -> Response:
 @requires("viewer")
 async def logout(request: Request, ident: Identity) -> Response:
     key = request.cookies.get(SESSION_COOKIE, "")
-    await _console(request).db(auth.close_session, key)
+    await _console(request).db(auth.close_session, key, write=True)
     response = RedirectResponse("/login?m=logged+out", 303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -307,7 +313,10 @@ async def board_page(request: Request, ident: Identity) -> Response:
 @requires("viewer")
 async def campaign_page(request: Request, ident: Identity) -> Response:
     name = request.path_params["name"]
-    info = await _console(request).db(_describe, name)
+    try:
+        info = await _console(request).db(_describe, name)
+    except UserError as exc:
+        raise _not_found(exc) from None
     settings_help = {s.name: s.help for s in campaigns.SETTINGS.values()}
     return _page(request, "campaign.html", ident, campaign=info, settings_help=settings_help)
 
@@ -382,7 +391,7 @@ async def api_campaign_state(request: Request, ident: Identity) -> Response:
         c = control.issue(s, name, command, reason=reason, now=utcnow(), actor=actor)
         return {"name": c.name, "before": before, "state": c.state}
     try:
-        return JSONResponse(await _console(request).db(run))
+        return JSONResponse(await _console(request).db(run, write=True))
     except UserError as exc:
         if "no such campaign" in str(exc):
             raise _not_found(exc) from None
@@ -400,7 +409,7 @@ async def api_stop_all(request: Request, ident: Identity) -> Response:
     def run(s: Session) -> list[dict]:
         return [{"name": c.name, "state": c.state}
                 for c in control.stop_all(s, reason=reason, now=utcnow(), actor=actor)]
-    return JSONResponse({"stopped": await _console(request).db(run)})
+    return JSONResponse({"stopped": await _console(request).db(run, write=True)})
 
 
 @requires("admin")
@@ -421,7 +430,7 @@ async def api_campaign_settings(request: Request, ident: Identity) -> Response:
         campaigns.set_campaign_settings(s, name, actor=actor, **parsed)
         return _describe(s, name)
     try:
-        return JSONResponse(await _console(request).db(run))
+        return JSONResponse(await _console(request).db(run, write=True))
     except UserError as exc:
         if "no such campaign" in str(exc):
             raise _not_found(exc) from None
@@ -481,7 +490,7 @@ async def api_leads_upload(request: Request, ident: Identity) -> Response:
             return {"campaign": campaign.name, "file": filename, **result.counts(),
                     "rejected": result.rejected, "summary": result.summary().split("; rejected rows in")[0]}
         try:
-            out = await console.db(run)
+            out = await console.db(run, write=True)
         except UserError as exc:
             if "no such campaign" in str(exc):
                 raise _not_found(exc) from None
@@ -575,7 +584,7 @@ async def api_dnc_add(request: Request, ident: Identity) -> Response:
     def run(s: Session) -> dict:
         added = dnc.add_dnc(s, numbers, region=region, source=source, actor=actor)
         return {"added": added, "already_listed": len({dnc.normalize_number(n, region) for n in numbers}) - added}
-    return JSONResponse(await _console(request).db(run))
+    return JSONResponse(await _console(request).db(run, write=True))
 
 
 @requires("viewer")
@@ -616,7 +625,11 @@ async def api_report(request: Request, ident: Identity) -> Response:
 
 
 def _board_now(console: Console) -> dt.datetime:
-    """The engines' clock when one is running (it may run fast, as in the demo), else now."""
+    """The engines' clock when one is running (it may run fast or start elsewhere,
+    as in the demo), else now."""
+    clock = console.wallboard.clock
+    if clock is not None:
+        return dt.datetime.fromtimestamp(clock, dt.UTC).replace(tzinfo=None)
     return utcnow()
 
 
@@ -628,6 +641,70 @@ async def api_live(request: Request, ident: Identity) -> Response:
     if not wallboard.text:
         raise ApiError(503, "the live state has not been read yet")
     return Response(wallboard.text, media_type="application/json")
+
+
+def _people(s: Session) -> dict[str, Any]:
+    return {
+        "users": [{"name": u.name, "role": u.role, "disabled": u.disabled_at is not None,
+                   "created_at": _iso(u.created_at)} for u in auth.list_users(s)],
+        "tokens": [{"name": t.name, "role": t.role, "revoked": t.revoked_at is not None,
+                    "created_at": _iso(t.created_at), "last_used_at": _iso(t.last_used_at)}
+                   for t in auth.list_tokens(s)],
+    }
+
+
+@requires("admin")
+async def admin_page(request: Request, ident: Identity) -> Response:
+    return _page(request, "admin.html", ident, people=await _console(request).db(_people), roles=auth.ROLES)
+
+
+@requires("admin")
+async def api_people(request: Request, ident: Identity) -> Response:
+    return JSONResponse(await _console(request).db(_people))
+
+
+@requires("admin")
+async def api_user_add(request: Request, ident: Identity) -> Response:
+    data = await json_body(request)
+    name = _text_field(data, "name", required=True, limit=100)
+    role = _text_field(data, "role", required=True, limit=20)
+    password = _text_field(data, "password", required=True, limit=auth.MAX_PASSWORD)
+    replace = data.get("replace") is True
+    actor = ident.actor(request)
+
+    def run(s: Session) -> dict:
+        user = auth.add_user(s, name, role, password, actor=actor, replace=replace)
+        return {"name": user.name, "role": user.role}
+    return JSONResponse(await _console(request).db(run, write=True))
+
+
+@requires("admin")
+async def api_user_disable(request: Request, ident: Identity) -> Response:
+    name = request.path_params["user"]
+    if name == ident.name and ident.kind == "session":
+        raise ApiError(400, "you cannot disable yourself")
+    actor = ident.actor(request)
+    await _console(request).db(lambda s: auth.disable_user(s, name, actor=actor), write=True)
+    return JSONResponse({"name": name, "disabled": True})
+
+
+@requires("admin")
+async def api_token_add(request: Request, ident: Identity) -> Response:
+    data = await json_body(request)
+    name = _text_field(data, "name", required=True, limit=100)
+    role = _text_field(data, "role", required=True, limit=20)
+    actor = ident.actor(request)
+    token = await _console(request).db(lambda s: auth.add_token(s, name, role, actor=actor), write=True)
+    return JSONResponse({"name": name, "role": role, "token": token},
+                        headers={"Cache-Control": "no-store"})
+
+
+@requires("admin")
+async def api_token_revoke(request: Request, ident: Identity) -> Response:
+    name = request.path_params["token"]
+    actor = ident.actor(request)
+    await _console(request).db(lambda s: auth.revoke_token(s, name, actor=actor), write=True)
+    return JSONResponse({"name": name, "revoked": True})
 
 
 @requires("admin")
@@ -650,7 +727,7 @@ async def metrics(request: Request) -> Response:
         ident = await identify(request)
         if ident is None:
             raise ApiError(401, "/metrics needs an API token with the viewer role off loopback")
-    body, ctype = await console.db(render, console.wallboard.doc)
+    body, ctype = await console.db(render, console.wallboard.doc, console.wallboard.health)
     return Response(body, media_type=ctype)
 
 
@@ -701,6 +778,7 @@ def create_app(console: Console) -> Starlette:
         Route("/events", events),
         Route("/campaigns/{name}", campaign_page),
         Route("/audit", audit_page),
+        Route("/admin", admin_page),
         Route("/metrics", metrics),
         Route("/healthz", health),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -719,6 +797,11 @@ def create_app(console: Console) -> Starlette:
             Route("/dnc/{number}", api_dnc_check),
             Route("/live", api_live),
             Route("/audit", api_audit),
+            Route("/people", api_people),
+            Route("/users", api_user_add, methods=["POST"]),
+            Route("/users/{user}/disable", api_user_disable, methods=["POST"]),
+            Route("/tokens", api_token_add, methods=["POST"]),
+            Route("/tokens/{token}/revoke", api_token_revoke, methods=["POST"]),
         ]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, UserError: _user_error})

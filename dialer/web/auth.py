@@ -141,13 +141,20 @@ def list_tokens(session: Session) -> list[ApiToken]:
 
 
 def token_identity(session: Session, token: str) -> ApiToken | None:
+    """The token's row, None when it is unknown or revoked (reads only)."""
     row = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == sha256(token)))
     if row is None or row.revoked_at is not None:
         return None
-    now = utcnow()
-    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-        row.last_used_at = now
     return row
+
+
+def token_use_due(row: ApiToken) -> bool:
+    """Whether the token's last use should be written (at most once a minute)."""
+    return row.last_used_at is None or (utcnow() - row.last_used_at).total_seconds() > 60
+
+
+def note_token_use(session: Session, name: str) -> None:
+    session.execute(sa.update(ApiToken).where(ApiToken.name == name).values(last_used_at=utcnow()))
 
 
 # --- browser sessions -----------------------------------------------------------

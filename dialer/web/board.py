@@ -61,6 +61,8 @@ def read_live(session: Session, *, wall_now: float, stale_after: float = STALE_A
             wall = heartbeat_at.replace(tzinfo=dt.UTC).timestamp()
         e = engines.setdefault(engine_id, {"engine_id": engine_id, "heartbeat": wall, "campaigns": []})
         e["heartbeat"] = max(e["heartbeat"], wall)
+        if data.get("health") and wall >= e.get("_health_wall", 0):
+            e["_health_wall"], e["health"] = wall, data["health"]
         fresh = wall_now - wall < stale_after
         e["campaigns"].append(data.get("campaign"))
         if not fresh:
@@ -120,11 +122,14 @@ def read_live(session: Session, *, wall_now: float, stale_after: float = STALE_A
                           "originates_sent": c.get("originates_sent"), "failures": c.get("failures"),
                           "reconnects": c.get("reconnects")})
     engine_list = []
+    health: dict[str, Any] = {}
     for e in sorted(engines.values(), key=lambda e: e["engine_id"]):
         engine_list.append({"engine_id": e["engine_id"], "heartbeat": round(e["heartbeat"], 3),
                             "live": wall_now - e["heartbeat"] < stale_after,
                             "campaigns": sorted(c for c in e["campaigns"] if c)})
-    return {"campaigns": out_campaigns, "engines": engine_list, "connections": conns, "clock": clock}
+        health[e["engine_id"]] = e.get("health")
+    return {"campaigns": out_campaigns, "engines": engine_list, "connections": conns, "clock": clock,
+            "health": health}
 
 
 def read_figures(session: Session, campaigns: list[dict], now: dt.datetime) -> dict[int, dict[str, Any]]:
@@ -185,28 +190,24 @@ class Wallboard:
         self.changed_at = 0.0       # wall time of the last change
         self._changed = trio.Event()
         self._figures: dict[int, dict[str, Any]] = {}
-        self._figures_at = -float("inf")
+        self._live: dict[str, Any] | None = None   # the latest live read (its "clock": the engines')
         self._ready = trio.Event()
         self.subscribers = 0
         self.reads = 0
 
-    def _read(self) -> tuple[dict[str, Any], dict[int, dict[str, Any]] | None]:
-        wall_now = time.time()
+    def _read_live(self) -> dict[str, Any]:
         with self.sessions.begin() as s:
-            live = read_live(s, wall_now=wall_now, stale_after=self.stale_after)
-            figures = None
-            if time.monotonic() - self._figures_at >= self.figures_every:
-                now = _naive(live["clock"]) if live["clock"] is not None else _naive(wall_now)
-                figures = read_figures(s, live["campaigns"], now)
-        return live, figures
+            return read_live(s, wall_now=time.time(), stale_after=self.stale_after)
 
-    async def refresh(self) -> bool:
-        """Read the database once; True when the document changed."""
-        live, figures = await trio.to_thread.run_sync(self._read)
-        self.reads += 1
-        if figures is not None:
-            self._figures, self._figures_at = figures, time.monotonic()
-        doc = compose(live, self._figures)
+    def _read_figures(self, campaigns: list[dict], clock: float | None) -> dict[int, dict[str, Any]]:
+        now = _naive(clock if clock is not None else time.time())
+        with self.sessions.begin() as s:
+            return read_figures(s, campaigns, now)
+
+    def _publish(self) -> bool:
+        if self._live is None:
+            return False
+        doc = compose(self._live, self._figures)
         if doc == self.doc:
             return False
         self.doc = doc
@@ -219,18 +220,59 @@ class Wallboard:
         self._ready.set()
         return True
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the document current until cancelled (a failed read is logged and retried)."""
-        started = False
+    async def refresh(self, *, figures: bool = True) -> bool:
+        """Read the database once (the live rows, and with ``figures`` the
+        counts too); True when the document changed."""
+        self._live = await trio.to_thread.run_sync(self._read_live)
+        self.reads += 1
+        if figures:
+            self._figures = await trio.to_thread.run_sync(
+                self._read_figures, self._live["campaigns"], self._live["clock"])
+        return self._publish()
+
+    async def _figures_loop(self) -> None:
         while True:
-            try:
-                await self.refresh()
-            except Exception as exc:  # the database restarting, a lock: try again next tick
-                log.warning("wallboard: reading the database failed: %s", exc)
-            if not started:
-                started = True
-                task_status.started()
-            await trio.sleep(self.poll)
+            started = time.monotonic()
+            if self._live is not None:
+                try:
+                    self._figures = await trio.to_thread.run_sync(
+                        self._read_figures, self._live["campaigns"], self._live["clock"])
+                    self._publish()
+                except Exception as exc:
+                    log.warning("wallboard: reading the figures failed: %s", exc)
+            await trio.sleep(max(self.poll, self.figures_every - (time.monotonic() - started)))
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the document current until cancelled: the live rows every
+        ``poll`` seconds, the counts (slower to read) every ``figures_every``
+        in a task of their own, so that they never hold the live figures up.
+        A failed read is logged and tried again."""
+        try:
+            await self.refresh()
+        except Exception as exc:  # the database restarting, a lock: try again next tick
+            log.warning("wallboard: reading the database failed: %s", exc)
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._figures_loop)
+            while True:
+                await trio.sleep(self.poll)
+                try:
+                    self._live = await trio.to_thread.run_sync(self._read_live)
+                    self.reads += 1
+                    self._publish()
+                except Exception as exc:
+                    log.warning("wallboard: reading the live state failed: %s", exc)
+
+    @property
+    def health(self) -> dict[str, Any]:
+        """Per engine: its event lag and database times (not part of the document:
+        they change all the time and would wake every wallboard)."""
+        return {} if self._live is None else self._live["health"]
+
+    @property
+    def clock(self) -> float | None:
+        """The running engines' clock (epoch seconds) at the last read, None without one."""
+        return None if self._live is None else self._live["clock"]
 
     async def wait_ready(self) -> None:
         await self._ready.wait()

@@ -8,7 +8,6 @@ same values and a restarted console loses nothing.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -21,8 +20,10 @@ from dialer.models import CallAttempt, Campaign
 
 
 class _Collector:
-    def __init__(self, session: Session, doc: dict[str, Any] | None) -> None:
+    def __init__(self, session: Session, doc: dict[str, Any] | None,
+                 health: dict[str, Any] | None = None) -> None:
         self.session, self.doc = session, doc or {"campaigns": [], "connections": [], "engines": []}
+        self.health = health or {}
 
     def collect(self):
         doc = self.doc
@@ -88,8 +89,24 @@ class _Collector:
             age.add_metric([e["engine_id"]], round(now - e["heartbeat"], 3))
         yield age
 
+        lag = GaugeMetricFamily("dialer_event_lag_seconds",
+                                "AMI events: now minus Asterisk's Timestamp, over the engine's recent samples",
+                                labels=["engine", "stat"])
+        db_unit = GaugeMetricFamily("dialer_db_unit_seconds",
+                                    "The engine's database units of work (mostly writes), recent samples",
+                                    labels=["engine", "stat"])
+        for engine_id, h in sorted(self.health.items()):
+            for family, key in ((lag, "event_lag"), (db_unit, "db_unit")):
+                figures = (h or {}).get(key) or {}
+                for stat in ("median", "max"):
+                    if figures.get(stat) is not None:
+                        family.add_metric([engine_id, stat], figures[stat])
+        yield lag
+        yield db_unit
 
-def render(session: Session, doc: dict[str, Any] | None) -> tuple[bytes, str]:
+
+def render(session: Session, doc: dict[str, Any] | None, health: dict[str, Any] | None = None
+           ) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(session, doc))
+    registry.register(_Collector(session, doc, health))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -21,6 +21,11 @@ SUMMARIES = {
     ("GET", "/live"): "The live state: the wallboard's document",
     ("GET", "/audit"): "The audit log, newest first (?limit=100)",
     ("GET", "/openapi.json"): "This document",
+    ("GET", "/people"): "Console users and API tokens",
+    ("POST", "/users"): 'Add a user: {"name": "...", "role": "viewer", "password": "...", "replace": false}',
+    ("POST", "/users/{user}/disable"): "Disable a user and end their sessions",
+    ("POST", "/tokens"): 'Create an API token (shown once): {"name": "...", "role": "viewer"}',
+    ("POST", "/tokens/{token}/revoke"): "Revoke an API token",
 }
 
 ERROR = {"type": "object", "properties": {"error": {"type": "object", "properties": {

@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 from sqlalchemy.orm import sessionmaker
 
+from dialer import db
 from dialer.errors import UserError
 
 DEFAULT_BIND = "127.0.0.1:8080"
@@ -88,8 +89,10 @@ async def serve(
     from dialer.web.app import Console, create_app
     from dialer.web.board import Wallboard
 
-    wallboard = Wallboard(sessions, poll=poll)
-    console = Console(sessions=sessions, wallboard=wallboard, tls=tls is not None, loopback=bind.loopback)
+    readers = sessionmaker(db.create_engine(sessions.kw["bind"].url, readers=True), expire_on_commit=False)
+    wallboard = Wallboard(readers, poll=poll)
+    console = Console(sessions=sessions, wallboard=wallboard, tls=tls is not None, loopback=bind.loopback,
+                      readers=readers)
     app = create_app(console)
     config = Config()
     config.bind = [bind.hypercorn()]
@@ -99,8 +102,11 @@ async def serve(
     config.keep_alive_timeout = 75
     if tls is not None:
         config.certfile, config.keyfile = str(tls[0]), str(tls[1])
-    async with trio.open_nursery() as nursery:
-        await nursery.start(wallboard.run)
-        binds = await nursery.start(lambda task_status: hypercorn_serve(app, config, task_status=task_status))
-        url = binds[0] if binds else f"{'https' if tls else 'http'}://{bind.hypercorn()}"
-        task_status.started(url)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(wallboard.run)
+            binds = await nursery.start(lambda task_status: hypercorn_serve(app, config, task_status=task_status))
+            url = binds[0] if binds else f"{'https' if tls else 'http'}://{bind.hypercorn()}"
+            task_status.started(url)
+    finally:
+        readers.kw["bind"].dispose()

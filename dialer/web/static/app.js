@@ -15,6 +15,7 @@ function h(tag, attrs, ...children) {
     if (v === null || v === undefined || v === false) continue;
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else if (k === "class") el.className = v;
+    else if (k === "style") Object.assign(el.style, v);  // CSSOM: allowed by the CSP, unlike style=""
     else el.setAttribute(k, v === true ? "" : v);
   }
   for (const c of children.flat()) {
@@ -136,13 +137,13 @@ function campaignCard(c) {
       h("span", { class: "muted" }, c.mode, c.live ? "" : " · no engine reporting"),
       controls),
     h("div", { class: "progress", title: `${leads.finished} finished, ${leads.left} left of ${leads.total}` },
-      h("div", { class: "finished", style: `width:${(100 * leads.finished) / total}%` })),
+      h("div", { class: "finished", style: { width: `${(100 * leads.finished) / total}%` } })),
     h("div", { class: "muted", "data-field": "progress" },
       `${leads.left} leads left · ${leads.dialed} dialed · ${leads.finished} finished of ${leads.total}`),
     h("div", { class: "tiles" },
       tile("ringing", live.ringing), tile("answered", live.answered), tile("talking", live.talking),
       tile("waiting for agent", live.waiting, "waiting"), tile("in flight", live.in_flight, "in_flight"),
-      tile("calls per free agent", live.decision === undefined ? null : live.decision, "decision")),
+      tile("dial level (calls per agent)", live.dial_level, "dial_level")),
     h("div", { class: "row2" },
       h("div", {},
         h("div", { class: "muted" }, agents
@@ -150,7 +151,7 @@ function campaignCard(c) {
           : "agents: –"),
         h("div", { class: "agents" }, ...(agents ? agents.agents : []).map((a) =>
           h("span", { class: `agent ${a.state}`, "data-since": a.since || "" }, `${a.name} ${a.state} `, h("b", {}, ago(a.since))))),
-        h("div", { class: "muted" }, `dial level ${fmt(live.dial_level)} · placed ${fmt(live.placed)}`,
+        h("div", { class: "muted", "data-field": "pacing" }, `pacing: ${fmt(live.decision)} to place now · placed ${fmt(live.placed)}`,
           live.reasons && live.reasons.length ? ` · ${live.reasons.join(", ")}` : "")),
       h("div", { class: `abandon level-${ab.level}`, "data-field": "abandon" },
         h("div", {}, "abandon 30 d ", h("span", { class: "rate" }, pct(ab.rolling_30d.rate)),
@@ -301,4 +302,43 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   const page = document.querySelector(".page[data-campaign]");
   if (page) campaignPage(page);
+  if (document.querySelector(".admin")) adminPage();
 });
+
+// --- users and tokens (admins) ---------------------------------------------------------
+function adminPage() {
+  const show = (id, text, error) => { const el = document.getElementById(id); el.textContent = text; el.className = "result " + (error ? "error" : "ok"); };
+  const userForm = document.getElementById("user-form");
+  userForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api("POST", "/api/v1/users", { name: userForm.name.value, role: userForm.role.value,
+        password: userForm.password.value, replace: userForm.replace.checked });
+      show("user-result", `user ${r.name}: ${r.role} (reload to see the list)`, false);
+      userForm.reset();
+    } catch (e) { show("user-result", e.message, true); }
+  });
+  const tokenForm = document.getElementById("token-form");
+  tokenForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await api("POST", "/api/v1/tokens", { name: tokenForm.name.value, role: tokenForm.role.value });
+      show("token-result", `token ${r.name} (${r.role}), shown only now: ${r.token}`, false);
+      tokenForm.reset();
+    } catch (e) { show("token-result", e.message, true); }
+  });
+  for (const b of document.querySelectorAll("[data-disable-user]")) {
+    b.addEventListener("click", async () => {
+      if (await confirmDialog("Disable user", `Disable ${b.dataset.disableUser} and end their sessions?`, "Disable") === null) return;
+      try { await api("POST", `/api/v1/users/${encodeURIComponent(b.dataset.disableUser)}/disable`, {}); location.reload(); }
+      catch (e) { show("user-result", e.message, true); }
+    });
+  }
+  for (const b of document.querySelectorAll("[data-revoke-token]")) {
+    b.addEventListener("click", async () => {
+      if (await confirmDialog("Revoke token", `Revoke ${b.dataset.revokeToken}? Whatever uses it is refused at once.`, "Revoke") === null) return;
+      try { await api("POST", `/api/v1/tokens/${encodeURIComponent(b.dataset.revokeToken)}/revoke`, {}); location.reload(); }
+      catch (e) { show("token-result", e.message, true); }
+    });
+  }
+}
