@@ -880,6 +880,49 @@ class CallStatsEstimator:
         self._wraps.append((now, wrapup_time))
         self._dirty = True
 
+    @property
+    def attempts(self) -> int:
+        """Attempts the estimator holds (answered or not), as of its last update."""
+        return len(self._attempts)
+
+    # saving what was learnt
+
+    def snapshot(self, now: float, *, limit: int = 500) -> dict:
+        """What the estimator has learnt, as plain data (JSON): the last ``limit``
+        samples of each kind, each with its age in seconds at ``now``."""
+        self._prune(now)
+
+        def ages(queue) -> list[list[float]]:
+            return [[round(now - t, 1), round(v, 2)] for t, v in list(queue)[-limit:]]
+
+        return {
+            "version": 1,
+            "attempts": [[round(now - t, 1), a, round(r, 2)] for t, a, r in list(self._attempts)[-limit:]],
+            "delays": ages(self._delays), "timeouts": ages(self._timeouts),
+            "talks": ages(self._talks), "wraps": ages(self._wraps),
+        }
+
+    def restore(self, data: dict, now: float) -> int:
+        """Take back a :meth:`snapshot` (the samples keep their ages, counted from
+        ``now``); returns the attempts restored. Data of another version, or
+        malformed, is ignored (0)."""
+        try:
+            if data.get("version") != 1:
+                return 0
+            attempts = [(now - float(age), None if a is None else bool(a), float(r))
+                        for age, a, r in data.get("attempts", [])]
+            kinds = {name: [(now - float(age), float(v)) for age, v in data.get(name, [])]
+                     for name in ("delays", "timeouts", "talks", "wraps")}
+        except (AttributeError, TypeError, ValueError):
+            return 0
+        for attempt in sorted(attempts):
+            self._add_attempt(attempt)
+        for name, rows in kinds.items():
+            getattr(self, "_" + name).extend(sorted(rows))
+        self._dirty = True
+        self._cache_at = -math.inf
+        return len(attempts)
+
     # figures
 
     def _prune(self, now: float) -> None:
