@@ -550,7 +550,7 @@ class Engine:
             for t, n in pending:
                 ages += [max(0.0, wall - t) * speed] * n
                 in_flight += n
-        order = sorted([self.engine_id, *run.others])
+        order = _engine_order(self.engine_id, run.others, wall)
         return dict(shared_ringing_elapsed=tuple(ages), shared_waiting=waiting, shared_in_flight=in_flight,
                     engines=len(order), engine_rank=order.index(self.engine_id))
 
@@ -658,7 +658,7 @@ class Engine:
         with other engines on the campaign, the calls they are to place."""
         if stats.engines > 1 and d.total_calls:
             wall = time.time()
-            order = sorted([self.engine_id, *run.others])
+            order = _engine_order(self.engine_id, run.others, wall)
             for rank, engine_id in enumerate(order):
                 share = (d.total_calls + rank) // len(order)
                 if engine_id != self.engine_id and share:
@@ -1186,6 +1186,15 @@ def _has_work(session: Session, campaign_id: int) -> bool:
             sa.exists().where(Lead.campaign_id == campaign_id, Lead.state.in_(busy))
         )
     ) is not None
+
+
+def _engine_order(mine: str, others: dict[str, Any], wall: float) -> list[str]:
+    """The engines on a campaign in the order their shares are dealt: by id,
+    turned by one place every real second, so that every engine reckons the same
+    order and each has the larger share of an odd count in turn."""
+    order = sorted([mine, *others])
+    turn = int(wall) % len(order)
+    return order[turn:] + order[:turn]
 
 
 def _other_engines(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
