@@ -1219,12 +1219,18 @@ def _other_engines(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 def _save_pacing(session: Session, engine_id: str, now: dt.datetime, saves: dict[int, dict],
                  rows: list[tuple[int, dict[str, Any]]]) -> None:
-    for cid, data in saves.items():
-        row = session.get(PacingEstimate, cid)
-        if row is None:
-            session.add(PacingEstimate(campaign_id=cid, engine_id=engine_id, saved_at=now, data=data))
+    if saves:
+        # Several engines on one campaign save it: the last one wins, never a
+        # duplicate key.
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
         else:
-            row.engine_id, row.saved_at, row.data = engine_id, now, data
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(PacingEstimate).values(
+            [dict(campaign_id=cid, engine_id=engine_id, saved_at=now, data=data) for cid, data in saves.items()])
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[PacingEstimate.campaign_id],
+            set_=dict(engine_id=stmt.excluded.engine_id, saved_at=stmt.excluded.saved_at, data=stmt.excluded.data)))
     if rows:
         session.execute(sa.insert(PacingDecisionRow),
                         [dict(row, campaign_id=cid, engine_id=engine_id) for cid, row in rows])

@@ -526,7 +526,7 @@ FEEDBACK_BAND = 0.5
 #: HOUR_LIMIT, so that a burst of drops (a shift change, a list turning
 #: good again) is met at once, not when it has moved the 24-hour rate; the
 #: hour's rate is taken over at least HOUR_MIN_SAMPLE answered calls
-HOUR_LIMIT = 0.04
+HOUR_LIMIT = 0.045
 HOUR_BAND = 0.015
 HOUR_MIN_SAMPLE = 60
 #: a new campaign: the allowed marginal drop probability grows from

@@ -519,12 +519,12 @@ def test_the_last_hours_drops_slow_dialing_before_the_day_rate_moves():
     # same 10 drops among the last hour's 250 answered calls (4 %) do not.
     calm = decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=0, answered_1h=250), PREDICTIVE)
     assert calm.allowed_drop == pytest.approx(0.10)
-    # 250 x 4 % = 10 allowed, less 1.5 in reserve; full up to 8.5 - 3.75 = 4.75 drops.
-    for drops, share in ((4, 1.0), (6, (8.5 - 6) / 3.75), (8, 0.5 / 3.75), (9, 0.0)):
+    # 250 x 4.5 % = 11.25, less 1.5 in reserve: full up to 9.75 - 3.75 = 6 drops, none from 9.75.
+    for drops, share in ((6, 1.0), (8, 1.75 / 3.75), (9, 0.75 / 3.75), (10, 0.0)):
         d = decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=drops, answered_1h=250), PREDICTIVE)
         assert d.allowed_drop == pytest.approx(0.10 * share), drops
         assert d.hour_rate == pytest.approx(drops / 250)
-    assert decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=9, answered_1h=250),
+    assert decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=10, answered_1h=250),
                   PREDICTIVE).reason == "predictive: 1:1 floor"
 
 
