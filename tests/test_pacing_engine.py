@@ -101,6 +101,22 @@ async def test_the_decision_inputs_are_in_the_live_state_and_the_decisions_log(c
     assert len(table) == len(rows)
     assert sum(int(r["calls_placed"]) for r in table) == 60
     assert table[0]["at"].endswith("Z") and table[0]["mode"] == "predictive"
+    # `dialer status` prints each engine's last decision with its inputs.
+    import datetime as dt
+
+    from dialer.cli import status
+
+    shown = io.StringIO()
+    status.render({"at": dt.datetime(2026, 11, 25, 16, 0), "engines": [engine.engine_id], "connections": [],
+                   "campaigns": [{"name": "spring", "state": "running", "mode": "predictive", "leads_left": 0,
+                                  "leads_due": 0, "calls_in_flight": 0, "abandon_30d": 0.0, "abandon_24h": 0.0,
+                                  "abandon_target": 0.03,
+                                  "live": {"ringing": 1, "waiting": 0, "connected": 2, "agents_free": 1,
+                                           "agents_logged_in": 3, "dial_level": 1.0,
+                                           "pacing": {engine.engine_id: view}}}]}, shown)
+    line = shown.getvalue().splitlines()[-1]
+    assert line.startswith(f"  pacing ({engine.engine_id}): free {view['agents_free']}, expected ")
+    assert f"-> {view['calls']} calls" in line and view["reason"] in line
     err = io.StringIO()
     assert main(["--db", sqlite_url, "report", "spring", "--decisions", "--format", "table"],
                 io.StringIO(), err) != 0
