@@ -527,32 +527,10 @@ class Engine:
         return stats, ringing_calls
 
     def _shared_figures(self, run: CampaignRun) -> dict[str, Any]:
-        """The other engines' calls for this campaign, as PacingStats fields.
-
-        Their ringing calls as their live state last showed them, aged by the
-        real time since, plus the calls they were to place by this engine's
-        decisions since then (counted as just placed); the engines in the
-        order of their ids, which every one of them sees alike.
-        """
+        """The other engines' calls for this campaign, as PacingStats fields."""
         if not run.others:
             return {}
-        wall = time.time()
-        speed = self.settings.speed
-        ages: list[float] = []
-        waiting = in_flight = 0
-        for engine_id, other in run.others.items():
-            lag = max(0.0, wall - other["wall"]) * other["speed"]
-            ages += [a + lag for a in other["ringing"]]
-            waiting += other["waiting"]
-            in_flight += other["in_flight"]
-            pending = [(t, n) for t, n in run.expected.get(engine_id, ()) if t >= other["wall"]]
-            run.expected[engine_id] = pending
-            for t, n in pending:
-                ages += [max(0.0, wall - t) * speed] * n
-                in_flight += n
-        order = _engine_order(self.engine_id, run.others, wall)
-        return dict(shared_ringing_elapsed=tuple(ages), shared_waiting=waiting, shared_in_flight=in_flight,
-                    engines=len(order), engine_rank=order.index(self.engine_id))
+        return shared_figures(self.engine_id, run.others, run.expected, time.time(), self.settings.speed)
 
     async def _dial_loop(self) -> None:
         assert self.pool is not None
@@ -1186,6 +1164,33 @@ def _has_work(session: Session, campaign_id: int) -> bool:
             sa.exists().where(Lead.campaign_id == campaign_id, Lead.state.in_(busy))
         )
     ) is not None
+
+
+def shared_figures(mine: str, others: dict[str, dict[str, Any]], expected: dict[str, list[tuple[float, int]]],
+                   wall: float, speed: float) -> dict[str, Any]:
+    """Other engines' calls on a campaign as PacingStats fields, at real time ``wall``.
+
+    Their ringing calls as their live state last showed them, aged by the real
+    time since (at their clock speed), plus the calls they were to place by
+    this engine's decisions since then (counted as placed at the decision;
+    ``expected`` is pruned of those their live state now shows); the engines
+    in the order of :func:`_engine_order`.
+    """
+    ages: list[float] = []
+    waiting = in_flight = 0
+    for engine_id, other in others.items():
+        lag = max(0.0, wall - other["wall"]) * other["speed"]
+        ages += [a + lag for a in other["ringing"]]
+        waiting += other["waiting"]
+        in_flight += other["in_flight"]
+        pending = [(t, n) for t, n in expected.get(engine_id, ()) if t >= other["wall"]]
+        expected[engine_id] = pending
+        for t, n in pending:
+            ages += [max(0.0, wall - t) * speed] * n
+            in_flight += n
+    order = _engine_order(mine, others, wall)
+    return dict(shared_ringing_elapsed=tuple(ages), shared_waiting=waiting, shared_in_flight=in_flight,
+                engines=len(order), engine_rank=order.index(mine))
 
 
 def _engine_order(mine: str, others: dict[str, Any], wall: float) -> list[str]:

@@ -147,3 +147,49 @@ async def test_learnt_estimates_are_saved_and_read_back_at_a_restart(clock, sess
     rate = next(iter(second.runs.values())).estimator
     assert learnt.estimates(1e9).answer_rate != 0.5  # (sanity: the prior is 0.5)
     assert rate.attempts >= 80
+
+
+def test_engines_deal_shares_in_an_order_all_of_them_reckon_alike():
+    from dialer.engine import _engine_order
+
+    others = {"b": {}, "c": {}}
+    # The same order whichever engine works it out, turned by one place a second.
+    for wall in (1000.0, 1000.9, 1001.2, 1002.5):
+        orders = {_engine_order(me, {o: {} for o in "abc" if o != me}, wall)[0] for me in "abc"}
+        assert len(orders) == 1
+    assert [_engine_order("a", others, t)[0] for t in (999.5, 1000.5, 1001.5)] == ["a", "b", "c"]
+    assert _engine_order("a", {}, 5.0) == ["a"]
+
+
+def test_other_engines_count_only_while_dialing_the_campaign_and_readable():
+    from dialer.engine import _other_engines
+
+    share = {"ringing": [1.5, 20.0], "waiting": 1, "in_flight": 5}
+    rows = {
+        "b": {"state": "running", "wall_time": 100.0, "speed": 1, "pacing": {"share": share}},
+        "c": {"state": "paused", "wall_time": 100.0, "speed": 1, "pacing": {"share": share}},
+        "d": {"state": "running", "wall_time": 100.0, "speed": 1, "pacing": None},
+        "e": {"state": "running", "wall_time": "later", "pacing": {"share": share}},
+    }
+    assert _other_engines(rows) == {
+        "b": {"wall": 100.0, "speed": 1.0, "ringing": [1.5, 20.0], "waiting": 1, "in_flight": 5}}
+
+
+def test_other_engines_calls_are_aged_and_their_expected_calls_counted_until_seen():
+    from dialer.engine import shared_figures
+
+    others = {"b": {"wall": 100.0, "speed": 2.0, "ringing": [1.0, 10.0], "waiting": 1, "in_flight": 4}}
+    # This engine's decisions: at 99.5 (before b's row: b's row shows those
+    # calls) and at 100.4 (after it: b's 2 calls not yet seen).
+    expected = {"b": [(99.5, 1), (100.4, 2)]}
+    got = shared_figures("a", others, expected, 100.5, 1.0)
+    # b's calls aged by 0.5 real s at b's speed 2; the 2 expected ones 0.1 s old.
+    assert got["shared_ringing_elapsed"] == pytest.approx((2.0, 11.0, 0.1, 0.1))
+    assert (got["shared_waiting"], got["shared_in_flight"]) == (1, 6)
+    assert expected == {"b": [(100.4, 2)]}
+    assert (got["engines"], got["engine_rank"]) == (2, 0)  # second 100: "a" first
+    # Once b's row is newer than the decision, its calls are counted from the row alone.
+    others["b"] = dict(others["b"], wall=100.6, ringing=[1.2, 10.2, 0.2, 0.2], in_flight=6)
+    got = shared_figures("a", others, expected, 101.0, 1.0)
+    assert len(got["shared_ringing_elapsed"]) == 4 and expected == {"b": []}
+    assert got["engine_rank"] == 1  # second 101: "b" first
