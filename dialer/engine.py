@@ -69,6 +69,9 @@ from dialer.models import (
     CampaignState,
     Lead,
     LeadState,
+    LiveState,
+    PacingDecisionRow,
+    PacingEstimate,
     SupervisorCommand,
 )
 from dialer.pacing import CallStatsEstimator, PacingDecision, PacingSettings, PacingStats, decide
@@ -148,9 +151,22 @@ class CampaignRun:
     timezones: list[str] = dataclasses.field(default_factory=list)
     timezones_at: float = -math.inf
     hopper_empty_until: float = -math.inf
-    abandon: tuple[int, int, int, int] = (0, 0, 0, 0)
+    abandon: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
     decision: PacingDecision | None = None
     placed: int = 0
+    #: the inputs and result of the last pacing decision (``status()["pacing"]``)
+    pacing: dict[str, Any] | None = None
+    #: other engines dialing this campaign: engine id -> what their live state
+    #: showed (wall time, speed, ringing ages, waiting, in flight)
+    others: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: per other engine: (real time of a decision, calls it was to place) not
+    #: yet seen in its live state
+    expected: dict[str, list[tuple[float, int]]] = dataclasses.field(default_factory=dict)
+    #: the decisions log: the second being gathered, and rows to write
+    log_second: int | None = None
+    log_row: dict[str, Any] | None = None
+    log_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    estimates_saved_at: float = -math.inf
 
     @property
     def id(self) -> int:
@@ -189,6 +205,10 @@ def _pacing_settings(c: Campaign) -> PacingSettings:
 #: for at most FINAL_FLUSH_SECONDS (plus the db_timeout of the try under way)
 FINAL_FLUSH_TRIES = 20
 FINAL_FLUSH_SECONDS = 10.0
+#: real seconds within which another engine's live state counts it as dialing a campaign
+SHARE_FRESH = 3.0
+#: engine-clock seconds between two saves of a campaign's learnt pacing estimates
+ESTIMATES_EVERY = 60.0
 #: The UserEvent the drop-message dialplan sends when the called party presses the
 #: opt-out key (47 CFR 64.1200(a)(7)); it carries the Attempt (DIALER_ATTEMPT).
 OPT_OUT_EVENT = "DialerOptOut"
@@ -332,6 +352,7 @@ class Engine:
             with trio.CancelScope(shield=True):
                 await self._final_flush()
                 await self._write_connection_stats()
+                await self._save_pacing_now()
             self._release_lock()
 
     async def _take_lock(self) -> None:
@@ -378,7 +399,7 @@ class Engine:
         return stmt
 
     async def _load_campaigns(self) -> None:
-        def load(session: Session) -> list[Campaign]:
+        def load(session: Session) -> tuple[list[Campaign], dict[int, dict]]:
             found = list(session.scalars(self._campaign_query()))
             if self.only is not None:
                 missing = set(self.only) - {c.name for c in found}
@@ -386,10 +407,18 @@ class Engine:
                     raise UserError(f"no campaign named {sorted(missing)[0]!r}")
             for c in found:
                 session.expunge(c)
-            return found
+            saved = dict(session.execute(
+                sa.select(PacingEstimate.campaign_id, PacingEstimate.data)
+                .where(PacingEstimate.campaign_id.in_([c.id for c in found]))).all()) if found else {}
+            return found, saved
 
-        for c in await self._db(load):
-            self._update_run(c)
+        found, saved = await self._db(load)
+        assert self.clock is not None
+        for c in found:
+            run = self._update_run(c)
+            if c.id in saved:
+                n = run.estimator.restore(saved[c.id], self.clock.now())
+                log.info("campaign %s: pacing starts from %d saved attempts", c.name, n)
 
     def _update_run(self, c: Campaign) -> CampaignRun:
         run = self.runs.get(c.id)
@@ -449,10 +478,30 @@ class Engine:
         servers = self.pool.servers if self.pool else []
         readable = [s for s in servers if self.pool.has_reader(s)] if self.pool else []
         empty = {cid for cid, run in self.runs.items() if run.hopper_empty_until > now_t}
+        known = set(self.runs)
+        wall = time.time()
+        fresh_after = dt.datetime.fromtimestamp(wall - SHARE_FRESH, dt.UTC).replace(tzinfo=None)
+        saves = self._estimates_to_save(stats)
+        decisions = self._decision_rows()
+        shared: dict[int, dict[str, dict[str, Any]]] = {}
+        restored: dict[int, dict] = {}
 
-        def poll(session: Session) -> tuple[list[Campaign], dict[int, tuple[int, int, int, int]], list[dict]]:
+        def poll(session: Session) -> tuple[list[Campaign], dict[int, tuple[int, ...]], list[dict]]:
             campaigns = list(session.scalars(self._campaign_query()))
             ids = [c.id for c in campaigns]
+            _save_pacing(session, self.engine_id, now, saves, decisions)
+            new = [cid for cid in ids if cid not in known]
+            if new:
+                restored.update(session.execute(
+                    sa.select(PacingEstimate.campaign_id, PacingEstimate.data)
+                    .where(PacingEstimate.campaign_id.in_(new))).all())
+            if ids:
+                for cid, engine_id, data in session.execute(
+                    sa.select(LiveState.campaign_id, LiveState.engine_id, LiveState.data).where(
+                        LiveState.campaign_id.in_(ids), LiveState.engine_id != self.engine_id,
+                        LiveState.heartbeat_at >= fresh_after)
+                ):
+                    shared.setdefault(cid, {})[engine_id] = data
             if ids:
                 session.execute(
                     sa.update(SupervisorCommand)
@@ -496,11 +545,19 @@ class Engine:
             campaigns, abandon, orphans = await self._db(poll)
         except DatabaseBusy as exc:
             log.warning("campaign states not read (%s); trying again", exc)
+            self._decision_rows_back(decisions)
             return
         for c in campaigns:
             run = self._update_run(c)
             if c.id in abandon:
                 run.abandon = abandon[c.id]
+            if c.id in restored:
+                n = run.estimator.restore(restored[c.id], self.clock.now())
+                log.info("campaign %s: pacing starts from %d saved attempts", c.name, n)
+            run.others = _other_engines(shared.get(c.id, {}))
+            for engine_id in list(run.expected):
+                if engine_id not in run.others:
+                    del run.expected[engine_id]
         if orphans:
             self._adopt(orphans)
         if stats:
@@ -545,15 +602,23 @@ class Engine:
             logged_in, free, busy = self.agents.counts(queue, now)
         else:
             logged_in, free, busy = 0, 0, ()
-        d30, a30, d24, a24 = run.abandon
+        d30, a30, d24, a24, d1, a1 = run.abandon
         stats = PacingStats(
             now=now, agents_logged_in=logged_in, agents_free=free, talk_elapsed=busy,
             calls_ringing=len(ringing), ringing_elapsed=tuple(ringing), calls_waiting=waiting,
             hangup_candidates=tuple(candidates), in_flight=len(run.calls), capacity=capacity,
             estimates=run.estimator.estimates(now),
             drops_30d=d30, answered_30d=a30, drops_24h=d24, answered_24h=a24,
+            drops_1h=d1, answered_1h=a1,
+            **self._shared_figures(run),
         )
         return stats, ringing_calls
+
+    def _shared_figures(self, run: CampaignRun) -> dict[str, Any]:
+        """The other engines' calls for this campaign, as PacingStats fields."""
+        if not run.others:
+            return {}
+        return shared_figures(self.engine_id, run.others, run.expected, time.time(), self.settings.speed)
 
     async def _dial_loop(self) -> None:
         assert self.pool is not None
@@ -587,6 +652,7 @@ class Engine:
         run.decision = decide(stats, run.settings)
         if run.decision.hangup:
             self._hang_up(run, run.decision.hangup, ringing_calls)
+        self._note_decision(run, stats, run.decision)
         wanted = min(run.decision.calls, capacity)
         if wanted <= 0:
             return 0
@@ -649,7 +715,80 @@ class Engine:
             self._unsent.add(call)
             self._nursery.start_soon(self._originate, run, call, attempt.lead, member)
         run.placed += len(attempts)
+        if run.log_row is not None:
+            run.log_row["calls_placed"] += len(attempts)
         return len(attempts)
+
+    def _note_decision(self, run: CampaignRun, stats: PacingStats, d: PacingDecision) -> None:
+        """Keep the decision's inputs for status() and the decisions log, and,
+        with other engines on the campaign, the calls they are to place."""
+        if stats.engines > 1 and d.total_calls:
+            wall = time.time()
+            order = _engine_order(self.engine_id, run.others, wall)
+            for rank, engine_id in enumerate(order):
+                share = (d.total_calls + rank) // len(order)
+                if engine_id != self.engine_id and share:
+                    run.expected.setdefault(engine_id, []).append((wall, share))
+        est = stats.estimates
+        own = [round(a, 1) for a in stats.ringing_elapsed]
+        run.pacing = {
+            "at": round(stats.now, 3), "mode": d.mode,
+            "agents_logged_in": stats.agents_logged_in, "agents_free": stats.agents_free,
+            "agents_talking": len(stats.talk_elapsed), "agents_expected": round(d.agents_expected, 2),
+            "ringing": stats.calls_ringing, "waiting": stats.calls_waiting, "in_flight": stats.in_flight,
+            "answer_rate": round(est.answer_rate, 4), "answer_delay_mean": round(est.answer_delay.mean, 2),
+            "talk_mean": round(est.talk_time.mean, 1), "wrapup_mean": round(est.wrapup_time, 1),
+            "abandon_rate": round(d.abandon_rate, 4), "hour_abandon_rate": round(d.hour_rate, 4),
+            "allowed_drop": round(d.allowed_drop, 4), "dial_level": round(d.dial_level, 2),
+            "calls": d.calls, "total_calls": d.total_calls, "cut": len(d.hangup), "reason": d.reason,
+            "engines": stats.engines, "engine_rank": stats.engine_rank,
+            "other_engines_ringing": len(stats.shared_ringing_elapsed),
+            # for the other engines on this campaign (see _shared_figures)
+            "share": {"ringing": own, "waiting": stats.calls_waiting, "in_flight": stats.in_flight},
+        }
+        second = int(stats.now)
+        if run.log_second != second:
+            if run.log_row is not None:
+                run.log_rows.append(run.log_row)
+            run.log_second = second
+            run.log_row = {"calls_placed": 0, "calls_cut": 0}
+        assert run.log_row is not None
+        run.log_row.update(
+            at=to_datetime(stats.now), mode=d.mode, agents_logged_in=stats.agents_logged_in,
+            agents_free=stats.agents_free, agents_expected=d.agents_expected, ringing=stats.calls_ringing,
+            waiting=stats.calls_waiting, in_flight=stats.in_flight,
+            other_engines_ringing=len(stats.shared_ringing_elapsed), engines=stats.engines,
+            answer_rate=est.answer_rate, abandon_rate=d.abandon_rate, hour_abandon_rate=d.hour_rate,
+            allowed_drop=d.allowed_drop, dial_level=d.dial_level, reason=d.reason[:200],
+        )
+        run.log_row["calls_cut"] += len(d.hangup)
+
+    def _decision_rows(self) -> list[tuple[int, dict[str, Any]]]:
+        """The decisions log rows gathered since the last write (whole seconds only)."""
+        out = []
+        for run in self.runs.values():
+            out += [(run.id, row) for row in run.log_rows]
+            run.log_rows = []
+        return out
+
+    def _decision_rows_back(self, rows: list[tuple[int, dict[str, Any]]]) -> None:
+        for cid, row in reversed(rows):
+            run = self.runs.get(cid)
+            if run is not None:
+                run.log_rows.insert(0, row)
+
+    def _estimates_to_save(self, due: bool) -> dict[int, dict]:
+        """Snapshots of the campaigns' estimators due to be saved (every ESTIMATES_EVERY s)."""
+        assert self.clock is not None
+        now = self.clock.now()
+        out = {}
+        for run in self.runs.values():
+            if run.campaign.mode == "unattended" or not run.estimator.attempts:
+                continue
+            if due and now - run.estimates_saved_at >= ESTIMATES_EVERY:
+                out[run.id] = run.estimator.snapshot(now)
+                run.estimates_saved_at = now
+        return out
 
     def _originate_headers(self, run: CampaignRun, call: TrackedCall, lead: hopper.ClaimedLead) -> list[tuple[str, str]]:
         c = run.campaign
@@ -978,6 +1117,23 @@ class Engine:
                 raise
             log.warning("outcomes not written yet (%s); trying again", exc)
 
+    async def _save_pacing_now(self) -> None:
+        """At a stop: the learnt estimates and the rest of the decisions log."""
+        if self.clock is None:
+            return
+        for run in self.runs.values():
+            run.estimates_saved_at = -math.inf
+            if run.log_row is not None:
+                run.log_rows.append(run.log_row)
+                run.log_row, run.log_second = None, None
+        saves = self._estimates_to_save(True)
+        rows = self._decision_rows()
+        now = self.clock.utcnow()
+        if not saves and not rows:
+            return
+        with contextlib.suppress(DatabaseBusy):
+            await self._db(_save_pacing, self.engine_id, now, saves, rows)
+
     async def _write_connection_stats(self) -> None:
         if self.pool is None:
             return
@@ -1028,6 +1184,7 @@ class Engine:
                 # As pacing last read them (every stats_interval), from dialer.abandon.
                 "abandon_30d": abandon.rate(run.abandon[0], run.abandon[1]),
                 "abandon_24h": abandon.rate(run.abandon[2], run.abandon[3]),
+                "pacing": run.pacing,
             }
         return {
             "engine_id": self.engine_id,
@@ -1270,10 +1427,87 @@ def _has_work(session: Session, campaign_id: int) -> bool:
     ) is not None
 
 
-def _abandon_figures(session: Session, campaign_id: int, now: dt.datetime) -> tuple[int, int, int, int]:
-    """(drops, answered) over 30 days and over 24 hours, from the attempts."""
-    d30, d24 = abandon.counts(session, campaign_id, abandon.rolling(now)).values()
-    return d30.dropped, d30.answered, d24.dropped, d24.answered
+def shared_figures(mine: str, others: dict[str, dict[str, Any]], expected: dict[str, list[tuple[float, int]]],
+                   wall: float, speed: float) -> dict[str, Any]:
+    """Other engines' calls on a campaign as PacingStats fields, at real time ``wall``.
+
+    Their ringing calls as their live state last showed them, aged by the real
+    time since (at their clock speed), plus the calls they were to place by
+    this engine's decisions since then (counted as placed at the decision;
+    ``expected`` is pruned of those their live state now shows); the engines
+    in the order of :func:`_engine_order`.
+    """
+    ages: list[float] = []
+    waiting = in_flight = 0
+    for engine_id, other in others.items():
+        lag = max(0.0, wall - other["wall"]) * other["speed"]
+        ages += [a + lag for a in other["ringing"]]
+        waiting += other["waiting"]
+        in_flight += other["in_flight"]
+        pending = [(t, n) for t, n in expected.get(engine_id, ()) if t >= other["wall"]]
+        expected[engine_id] = pending
+        for t, n in pending:
+            ages += [max(0.0, wall - t) * speed] * n
+            in_flight += n
+    order = _engine_order(mine, others, wall)
+    return dict(shared_ringing_elapsed=tuple(ages), shared_waiting=waiting, shared_in_flight=in_flight,
+                engines=len(order), engine_rank=order.index(mine))
+
+
+def _engine_order(mine: str, others: dict[str, Any], wall: float) -> list[str]:
+    """The engines on a campaign in the order their shares are dealt: by id,
+    turned by one place every real second, so that every engine reckons the same
+    order and each has the larger share of an odd count in turn."""
+    order = sorted([mine, *others])
+    turn = int(wall) % len(order)
+    return order[turn:] + order[:turn]
+
+
+def _other_engines(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """From other engines' live-state documents for a campaign: those dialing it
+    now, with what pacing needs of them."""
+    out = {}
+    for engine_id, doc in rows.items():
+        pacing = (doc or {}).get("pacing") or {}
+        share = pacing.get("share")
+        if doc.get("state") != CampaignState.RUNNING.value or not isinstance(share, dict):
+            continue
+        try:
+            out[engine_id] = {
+                "wall": float(doc["wall_time"]), "speed": float(doc.get("speed") or 1.0),
+                "ringing": [float(a) for a in share.get("ringing", [])],
+                "waiting": int(share.get("waiting", 0)), "in_flight": int(share.get("in_flight", 0)),
+            }
+        except (KeyError, TypeError, ValueError):
+            continue  # a document this version cannot read: not counted
+    return out
+
+
+def _save_pacing(session: Session, engine_id: str, now: dt.datetime, saves: dict[int, dict],
+                 rows: list[tuple[int, dict[str, Any]]]) -> None:
+    if saves:
+        # Several engines on one campaign save it: the last one wins, never a
+        # duplicate key.
+        if session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(PacingEstimate).values(
+            [dict(campaign_id=cid, engine_id=engine_id, saved_at=now, data=data) for cid, data in saves.items()])
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[PacingEstimate.campaign_id],
+            set_=dict(engine_id=stmt.excluded.engine_id, saved_at=stmt.excluded.saved_at, data=stmt.excluded.data)))
+    if rows:
+        session.execute(sa.insert(PacingDecisionRow),
+                        [dict(row, campaign_id=cid, engine_id=engine_id) for cid, row in rows])
+
+
+def _abandon_figures(session: Session, campaign_id: int, now: dt.datetime) -> tuple[int, ...]:
+    """(drops, answered) over 30 days, over 24 hours and over the last hour, from
+    the attempts (dialer.abandon's one definition)."""
+    windows = (*abandon.rolling(now), abandon.Window("last_hour", now - dt.timedelta(hours=1)))
+    return tuple(n for c in abandon.counts(session, campaign_id, windows).values()
+                 for n in (c.dropped, c.answered))
 
 
 def _epoch(value: dt.datetime | None) -> float | None:

@@ -521,3 +521,52 @@ class AuditEntry(Base):
     after: Mapped[Any] = mapped_column(Json, nullable=True)
 
     __table_args__ = (Index(None, "at"),)
+
+
+class PacingEstimate(Base):
+    """What pacing has learnt of a campaign's calls, saved so that a restarted
+    engine (or one taking the campaign over) does not start dialing blind.
+
+    ``data`` is :meth:`dialer.pacing.CallStatsEstimator.snapshot`: the recent
+    attempts (answered or not, ring time), times to answer, talk and wrap-up
+    times, each as an age in seconds at ``saved_at``.
+    """
+
+    __tablename__ = "pacing_estimates"
+
+    campaign_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    engine_id: Mapped[str] = mapped_column(String(100))
+    saved_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class PacingDecisionRow(Base):
+    """One second of a campaign's pacing as one engine decided it: the inputs of
+    its last decision in that second and the calls placed and cut during it
+    (``dialer report NAME --decisions`` exports them)."""
+
+    __tablename__ = "pacing_decisions"
+    __table_args__ = (Index("ix_pacing_decisions_campaign_at", "campaign_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(BigId, ForeignKey("campaigns.id", ondelete="CASCADE"))
+    engine_id: Mapped[str] = mapped_column(String(100))
+    at: Mapped[dt.datetime] = mapped_column()
+    mode: Mapped[str] = mapped_column(String(20))
+    agents_logged_in: Mapped[int] = mapped_column(Integer)
+    agents_free: Mapped[int] = mapped_column(Integer)
+    agents_expected: Mapped[float] = mapped_column(Float)
+    ringing: Mapped[int] = mapped_column(Integer)
+    waiting: Mapped[int] = mapped_column(Integer)
+    in_flight: Mapped[int] = mapped_column(Integer)
+    other_engines_ringing: Mapped[int] = mapped_column(Integer)
+    engines: Mapped[int] = mapped_column(Integer)
+    answer_rate: Mapped[float] = mapped_column(Float)
+    abandon_rate: Mapped[float] = mapped_column(Float)
+    hour_abandon_rate: Mapped[float] = mapped_column(Float)
+    allowed_drop: Mapped[float] = mapped_column(Float)
+    dial_level: Mapped[float] = mapped_column(Float)
+    calls_placed: Mapped[int] = mapped_column(Integer)
+    calls_cut: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(200))

@@ -58,17 +58,43 @@ steady-state averages, which is what lets it run agents busier than a dial
 level that reacts to what happened over the last 15 seconds.
 
 The allowed marginal drop probability is the feedback on the abandon rule.
-It is ``max_marginal_drop`` while the measured abandon rate (the worse of the
-rolling 30 days and the last 24 hours, drops / answered) is below half the
-target, and shrinks linearly to zero as the rate goes from half the target
-to the target, where the dialer is back to one call per free agent. So the
-rate settles a little under the target (about 2.5-2.8 % for a 3 % target in
-the simulations), with room for the noise of the last hours. A rate at or
-above the target ("budget spent") makes the campaign dial progressive 1:1,
-which cannot abandon a call while agents stay logged in, until the rate is
-below the target again. While few calls have been answered the rate is taken
-over at least ``abandon_min_sample`` answered calls, so that one early drop
-neither stops the campaign nor is ignored.
+It is ``max_marginal_drop`` times the least of these shares of the budget
+left, each counted in calls so that a small campaign keeps some in reserve:
+
+* the day: full while the drops of the rolling 30 days and of the last 24
+  hours (each taken over at least ``abandon_min_sample`` answered calls) are
+  below half the target, less DAY_RESERVE drops; falling linearly to zero
+  DAY_RESERVE drops short of the target, where the dialer is back to one
+  call per free agent. So the rate settles a little under the target (about
+  2.5-2.7 % for a 3 % target in the simulations);
+* the hour: the same against HOUR_LIMIT (4.5 %) for the drops of the last
+  60 minutes, so that a burst (agents leaving at once, a list turning good
+  again) is met at once rather than when it has moved the 24-hour rate, and
+  no rolling hour goes above 5 %;
+* a new campaign: a tenth at first, growing to all over its first 180
+  answered calls, while its abandon rate rests on too few calls to say how
+  much of the budget is left.
+
+A rate at or above the target ("budget spent") makes the campaign dial
+progressive 1:1, which cannot abandon a call while agents stay logged in,
+until the rate is below the target again.
+
+The estimator adapts to change: a new campaign starts from
+``COLD_START_ESTIMATES`` (answers likelier and sooner than usual, so it
+places fewer calls), moves toward its own figures with every answer, and can
+start instead from the estimates a previous engine saved
+(:meth:`CallStatsEstimator.snapshot`); when the last 50 attempts answer at a
+rate the rest of its 30-minute window makes all but impossible, it forgets
+the rest, so a block of bad numbers that ends does not leave the answer rate
+underestimated (and calls overdialed) for half an hour.
+
+Several engines on one campaign
+-------------------------------
+Each engine knows only its own calls, but all see the same agents. Given
+the other engines' ringing and waiting calls (``shared_*`` fields, from their
+live state), :func:`decide` works out the count for the campaign as a whole
+and returns this engine's share, ``floor((n + rank) / engines)``, which adds
+up over the engines to exactly n.
 
 Why this model: it uses everything the engine knows (per-agent talk time so
 far, per-call ring time so far, the measured distributions), so it needs no
@@ -527,7 +553,7 @@ FEEDBACK_BAND = 0.5
 #: HOUR_LIMIT, so that a burst of drops (a shift change, a list turning
 #: good again) is met at once, not when it has moved the 24-hour rate; the
 #: hour's rate is taken over at least HOUR_MIN_SAMPLE answered calls
-HOUR_LIMIT = 0.04
+HOUR_LIMIT = 0.045
 HOUR_BAND = 0.015
 HOUR_MIN_SAMPLE = 60
 #: a new campaign: the allowed marginal drop probability grows from
@@ -880,6 +906,49 @@ class CallStatsEstimator:
         """An agent finished wrap-up after ``wrapup_time`` seconds."""
         self._wraps.append((now, wrapup_time))
         self._dirty = True
+
+    @property
+    def attempts(self) -> int:
+        """Attempts the estimator holds (answered or not), as of its last update."""
+        return len(self._attempts)
+
+    # saving what was learnt
+
+    def snapshot(self, now: float, *, limit: int = 500) -> dict:
+        """What the estimator has learnt, as plain data (JSON): the last ``limit``
+        samples of each kind, each with its age in seconds at ``now``."""
+        self._prune(now)
+
+        def ages(queue) -> list[list[float]]:
+            return [[round(now - t, 1), round(v, 2)] for t, v in list(queue)[-limit:]]
+
+        return {
+            "version": 1,
+            "attempts": [[round(now - t, 1), a, round(r, 2)] for t, a, r in list(self._attempts)[-limit:]],
+            "delays": ages(self._delays), "timeouts": ages(self._timeouts),
+            "talks": ages(self._talks), "wraps": ages(self._wraps),
+        }
+
+    def restore(self, data: dict, now: float) -> int:
+        """Take back a :meth:`snapshot` (the samples keep their ages, counted from
+        ``now``); returns the attempts restored. Data of another version, or
+        malformed, is ignored (0)."""
+        try:
+            if data.get("version") != 1:
+                return 0
+            attempts = [(now - float(age), None if a is None else bool(a), float(r))
+                        for age, a, r in data.get("attempts", [])]
+            kinds = {name: [(now - float(age), float(v)) for age, v in data.get(name, [])]
+                     for name in ("delays", "timeouts", "talks", "wraps")}
+        except (AttributeError, TypeError, ValueError):
+            return 0
+        for attempt in sorted(attempts):
+            self._add_attempt(attempt)
+        for name, rows in kinds.items():
+            getattr(self, "_" + name).extend(sorted(rows))
+        self._dirty = True
+        self._cache_at = -math.inf
+        return len(attempts)
 
     # figures
 

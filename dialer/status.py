@@ -78,6 +78,9 @@ def collect(session: Session, name: str | None, *, now: dt.datetime, wall_now: f
                 "engines": len(parts), "ringing": total("ringing"), "waiting": total("waiting"),
                 "connected": total("connected"), "agents_logged_in": total("agents_logged_in"),
                 "agents_free": total("agents_free"), "dial_level": max(levels) if levels else None,
+                # each engine's last pacing decision: its inputs and result
+                "pacing": {e.engine_id: e.data["campaigns"][c.name].get("pacing") for e in engines
+                           if c.name in (e.data or {}).get("campaigns", {})},
             }
         out.append(item)
     connections = []
@@ -94,6 +97,15 @@ def _v(value: Any) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _pacing_line(engine_id: str, p: dict[str, Any]) -> str:
+    others = f" (+{p['other_engines_ringing']} of {p['engines'] - 1} other engines)" if p.get("engines", 1) > 1 else ""
+    share = f" of {p['total_calls']} for the campaign" if p.get("engines", 1) > 1 else ""
+    return (f"  pacing ({engine_id}): free {p['agents_free']}, expected {p['agents_expected']:.1f};"
+            f" ringing {p['ringing']}{others}, waiting {p['waiting']}; answer rate {_pct(p['answer_rate'])};"
+            f" abandon {_pct(p['abandon_rate'])}, last hour {_pct(p['hour_abandon_rate'])};"
+            f" allowed drop {_pct(p['allowed_drop'])} -> {p['calls']} calls{share}, {p['cut']} cut ({p['reason']})\n")
 
 
 def render(data: dict[str, Any], out: TextIO) -> None:
@@ -116,6 +128,9 @@ def render(data: dict[str, Any], out: TextIO) -> None:
             out.write(f"  ringing {_v(live['ringing'])}, waiting for an agent {_v(live['waiting'])},"
                       f" connected {_v(live['connected'])}; agents free {_v(live['agents_free'])}"
                       f" of {_v(live['agents_logged_in'])}; dial level {_v(live['dial_level'])}\n")
+            for engine_id, p in sorted((live.get("pacing") or {}).items()):
+                if p:
+                    out.write(_pacing_line(engine_id, p))
     for x in data["connections"]:
         cap = x.get("rate_cap")
         up = "up" if x.get("up") else "DOWN"

@@ -99,7 +99,7 @@ def test_pacing_status_report_and_live_state_agree(known):
         # --since inside the 30 days: the windows come from their own query.
         recent = reports.build_report(s, "spring", now=NOW, since=NOW - 2 * D)
         figures = reports.abandon_figures(s, reports.get_campaign(s, "spring"), NOW)
-    assert engine_figures == (d30, a30, d24, a24)
+    assert engine_figures[:4] == (d30, a30, d24, a24)
     windows = {"rolling_30d": {"dropped": d30, "answered": a30, "rate": 0.375},
                "last_24h": {"dropped": d24, "answered": a24, "rate": 0.25}}
     for got in (report["abandon"], recent["abandon"], figures):

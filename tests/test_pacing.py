@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -456,3 +457,140 @@ def test_hangs_up_every_candidate_when_no_agent_is_logged_in():
     d = decide(ringing_16s(3, (0, 2), agents_free=0, agents_logged_in=0), HANG_UP)
     assert (d.calls, d.reason, d.hangup) == (0, "no agents", (0, 2))
     assert decide(ringing_16s(3, (0, 2), agents_free=0, agents_logged_in=0), PREDICTIVE).hangup == ()
+
+
+# -- several engines on one campaign ------------------------------------------------------
+
+
+def room_to_dial(**kw):
+    """20 agents, 8 free, 12 talking, 2 calls ringing, 25 % answer: calls to share."""
+    return stats(agents_free=8, agents_logged_in=20, talk_elapsed=tuple(float(5 + 12 * i) for i in range(12)),
+                 calls_ringing=2, ringing_elapsed=(3.0, 9.0), in_flight=14,
+                 estimates=CallEstimates(answer_rate=0.25), **kw)
+
+
+@pytest.mark.parametrize("engines", [2, 3, 4])
+def test_engines_shares_add_up_to_what_one_engine_would_place(engines):
+    alone = decide(room_to_dial(), PREDICTIVE)
+    assert alone.calls > engines  # enough to share
+    shares = [decide(room_to_dial(engines=engines, engine_rank=r), PREDICTIVE) for r in range(engines)]
+    assert sum(d.calls for d in shares) == alone.calls
+    assert {d.total_calls for d in shares} == {alone.calls}
+    assert max(d.calls for d in shares) - min(d.calls for d in shares) <= 1
+    assert shares[0].reason.endswith(f"share 1 of {engines}")
+
+
+def test_other_engines_ringing_calls_count_as_demand():
+    # Another engine's 6 calls ringing at the same ages take the agents this
+    # engine would have dialed for: the two together place what one engine
+    # with all 12 calls would.
+    ages = (1.0, 2.0, 4.0, 8.0, 12.0, 20.0)
+    together = decide(busy_floor(answered_30d=1000), PREDICTIVE).calls
+    assert together > 0
+    mine = stats(agents_free=2, agents_logged_in=20, talk_elapsed=tuple(float(5 + 9 * i) for i in range(18)),
+                 calls_ringing=6, ringing_elapsed=ages, in_flight=24, estimates=CallEstimates(answer_rate=0.25))
+    one_engine = stats(agents_free=2, agents_logged_in=20, talk_elapsed=mine.talk_elapsed,
+                       calls_ringing=12, ringing_elapsed=ages + ages, in_flight=48,
+                       estimates=CallEstimates(answer_rate=0.25))
+    both = [
+        decide(dataclasses.replace(mine, shared_ringing_elapsed=ages, shared_in_flight=24, engines=2,
+                                   engine_rank=r), PREDICTIVE)
+        for r in (0, 1)
+    ]
+    assert sum(d.calls for d in both) == decide(one_engine, PREDICTIVE).calls
+    assert decide(one_engine, PREDICTIVE).calls < together
+
+
+def test_a_share_is_capped_by_this_engines_capacity():
+    d = decide(room_to_dial(engines=2, engine_rank=1, capacity=1), PREDICTIVE)
+    assert d.total_calls > 2 and d.calls == 1 and "capped" in d.reason
+
+
+def test_bad_engine_rank_is_refused():
+    with pytest.raises(ValueError, match="engine_rank"):
+        stats(agents_free=1, engines=2, engine_rank=2)
+
+
+# -- the hourly guard and the cold start -------------------------------------------------
+
+
+def test_the_last_hours_drops_slow_dialing_before_the_day_rate_moves():
+    # 1000 answered this month with 10 drops leaves the day budget whole; the
+    # same 10 drops among the last hour's 250 answered calls (4 %) do not.
+    calm = decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=0, answered_1h=250), PREDICTIVE)
+    assert calm.allowed_drop == pytest.approx(0.10)
+    # 250 x 4.5 % = 11.25, less 1.5 in reserve: full up to 9.75 - 3.75 = 6 drops, none from 9.75.
+    for drops, share in ((6, 1.0), (8, 1.75 / 3.75), (9, 0.75 / 3.75), (10, 0.0)):
+        d = decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=drops, answered_1h=250), PREDICTIVE)
+        assert d.allowed_drop == pytest.approx(0.10 * share), drops
+        assert d.hour_rate == pytest.approx(drops / 250)
+    assert decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=10, answered_1h=250),
+                  PREDICTIVE).reason == "predictive: 1:1 floor"
+
+
+def test_a_new_campaign_ramps_up_over_its_first_answered_calls():
+    # No history: a tenth of the allowed marginal drop, growing with the
+    # answered calls to all of it at 180.
+    for answered, share in ((0, 0.1), (40, 0.3), (90, 0.55), (180, 1.0), (500, 1.0)):
+        d = decide(busy_floor(answered_30d=answered, answered_24h=answered), PREDICTIVE)
+        assert d.allowed_drop == pytest.approx(0.10 * share), answered
+    fresh = decide(busy_floor(answered_30d=0), PREDICTIVE).calls
+    assert fresh < decide(busy_floor(answered_30d=500, answered_24h=500), PREDICTIVE).calls
+
+
+def test_a_new_estimator_assumes_answers_likelier_and_sooner():
+    est = CallStatsEstimator().estimates(0.0)
+    assert est.answer_rate == 0.5 and est.answer_delay.quantile(0.5) < 15
+
+
+def test_the_estimator_forgets_attempts_from_before_the_answer_rate_shifted():
+    # A block of bad numbers (2 % answered) ends and the list answers at 25 %
+    # again: within 40 attempts the estimate is back, not dragged down by the
+    # 400 from the block for the next half hour.
+    est = CallStatsEstimator(prior_weight=0)
+    t = 0.0
+    for i in range(400):
+        t += 1
+        (est.call_answered if i % 50 == 0 else est.call_not_answered)(t, 10.0)
+    assert est.answer_rate(t) == pytest.approx(0.02) and est.shifts == 0
+    for i in range(40):
+        t += 1
+        (est.call_answered if i % 4 == 0 else est.call_not_answered)(t, 10.0)
+    assert est.shifts == 1
+    assert est.attempts < 100
+    assert est.answer_rate(t) > 0.15
+
+
+def test_the_estimator_keeps_its_window_while_the_rate_holds():
+    import random
+
+    rng = random.Random(7)
+    est = CallStatsEstimator()
+    for i in range(3000):
+        (est.call_answered if rng.random() < 0.25 else est.call_not_answered)(i * 0.5, 10.0)
+    assert est.shifts == 0
+
+
+def test_estimator_snapshot_round_trips_with_ages():
+    est = CallStatsEstimator(min_samples=5)
+    for i in range(40):
+        if i % 2:
+            est.call_answered(100.0 + i, ring_time=6.0)
+            est.talk_ended(100.0 + i, talk_time=50.0 + i)
+            est.wrapup_ended(100.0 + i, 4.0)
+        else:
+            est.call_not_answered(100.0 + i, ring_time=25.0)
+    data = est.snapshot(140.0)
+    assert data["attempts"][0] == [40.0, False, 25.0] and len(data["attempts"]) == 40
+    back = CallStatsEstimator(min_samples=5)
+    assert back.restore(data, 5000.0) == 40
+    a, b = est.estimates(140.0), back.estimates(5000.0)
+    assert a.answer_rate == b.answer_rate
+    assert a.answer_delay == b.answer_delay and a.wrapup_time == b.wrapup_time
+    assert a.talk_time.mean == pytest.approx(b.talk_time.mean)
+    # The samples kept their ages: they leave the 30-minute window together.
+    # the oldest (unanswered) gone: 20 answered of 39, with the prior 0.5 x 20
+    assert back.estimates(5000.0 + 1800.0 - 39.5).answer_rate == pytest.approx((20 + 10) / (39 + 20))
+    assert back.estimates(5000.0 + 1800.0 + 0.5).answer_rate == 0.5  # all gone: the prior
+    assert CallStatsEstimator().restore({"version": 99}, 0.0) == 0
+    assert CallStatsEstimator().restore({"version": 1, "attempts": [["x"]]}, 0.0) == 0

@@ -27,6 +27,9 @@ def register(subparsers, common) -> None:
                     " (one attempt a line)")
     p.add_argument("--attempts", action="store_true",
                    help="export one row per call attempt (csv, json or jsonl)")
+    p.add_argument("--decisions", action="store_true",
+                   help="export the pacing decisions log: one row per engine and second of dialing"
+                   " (csv, or json)")
     p.set_defaults(handler=report)
 
 
@@ -37,6 +40,12 @@ def report(args, out, err) -> int:
     now = utcnow()
     since = reports.parse_since(args.since, now) if args.since is not None else None
     fmt = args.format
+    if args.decisions:
+        if fmt == "table" or args.attempts:
+            raise reports.ReportOptionError("--decisions exports csv or json, on its own")
+        with unit_of_work(args) as session:
+            reports.export_decisions(session, args.name, out, fmt=fmt or "csv", since=since)
+        return 0
     if args.attempts:
         if fmt == "table":
             raise reports.ReportOptionError("--format table: --attempts exports csv, json or jsonl")

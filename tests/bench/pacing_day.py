@@ -382,11 +382,15 @@ class DaySimulation:
                 for other in self.engines:
                     if other is engine:
                         continue
-                    share = (decision.total_calls + other.index) // k
+                    share = (decision.total_calls + self.rank(now, other)) // k
                     if share:
                         engine.expected.setdefault(other.index, []).append((now, share))
         if n > 0:
             self.place(now, engine, n)
+
+    def rank(self, now: float, engine: Engine) -> int:
+        """An engine's place in the order shares are dealt, turned every second (as the engine does)."""
+        return (engine.index - int(now)) % len(self.engines)
 
     def hang_up(self, now: float, engine: Engine, indices: tuple[int, ...]) -> None:
         calls = list(engine.ringing)
@@ -426,7 +430,8 @@ class DaySimulation:
                     ages += [now - t] * c
                     in_flight += c
             shared = dict(shared_ringing_elapsed=tuple(ages), shared_waiting=waiting,
-                          shared_in_flight=in_flight, engines=len(self.engines), engine_rank=engine.index)
+                          shared_in_flight=in_flight, engines=len(self.engines),
+                          engine_rank=self.rank(now, engine))
         return PacingStats(
             **common,
             talk_elapsed=tuple([now - t for a, t in self.talk_start.items() if a not in self.paused]),
