@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -316,6 +317,12 @@ class CallAttempt(Base):
     time_to_agent: Mapped[float | None] = mapped_column(Float)
     # When the dialer asked Asterisk to hang the call up while it rang (hangup_after).
     hangup_at: Mapped[dt.datetime | None] = mapped_column()
+    # The Message of an Originate that Asterisk answered with Response: Error
+    # ("Permission denied", "Asterisk is shutting down", ...): no call was placed.
+    response_message: Mapped[str | None] = mapped_column(String(255))
+    # False when the attempt did not count against the lead's max_attempts: Asterisk
+    # refused the Originate, or the campaign's circuit breaker took it back.
+    charged: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa.true())
 
     __table_args__ = (
         Index(None, "lead_id"),

@@ -83,6 +83,10 @@ class TrackedCall:
     hangup_at: float | None = None
     #: a Hangup was tried: the call is not offered for one again
     hangup_tried: bool = False
+    #: the Message of the Originate's Response: Error (no call was placed)
+    response_message: str | None = None
+    #: whether the attempt counts against the lead's max_attempts
+    charged: bool = True
 
     @property
     def ended(self) -> bool:
@@ -172,13 +176,18 @@ class CallTracker:
         call.originated_at = at
         return [Transition(call, Step.ORIGINATED, at, "Response")]
 
-    def refused(self, action_id: str, at: float, message: str = "") -> list[Transition]:
-        """The Originate got ``Response: Error`` (or never reached Asterisk):
-        no call was placed."""
+    def refused(self, action_id: str, at: float, message: str = "", *,
+                response_message: str | None = None, charged: bool = True) -> list[Transition]:
+        """The Originate got ``Response: Error`` (``response_message`` is
+        Asterisk's ``Message``; such a refusal is not ``charged`` to the lead)
+        or could not be sent (``message`` says why): no call was placed."""
         call = self._by_action.get(action_id)
         if call is None:
             return []
         call.cause_txt = message or call.cause_txt
+        if response_message is not None:
+            call.response_message = response_message
+        call.charged = charged
         return self._end(call, at, d.FAILED, "Response")
 
     # -- events ------------------------------------------------------------
