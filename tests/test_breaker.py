@@ -3,7 +3,9 @@ against the simulated Asterisk over real TCP under trio's mock clock."""
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import logging
 
 import pytest
@@ -14,6 +16,7 @@ import trio.testing
 from dialer import control
 from dialer.calls.breaker import CircuitBreaker, failure_text
 from dialer.calls.tracker import TrackedCall
+from dialer.cli import main
 from dialer.cli import status as status_cli
 from dialer.engine import EngineSettings
 from dialer.models import CallAttempt, Campaign, Lead, SupervisorCommand
@@ -41,13 +44,7 @@ def clock():
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-@pytest.fixture
-def sessions(sqlite_url):
-    from dialer import db
-
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
+# ``sessions`` (tests/conftest.py): each test runs on SQLite and on PostgreSQL.
 
 
 def attempts(sessions) -> list[CallAttempt]:
@@ -135,7 +132,7 @@ def test_failure_text_says_what_asterisk_said():
 
 
 async def test_a_channel_template_the_server_cannot_dial_pauses_the_campaign_and_charges_nobody(
-        clock, sessions, caplog):
+        clock, sessions, db_url, caplog):
     """PJSIP on a server without it: each call fails at once, with no channel. The 20th
     failure in a row pauses the campaign; none of the leads is charged or parked; fixed
     and resumed, the campaign dials every lead once and finishes."""
@@ -191,6 +188,13 @@ async def test_a_channel_template_the_server_cannot_dial_pauses_the_campaign_and
     assert all(outcomes[p][1] in BY_DIGIT[p[-1]] for p in phones)
     charged = [r for r in attempts(sessions) if r.charged]
     assert sorted(r.phone_e164 for r in charged) == sorted(phones)  # each dialed once more
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["report", "spring", "--db", db_url, "--attempts", "--format", "json"], out, err) == 0
+    exported = json.loads(out.getvalue())
+    failed = [r for r in exported if not r["charged"]]
+    assert len(failed) == len(exported) - len(phones)
+    assert {(r["disposition"], r["originate_reason"], r["originate_reason_txt"], r["cause"],
+             r["response_message"]) for r in failed} == {("failed", 0, "failed", None, None)}
 
 
 NO_ORIGINATE = Scenario(users=(
@@ -199,7 +203,7 @@ NO_ORIGINATE = Scenario(users=(
 
 
 async def test_originates_asterisk_refuses_are_handed_back_uncharged_and_the_run_pauses_the_campaign(
-        clock, sessions):
+        clock, sessions, db_url):
     """A user without the originate write class: each Originate gets Response: Error
     (Permission denied). No lead is charged; the 20th refusal pauses the campaign."""
     phones = numbers(40)
@@ -230,6 +234,13 @@ async def test_originates_asterisk_refuses_are_handed_back_uncharged_and_the_run
     assert pause.reason == ("circuit breaker: 20 calls in a row failed at once; last: Asterisk refused"
                             " the Originate: Permission denied")
     assert engine.counters["refused"] == 20
+    # The attempt export says why each call failed, and that it was not charged.
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["report", "spring", "--db", db_url, "--attempts"], out, err) == 0, err.getvalue()
+    exported = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert len(exported) == 20
+    assert {(r["disposition"], r["response_message"], r["charged"], r["originate_reason"])
+            for r in exported} == {("failed", "Permission denied", "0", "")}
 
 
 async def test_failures_among_calls_that_work_are_charged_and_the_breaker_stays_quiet(
