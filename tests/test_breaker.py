@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -290,7 +291,14 @@ async def test_a_server_shutting_down_takes_no_calls_until_it_is_back(clock, ses
         async def maintenance():
             await trio.sleep(3)
             sim.stop_gracefully()
-            await trio.sleep(30)
+            await trio.sleep(5)
+            assert [c["ready"] for c in engine.status()["connections"]] == [False, False]
+            out = io.StringIO()
+            with sessions.begin() as s:
+                status_cli.render(status_cli.collect(s, "spring", now=engine.clock.utcnow(),
+                                                     wall_now=time.time()), out)
+            times["status"] = out.getvalue()
+            await trio.sleep(25)
             sim.restart(keep_calls=True)
             times["restart"] = trio.current_time()
 
@@ -309,6 +317,8 @@ async def test_a_server_shutting_down_takes_no_calls_until_it_is_back(clock, ses
     assert len(stopping) == len(refused)
     assert min(t for t in sent if t > 3 + 1) > times["restart"]
     assert engine.counters["refused_stopping"] == len(refused)
+    assert times["status"].count(
+        ": up (not taking calls: Asterisk is stopping or not fully booted)") == 2, times["status"]
     assert pauses(sessions) == [] and campaign_state(sessions) == "done"
     charged = sorted(r.phone_e164 for r in rows if r.charged)
     assert charged == sorted(phones)  # each lead dialed once, none lost
@@ -335,3 +345,36 @@ async def test_without_fullybooted_a_server_is_taken_as_ready_after_boot_wait(cl
     first = originates(sim)[0][1]
     assert 10.0 <= first - start <= 10.0 + 0.5
     assert any("no FullyBooted" in r.message and "read = system" in r.message for r in caplog.records)
+
+
+# --- the connection's view of a stopping Asterisk ---------------------------------------------
+
+
+async def test_a_connection_hears_fullybooted_notes_a_stop_and_retries_logins_refused_meanwhile(
+        clock, nursery):
+    from dialer.ami.connection import open_ami
+    from dialer.ami.errors import AMIActionError
+
+    sim = SimAsterisk()
+    port = await nursery.start(sim.serve)
+    async with open_ami("127.0.0.1", port, username="dialer", secret="dialerpass", events="system",
+                        backoff_initial=0.5, backoff_max=4, ping_interval=None) as ami:
+        await wait_for(lambda: ami.booted, timeout=5, step=0.01)
+        assert not ami.shutting_down
+        sim.stop_gracefully()
+        with pytest.raises(AMIActionError) as info:
+            await ami.action("Ping")
+        assert info.value.reason == "Asterisk is shutting down" and ami.shutting_down
+        sim.stop_gracefully(False)  # the stop is called off: the next answer says so
+        assert (await ami.action("Ping"))["Ping"] == "Pong" and not ami.shutting_down
+
+        sim.stop_gracefully()
+        sim.close_connection()  # and now the connection drops while it is stopping
+        await trio.sleep(10)
+        stats = ami.statistics()
+        assert not ami.is_connected and stats.connect_failures >= 3
+        assert stats.last_error.endswith("login refused: Asterisk is shutting down")
+        sim.restart()  # back: the retries (4 s apart at most) log in again
+        await ami.wait_connected(timeout=5)
+        assert ami.generation == 2 and not ami.shutting_down
+        await wait_for(lambda: ami.booted, timeout=5, step=0.01)

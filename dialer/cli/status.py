@@ -147,6 +147,8 @@ def render(data: dict[str, Any], out: TextIO) -> None:
     for x in data["connections"]:
         cap = x.get("rate_cap")
         up = "up" if x.get("up") else "DOWN"
+        if x.get("up") and x.get("ready") is False:
+            up += " (not taking calls: Asterisk is stopping or not fully booted)"
         reader = ", events" if x.get("reader") else ""
         out.write(f"  connection {x.get('server')}/{x.get('connection')}: {up}{reader},"
                   f" {_v(x.get('rate_1s'))}/s of {_v(cap)}/s, {_v(x.get('in_flight'))} in flight,"
