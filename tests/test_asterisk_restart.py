@@ -179,3 +179,34 @@ async def test_a_channel_template_asterisk_cannot_dial_pauses_the_campaign(sessi
     assert pause.command == "pause" and pause.issued_by == f"engine {engine.engine_id}"
     assert "20 calls in a row failed at once" in pause.reason
     assert "can this Asterisk dial 'PJSIP/{digits}@carrier'?" in pause.reason
+
+
+async def test_originates_asterisk_refuses_are_not_charged_and_pause_the_campaign(sessions, asterisk_factory):
+    """A context that does not exist: Asterisk answers each Originate with Response: Error.
+    The refusals are recorded with its message, charge no lead, and 20 of them pause the
+    campaign."""
+    instance = asterisk_factory()
+    phones = numbers(30, prefix="+1212554")
+    campaign(sessions, phones, max_concurrent=5, context="no-such-context")
+    engine = dialer_engine(sessions, instance)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        with trio.fail_after(60):
+            while True:
+                with sessions.begin() as s:
+                    if s.scalar(sa.select(Campaign.state)) == "paused":
+                        break
+                await trio.sleep(0.2)
+        with trio.fail_after(30):
+            while engine.in_flight() or engine._pending or engine._uncharge:
+                await trio.sleep(0.2)
+        nursery.cancel_scope.cancel()
+    attempts = rows(sessions)
+    assert len(attempts) == 20
+    assert {(a.disposition, a.response_message, a.charged, a.originated_at) for a in attempts} == {
+        ("failed", "Extension does not exist.", False, None)}
+    with sessions.begin() as s:
+        assert {(l.state, l.attempts) for l in s.scalars(sa.select(Lead))} == {("new", 0)}
+        (pause,) = s.scalars(sa.select(SupervisorCommand)).all()
+    assert pause.reason == ("circuit breaker: 20 calls in a row failed at once; last: Asterisk"
+                            " refused the Originate: Extension does not exist.")
