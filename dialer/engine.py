@@ -333,7 +333,7 @@ class Engine:
                 campaign=c, settings=_pacing_settings(c),
                 rules=RetryRules(c.max_attempts, dict(c.retry_delays)),
                 estimator=CallStatsEstimator(),
-                breaker=CircuitBreaker(failures=int(self.settings.breaker_failures),
+                breaker=CircuitBreaker(failures=max(1, round(self.settings.breaker_failures)),
                                        within=self.settings.breaker_within),
             )
             self.runs[c.id] = run
