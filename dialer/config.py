@@ -227,7 +227,7 @@ _SERVER_KEYS = {
 ENGINE_KEYS = frozenset({
     "poll_interval", "flush_interval", "lease", "drop_after", "stale_after",
     "housekeeping_interval", "stats_interval", "batch_interval", "speed", "db_timeout",
-    "ping_interval", "ping_timeout",
+    "ping_interval", "ping_timeout", "breaker_failures", "breaker_within",
 })
 
 

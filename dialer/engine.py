@@ -18,6 +18,18 @@ through one :class:`~dialer.ami.pool.AMIPool`. Its tasks, all in one nursery:
   events may have been missed: after a connection gap, for calls adopted from
   a dead engine, and for calls that never got their ``OriginateResponse``.
 
+An Originate that Asterisk refuses itself (``Response: Error``: permission
+denied, shutting down, no such extension) placed no call: its lead goes back
+to the hopper with the attempt not charged. A server that says it is shutting
+down takes no more calls until it is back and fully booted (the pool sees to
+that). The *circuit breaker*: when ``breaker_failures`` calls of a campaign in
+a row fail at once (refused, or ``failed`` within ``breaker_within`` seconds
+of their Originate without being answered: a channel template this Asterisk
+cannot dial, a trunk down, a permission missing), the engine pauses the
+campaign with a reason saying what Asterisk said, as a supervisor command
+would, and takes back the charge of those calls and of the ones that fail
+the same way until it is resumed.
+
 Database work runs in a worker thread (SQLAlchemy is synchronous), one unit of
 work at a time. An Originate is never resent: one whose fate is unknown is
 found out by asking Asterisk, or recorded as ``unknown``.
@@ -56,6 +68,7 @@ from dialer.ami.pool import AMIPool, PoolMember
 from dialer.ami.timestamps import ServerClock
 from dialer.calls import dispositions as disp
 from dialer.calls.agents import AgentBoard
+from dialer.calls.breaker import SHUTTING_DOWN, CircuitBreaker, failure_text
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
 from dialer.campaigns import render_channel
@@ -104,6 +117,8 @@ class EngineSettings:
     ping_interval: float = 5.0
     ping_timeout: float = 3.0
     speed: float = 1.0               # engine-clock seconds per real second
+    breaker_failures: float = 20     # calls in a row failing at once pause their campaign
+    breaker_within: float = 5.0      # a failure this soon after the Originate is "at once"
 
     @classmethod
     def from_config(cls, table: dict[str, Any], where: str = "[engine]") -> "EngineSettings":
@@ -167,6 +182,7 @@ class CampaignRun:
     log_row: dict[str, Any] | None = None
     log_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     estimates_saved_at: float = -math.inf
+    breaker: CircuitBreaker = dataclasses.field(default_factory=CircuitBreaker)
 
     @property
     def id(self) -> int:
@@ -262,6 +278,7 @@ class Engine:
         self._pending: list[Transition] = []
         self._logged: list[LoggedEvent] = []
         self._cancelled: list[tuple[int, int]] = []   # (attempt id, lead id) never sent
+        self._uncharge: list[tuple[int, int]] = []    # (attempt id, lead id) the breaker took back
         self._unsent: set[TrackedCall] = set()          # waiting for their send slot
         self._members: dict[str, PoolMember] = {}      # action_id -> connection
         self._gap_calls: dict[str, list[TrackedCall]] = {}
@@ -281,7 +298,8 @@ class Engine:
         self._last_housekeeping = -math.inf
         self._last_stats = -math.inf
         self.counters = {"opt_outs": 0, "originates": 0, "refused": 0, "lost": 0, "ended": 0, "events": 0,
-                         "adopted": 0, "reconciled": 0, "not_sent": 0, "hangups": 0, "hung_up": 0}
+                         "adopted": 0, "reconciled": 0, "not_sent": 0, "hangups": 0, "hung_up": 0,
+                         "refused_stopping": 0, "breaker_trips": 0}
 
     # -- helpers -------------------------------------------------------------------
 
@@ -427,12 +445,16 @@ class Engine:
                 campaign=c, settings=_pacing_settings(c),
                 rules=RetryRules(c.max_attempts, dict(c.retry_delays)),
                 estimator=CallStatsEstimator(),
+                breaker=CircuitBreaker(failures=max(1, round(self.settings.breaker_failures)),
+                                       within=self.settings.breaker_within),
             )
             self.runs[c.id] = run
         else:
             if c.state != run.campaign.state:
                 log.info("campaign %s: %s -> %s", c.name, run.campaign.state, c.state)
                 run.hopper_empty_until = -math.inf
+                if c.state == CampaignState.RUNNING.value:
+                    run.breaker.reset()
             run.campaign = c
             run.settings = _pacing_settings(c)
             run.rules = RetryRules(c.max_attempts, dict(c.retry_delays))
@@ -453,13 +475,15 @@ class Engine:
         if self._flushing:
             return False  # outcomes taken out of _pending are being written
         if self._draining:
-            return self.in_flight() == 0 and not self._pending and not self._cancelled
+            return (self.in_flight() == 0 and not self._pending and not self._cancelled
+                    and not self._uncharge)
         if not self.until_done:
             return False
         return (
             self.in_flight() == 0
             and not self._pending
             and not self._cancelled
+            and not self._uncharge
             and all(r.state in ("done", "stopped") for r in self.runs.values())
         )
 
@@ -645,7 +669,7 @@ class Engine:
         assert self.pool is not None and self.clock is not None
         now_t = trio.current_time()
         capacity = self.pool.capacity()
-        if run.hopper_empty_until > now_t or capacity <= 0:
+        if run.hopper_empty_until > now_t or capacity <= 0 or run.breaker.tripped:
             self._hang_ups_only(run)
             return 0
         stats, ringing_calls = self._stats_for(run, capacity)
@@ -831,6 +855,10 @@ class Engine:
             if self.pool is not None and member.stalled(trio.current_time(), self.pool.stall_after):
                 raise NotConnected(f"{member.name}: an Originate has waited"
                                    f" {self.pool.stall_after:g} s for its answer")
+            if self.pool is not None and not self.pool.accepting(member.server):
+                raise NotConnected(f"{member.server}: shutting down or not fully booted")
+            if run.breaker.tripped:
+                raise NotConnected(f"campaign {run.campaign.name}: paused by the circuit breaker")
             self.counters["originates"] += 1
             member.unanswered[call.action_id] = trio.current_time()
             try:
@@ -854,11 +882,26 @@ class Engine:
                 log.error("%s: the AMI user %r may not Originate (%s): give it write = originate"
                           " in manager.conf; no calls are placed through %s", member.server,
                           member.ami.username, _one_line(exc), member.name)
+                if self.pool is not None and all(m.originate_denied for m in self.pool.members):
+                    # No connection may dial: say so where supervisors look, as the
+                    # circuit breaker does, rather than sit "running" placing nothing.
+                    reason = (f"no AMI connection may Originate ({exc.reason or 'Permission denied'}):"
+                              f" give the AMI user write = originate in manager.conf")[:500]
+                    assert self._nursery is not None
+                    for other in list(self.runs.values()):
+                        if other.campaign.state == CampaignState.RUNNING.value:
+                            log.error("campaign %s paused: %s", other.campaign.name, reason)
+                            self._nursery.start_soon(self._pause_campaign, other, reason)
         except AMIActionError as exc:
-            # Asterisk refused it: no call was placed.
+            # Asterisk refused it: no call was placed, so the lead is not charged.
             member.failures += 1
             self.counters["refused"] += 1
-            self._apply(self.tracker.refused(call.action_id, self.clock.now(), _one_line(exc)))
+            if exc.reason == SHUTTING_DOWN:
+                self.counters["refused_stopping"] += 1
+            else:
+                log.warning("attempt %s: %s", call.attempt_id, _one_line(exc))
+            self._apply(self.tracker.refused(call.action_id, self.clock.now(),
+                                             response_message=exc.reason or "error", charged=False))
         except ActionTimeout as exc:
             member.failures += 1
             if exc.sent:
@@ -1060,9 +1103,51 @@ class Engine:
             elif call.hangup_at is not None and call.disposition == disp.NO_ANSWER:
                 self.counters["hung_up"] += 1
                 est.call_hung_up(now, max(0.0, now - start))
-            elif call.disposition != disp.UNKNOWN:
+            elif call.disposition != disp.UNKNOWN and call.response_message is None:
+                # (An Originate Asterisk refused placed no call: nothing to learn.)
                 est.call_not_answered(now, max(0.0, now - start))
+            self._breaker(run, call)
         self._poke()
+
+    # -- the circuit breaker ------------------------------------------------------------
+
+    def _breaker(self, run: CampaignRun, call: TrackedCall) -> None:
+        calls = run.breaker.call_ended(call)
+        if calls is None:
+            return
+        self.counters["breaker_trips"] += 1
+        for failed in calls:
+            if failed.charged:
+                # Written already (or about to be): take the charge back.
+                failed.charged = False
+                self._uncharge.append((failed.attempt_id, failed.lead_id))
+        reason = (f"circuit breaker: {len(calls)} calls in a row failed at once;"
+                  f" last: {failure_text(call, run.campaign.channel)}")[:500]
+        log.error("campaign %s paused: %s", run.campaign.name, reason)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._pause_campaign, run, reason)
+
+    async def _pause_campaign(self, run: CampaignRun, reason: str) -> None:
+        """Pause the campaign as a supervisor would, recorded with this engine's name."""
+        assert self.clock is not None
+        issued_by = f"engine {self.engine_id}"[:255]
+        name = run.campaign.name
+        while True:
+            now = self.clock.utcnow()
+
+            def pause(session: Session) -> None:
+                control.issue(session, name, "pause", reason=reason, issued_by=issued_by, now=now)
+
+            try:
+                await self._db(pause)
+            except DatabaseBusy as exc:
+                log.warning("campaign %s: pause not written yet (%s); trying again", name, exc)
+                await trio.sleep(1.0)
+                continue
+            except UserError as exc:
+                log.info("campaign %s: not paused by the breaker: %s", name, exc)
+            self._poke()
+            return
 
     # -- writing outcomes -------------------------------------------------------------
 
@@ -1076,7 +1161,7 @@ class Engine:
         give_up = trio.current_time() + FINAL_FLUSH_SECONDS
         for _ in range(FINAL_FLUSH_TRIES):
             await self._flush()
-            if not self._pending and not self._cancelled:
+            if not self._pending and not self._cancelled and not self._uncharge:
                 return
             if trio.current_time() + 0.5 > give_up:
                 break
@@ -1085,7 +1170,7 @@ class Engine:
                   " their calls", len(self._pending), len(self._cancelled))
 
     async def _flush(self) -> None:
-        if not self._pending and not self._cancelled:
+        if not self._pending and not self._cancelled and not self._uncharge:
             return
         self._flushing += 1
         try:
@@ -1097,6 +1182,7 @@ class Engine:
         batch, self._pending = self._pending, []
         logged, self._logged = self._logged, []
         cancelled, self._cancelled = self._cancelled, []
+        uncharge, self._uncharge = self._uncharge, []
         rules = {cid: run.rules for cid, run in self.runs.items()}
         assert self.clock is not None
         now = self.clock.utcnow()
@@ -1104,6 +1190,7 @@ class Engine:
         def write(session: Session) -> None:
             hopper.cancel_attempts(session, cancelled, now=now)
             record(session, batch, rules=rules, events=logged)
+            hopper.uncharge_attempts(session, uncharge, now=now)
 
         try:
             await self._db(write)
@@ -1113,6 +1200,7 @@ class Engine:
             self._pending[:0] = batch
             self._logged[:0] = logged
             self._cancelled[:0] = cancelled
+            self._uncharge[:0] = uncharge
             if not isinstance(exc, DatabaseBusy):
                 raise
             log.warning("outcomes not written yet (%s); trying again", exc)

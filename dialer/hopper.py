@@ -316,3 +316,60 @@ def cancel_attempts(session: Session, attempts: Sequence[tuple[int, int]], *, no
         )
     )
     return result.rowcount
+
+
+def hand_back(session: Session, lead_ids: Sequence[int], *, now: dt.datetime) -> int:
+    """Hand leads whose attempt is not charged (Asterisk refused the Originate
+    before any channel existed) back to the hopper, due at once, with that
+    attempt not counted; the attempt rows stay, with ``charged`` false."""
+    if not lead_ids:
+        return 0
+    leads = Lead.__table__
+    result = session.execute(
+        leads.update()
+        .where(leads.c.id.in_(list(lead_ids)), leads.c.state == LeadState.DIALING.value)
+        .values(
+            state=sa.case((leads.c.attempts > 1, LeadState.RETRY.value), else_=LeadState.NEW.value),
+            attempts=leads.c.attempts - 1,
+            next_attempt_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+    )
+    return result.rowcount
+
+
+def uncharge_attempts(session: Session, attempts: Sequence[tuple[int, int]], *, now: dt.datetime) -> int:
+    """Take back ended attempts that were charged (the circuit breaker found
+    them part of a run of immediate failures): each row's ``charged`` goes
+    false, and its lead, if that attempt was its last and it is waiting for a
+    retry, out of attempts or done, is due again at once with the attempt not
+    counted. ``attempts`` holds (attempt id, lead id) pairs; returns the leads
+    handed back."""
+    if not attempts:
+        return 0
+    a = CallAttempt.__table__
+    leads = Lead.__table__
+    rows = session.execute(
+        sa.select(a.c.id, a.c.lead_id, a.c.attempt_no)
+        .where(a.c.id.in_([aid for aid, _ in attempts]), a.c.charged, a.c.ended_at.is_not(None))
+    ).all()
+    if not rows:
+        return 0
+    session.execute(a.update().where(a.c.id.in_([r.id for r in rows])).values(charged=False))
+    result = session.execute(
+        leads.update()
+        .where(
+            leads.c.id == sa.bindparam("v_lead"),
+            leads.c.attempts == sa.bindparam("v_no"),
+            sa.or_(*(leads.c.state == st for st in (
+                LeadState.RETRY.value, LeadState.EXHAUSTED.value, LeadState.DONE.value))),
+        )
+        .values(
+            state=sa.case((leads.c.attempts > 1, LeadState.RETRY.value), else_=LeadState.NEW.value),
+            attempts=leads.c.attempts - 1,
+            next_attempt_at=now,
+        ),
+        [{"v_lead": r.lead_id, "v_no": r.attempt_no} for r in rows],
+    )
+    return result.rowcount

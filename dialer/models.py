@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -323,6 +324,12 @@ class CallAttempt(Base):
     # (e.g. "ended_at" for a call whose end no engine saw and Asterisk kept no
     # record of); NULL when every value was observed.
     estimated: Mapped[str | None] = mapped_column(String(100))
+    # The Message of an Originate that Asterisk answered with Response: Error
+    # ("Permission denied", "Asterisk is shutting down", ...): no call was placed.
+    response_message: Mapped[str | None] = mapped_column(String(255))
+    # False when the attempt did not count against the lead's max_attempts: Asterisk
+    # refused the Originate, or the campaign's circuit breaker took it back.
+    charged: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa.true())
 
     __table_args__ = (
         Index(None, "lead_id"),

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dialer import abandon
+from dialer.calls.dispositions import REASON_TEXT
 from dialer.campaigns import get_campaign
 from dialer.errors import UserError
 from dialer.models import (
@@ -47,6 +48,7 @@ ATTEMPT_COLUMNS = (
     "queued_at", "originated_at", "ringing_at", "answered_at", "queue_joined_at",
     "connected_at", "ended_at", "disposition", "cause", "cause_txt", "time_to_agent",
     "agent", "server", "connection", "hangup_at", "estimated",
+    "originate_reason", "originate_reason_txt", "response_message", "charged",
 )
 
 _DURATION = re.compile(r"(\d+)\s*([mhd])")
@@ -587,7 +589,9 @@ def export_attempts(
             when(a.created_at), when(a.originated_at), when(a.ringing_at), when(a.answered_at),
             when(a.queue_joined_at), when(a.connected_at), when(a.ended_at), a.disposition, a.cause,
             a.cause_txt, millis(a.time_to_agent), a.agent, a.server, a.connection, when(a.hangup_at),
-            a.estimated,
+            a.estimated, a.originate_reason,
+            sa.case(*((a.originate_reason == k, v) for k, v in REASON_TEXT.items()), else_=None),
+            a.response_message, sa.case((a.charged, 1), else_=0),
         )
         .join(Lead, Lead.id == a.lead_id)
         .where(a.campaign_id == campaign.id)

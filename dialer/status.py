@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dialer import reports
 from dialer.campaigns import get_campaign, list_campaigns
-from dialer.models import CallAttempt, EngineStatus, Lead
+from dialer.models import CallAttempt, CampaignState, EngineStatus, Lead, SupervisorCommand
 
 # An engine whose last heartbeat is older than this is taken as stopped.
 LIVE_WITHIN = 5.0
@@ -59,12 +59,22 @@ def collect(session: Session, name: str | None, *, now: dt.datetime, wall_now: f
     ).all()) if ids else {}
     out = []
     for c in campaigns:
+        paused = None
+        if c.state == CampaignState.PAUSED.value:
+            # Who paused it and why (a supervisor, or an engine's circuit breaker).
+            command = session.scalars(
+                sa.select(SupervisorCommand)
+                .where(SupervisorCommand.campaign_id == c.id, SupervisorCommand.command == "pause")
+                .order_by(SupervisorCommand.id.desc()).limit(1)
+            ).first()
+            if command is not None:
+                paused = {"by": command.issued_by, "at": command.issued_at, "reason": command.reason}
         abandon = reports.abandon_figures(session, c, now)
         item: dict[str, Any] = {
             "name": c.name, "state": c.state, "mode": c.mode, "leads_left": left.get(c.id, 0),
             "leads_due": due.get(c.id, 0), "calls_in_flight": in_flight.get(c.id, 0),
             "abandon_target": c.abandon_target, "abandon_30d": abandon["rolling_30d"]["rate"],
-            "abandon_24h": abandon["last_24h"]["rate"], "live": None,
+            "abandon_24h": abandon["last_24h"]["rate"], "live": None, "paused": paused,
         }
         parts = [e.data["campaigns"][c.name] for e in engines
                  if c.name in (e.data or {}).get("campaigns", {})]
@@ -123,6 +133,10 @@ def render(data: dict[str, Any], out: TextIO) -> None:
                   f" ({c['leads_due']} due), {c['calls_in_flight']} calls in flight;"
                   f" abandon {_pct(c['abandon_30d'])} 30 d, {_pct(c['abandon_24h'])} 24 h"
                   f" (target {_pct(c['abandon_target'])})\n")
+        paused = c.get("paused")
+        if paused:
+            why = f": {paused['reason']}" if paused["reason"] else ""
+            out.write(f"  paused by {paused['by']} at {paused['at']:%Y-%m-%d %H:%M:%S} UTC{why}\n")
         live = c["live"]
         if live:
             out.write(f"  ringing {_v(live['ringing'])}, waiting for an agent {_v(live['waiting'])},"
@@ -134,6 +148,8 @@ def render(data: dict[str, Any], out: TextIO) -> None:
     for x in data["connections"]:
         cap = x.get("rate_cap")
         up = "up" if x.get("up") else "DOWN"
+        if x.get("up") and x.get("ready") is False:
+            up += " (not taking calls: Asterisk is stopping or not fully booted)"
         reader = ", events" if x.get("reader") else ""
         out.write(f"  connection {x.get('server')}/{x.get('connection')}: {up}{reader},"
                   f" {_v(x.get('rate_1s'))}/s of {_v(cap)}/s, {_v(x.get('in_flight'))} in flight,"

@@ -334,9 +334,8 @@ def test_estimated_attempts_count_everywhere_but_the_timings(known):
     assert r["abandon"]["rolling_30d"] == {"dropped": 1, "answered": 3, "rate": 0.3333}
     assert r["timings"]["ring_time"]["count"] == 3
     assert r["timings"]["time_to_agent"] == {"count": 1, "avg": 0.5, "p90": 0.5}
-    lines = out.getvalue().splitlines()
-    assert lines[0].endswith(",hangup_at,estimated")
-    assert [line.endswith(',"answered_at,connected_at"') for line in lines[1:]].count(True) == 1
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [r["estimated"] for r in rows].count("answered_at,connected_at") == 1
     text = io.StringIO()
     reports.render_table(r, text)
     assert "1 with values no engine observed" in text.getvalue()

@@ -35,6 +35,15 @@ How it behaves:
 * A subscription made at the start of the ``async with`` block, before any
   other ``await``, sees every event after the login (events that arrive
   while nobody is subscribed are counted, not kept).
+* Readiness: :attr:`~AMIConnection.booted` turns true when Asterisk says
+  ``FullyBooted`` on this login (it does, right after the login, to a user
+  that reads ``system`` and logged in with events of that class on:
+  ``events="system"``; or later, once it has finished starting).
+  :attr:`~AMIConnection.shutting_down` turns true when Asterisk answers an
+  action (or a login) with ``Asterisk is shutting down``, as it does for every
+  action once a graceful stop has begun, or sends ``Shutdown``; it turns
+  false again on the next successful answer (the stop was called off) or
+  login. A login refused that way is retried with backoff, not given up.
 * Subscribers also get :class:`ConnectionStateChanged` notices: ``up=True``
   with a new ``generation`` after each login, ``up=False`` when a connection
   drops; events between the two of a generation arrived on one TCP connection
@@ -68,6 +77,7 @@ from dialer.ami.codec import (
     encode_action,
 )
 from dialer.ami.errors import (
+    SHUTTING_DOWN,
     ActionTimeout,
     AMIActionError,
     AMIError,
@@ -212,7 +222,7 @@ class AMIConnection:
         ssl_context: ssl.SSLContext | None,
         server_hostname: str | None,
         name: str,
-        events: bool,
+        events: bool | str,
         connect_timeout: float,
         login_timeout: float,
         action_timeout: float,
@@ -265,6 +275,9 @@ class AMIConnection:
         self._initial: tuple | None = None
         self._last_rx = 0.0
         self._delivering = False
+        self.booted = False
+        self.shutting_down = False
+        self.connected_since = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -645,7 +658,9 @@ class AMIConnection:
                     credentials = [("AuthType", "MD5"), ("Username", self.username), ("Key", key)]
                 else:
                     credentials = [("Username", self.username), ("Secret", self._secret)]
-                if not self.events:
+                if isinstance(self.events, str):
+                    credentials.append(("Events", self.events))
+                elif not self.events:
                     credentials.append(("Events", "off"))
                 login_id = next_action_id()
                 try:
@@ -657,6 +672,9 @@ class AMIConnection:
                 reply = await self._read_one(stream, parser, early, login_id)
                 if (reply.name or "").lower() != "success":
                     reason = reply.get("Message") or reply.name or "refused"
+                    if reason == SHUTTING_DOWN:
+                        # Not the user's to fix: Asterisk is stopping; try again later.
+                        raise ConnectError(f"{self.where}: login refused: {reason}")
                     raise AuthenticationError(
                         f"{self.where}: login as {self.username!r} failed: {reason}"
                     )
@@ -754,6 +772,9 @@ class AMIConnection:
         self._stream = stream
         self._drop_reason = None
         self._last_rx = trio.current_time()
+        self.connected_since = self._last_rx
+        self.booted = False
+        self.shutting_down = False
         self._connected = True
         self._set_state()
         log.info(
@@ -851,6 +872,11 @@ class AMIConnection:
         kind = message.kind
         if kind == "event":
             stats.events_in += 1
+            name = message.name
+            if name == "FullyBooted":
+                self.booted = True
+            elif name == "Shutdown":
+                self.shutting_down = True
             if self._pending:
                 aid = message.action_id
                 pending = self._pending.get(aid) if aid is not None else None
@@ -872,6 +898,14 @@ class AMIConnection:
                 log.debug("%s: response matches no pending action: %r", self.where, message)
                 return False
             pending.response = message
+            if (message.name or "").lower() == "error":
+                if message.get("Message") == SHUTTING_DOWN:
+                    if not self.shutting_down:
+                        log.warning("%s: Asterisk is shutting down", self.where)
+                    self.shutting_down = True
+            elif self.shutting_down:
+                log.info("%s: Asterisk answers again (its stop was called off)", self.where)
+                self.shutting_down = False
             if (
                 not pending.is_list
                 or pending.done_list
@@ -937,7 +971,7 @@ async def open_ami(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     name: str = "ami",
-    events: bool = True,
+    events: bool | str = True,
     connect_timeout: float = 10,
     login_timeout: float = 10,
     action_timeout: float = 10,
@@ -954,7 +988,8 @@ async def open_ami(
 ) -> AsyncIterator[AMIConnection]:
     """Connect, log in, and keep one logical AMI connection up until the block exits.
 
-    ``events=False`` logs in with ``Events: off`` (responses only). ``md5``
+    ``events=False`` logs in with ``Events: off`` (responses only), a string
+    such as ``"system"`` with that event mask. ``md5``
     uses the challenge login. ``ping_interval=None`` disables keepalive.
     ``rng`` seeds the backoff jitter (tests). When the block ends the client
     sends ``Logoff`` and waits up to ``logoff_timeout`` seconds for its answer

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from dialer.ami.codec import Message
 
 
+#: What Asterisk answers to every action, logins included, once a stop has begun.
+SHUTTING_DOWN = "Asterisk is shutting down"
+
+
 class AMIError(Exception):
     """Base class of the AMI client's errors."""
 

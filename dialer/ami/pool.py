@@ -24,6 +24,16 @@ regex form of ``Action: Filter``, which every Asterisk since 13 accepts) that
 lets through only the events the engine acts on. A call makes about 40 events,
 most of them ``VarSet`` and ``Newexten``; the filter keeps about a quarter,
 which is that much less for Asterisk to write and for the engine to read.
+
+Readiness: every connection logs in with ``Events: system`` rather than off,
+so that Asterisk tells each one ``FullyBooted`` (at login, or once it has
+finished starting: AMI accepts logins before the dialplan and the queues are
+loaded) and ``Shutdown``. A server takes calls only once its connections have
+heard ``FullyBooted`` and none of them has been told ``Asterisk is shutting
+down`` (what every action gets once a graceful stop has begun): calls wait
+for the restarted server, they are not sent to a stopping one. An AMI user
+that may not read ``system`` never hears ``FullyBooted``: its server is taken
+as ready ``boot_wait`` seconds after the login, with a warning.
 """
 
 from __future__ import annotations
@@ -50,8 +60,10 @@ log = logging.getLogger("dialer.ami.pool")
 #: ``Hangup`` also lets ``HangupRequest`` through).
 ENGINE_EVENTS = (
     "OriginateResponse", "Newchannel", "Hangup", "DialBegin", "DialState", "DialEnd",
-    "QueueCallerJoin", "AgentConnect", "QueueMember", "UserEvent",
+    "QueueCallerJoin", "AgentConnect", "QueueMember", "UserEvent", "FullyBooted", "Shutdown",
 )
+#: Events the pool itself acts on (readiness), not passed on.
+_READINESS_EVENTS = frozenset({"FullyBooted", "Shutdown"})
 
 
 def event_filter(names: Sequence[str]) -> str:
@@ -79,6 +91,7 @@ class PoolMember:
     originate_denied: bool = False  # the AMI user may not Originate: not used for dialing
     # Originates written and not answered yet: ActionID -> trio time sent
     unanswered: dict[str, float] = dataclasses.field(default_factory=dict)
+    boot_warned: int = 0      # generation for which a missing FullyBooted was reported
 
     @property
     def up(self) -> bool:
@@ -131,8 +144,10 @@ class AMIPool:
                  action_timeout: float = 10.0, ping_interval: float | None = 20.0,
                  ping_timeout: float = 5.0, stall_after: float = 1.0,
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
-                 events: Sequence[str] | None = ENGINE_EVENTS, horizon: float = 0.25) -> None:
+                 events: Sequence[str] | None = ENGINE_EVENTS, horizon: float = 0.25,
+                 boot_wait: float = 10.0) -> None:
         self._connect = connect
+        self.boot_wait = boot_wait
         self.horizon = horizon
         self._events = events
         self._action_timeout = action_timeout
@@ -163,7 +178,35 @@ class AMIPool:
         server = self._servers[member.server]
         return (member.up and not member.originate_denied
                 and server.reader is not None and server.reader.up
-                and not (member.unanswered and member.stalled(trio.current_time(), self.stall_after)))
+                and not (member.unanswered and member.stalled(trio.current_time(), self.stall_after))
+                and self.accepting(member.server))
+
+    def _ready(self, member: PoolMember) -> bool:
+        ami = member.ami
+        if ami is None or not ami.is_connected:
+            return False
+        if ami.booted:
+            return True
+        if trio.current_time() - ami.connected_since < self.boot_wait:
+            return False
+        if member.boot_warned != ami.generation:
+            member.boot_warned = ami.generation
+            log.warning("%s: no FullyBooted from Asterisk %.0f s after login; taking it as ready"
+                        " (give the AMI user read = system in manager.conf)", member.name, self.boot_wait)
+        return True
+
+    def shutting_down(self, server: str) -> bool:
+        """Whether Asterisk said it is stopping, on any connection of ``server``."""
+        return any(m.ami is not None and m.up and m.ami.shutting_down
+                   for m in self._servers[server].members)
+
+    def accepting(self, server: str) -> bool:
+        """Whether ``server`` takes calls now: each of its live connections has
+        heard ``FullyBooted`` (see the module docstring) and none has been told
+        it is shutting down."""
+        state = self._servers[server]
+        live = [m for m in state.members if m.up]
+        return bool(live) and not self.shutting_down(server) and all(self._ready(m) for m in live)
 
     def capacity(self) -> int:
         """How many more calls the pool can take on now."""
@@ -246,7 +289,7 @@ class AMIPool:
             kwargs = config.open_kwargs()
             kwargs["name"] = member.name
             ami = await stack.enter_async_context(self._connect(
-                **kwargs, events=False, require_initial=False,
+                **kwargs, events="system", require_initial=False,
                 action_timeout=self._action_timeout, ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
                 backoff_initial=self._backoff[0], backoff_max=self._backoff[1],
@@ -265,6 +308,8 @@ class AMIPool:
                 while True:
                     if isinstance(item, ConnectionStateChanged):
                         await self._state_changed(server, member, item, on_gap)
+                    elif item.name in _READINESS_EVENTS:
+                        self._notify()  # the connection keeps the state; dialers re-check
                     else:
                         await on_event(member.server, item)
                     try:
@@ -331,6 +376,7 @@ class AMIPool:
                 "in_flight": m.in_flight, "queued": m.queued, "originates_sent": m.originates_sent,
                 "failures": m.failures, "reconnects": m.reconnects, "rate_cap": m.limiter.rate,
                 "peak_1s": m.peak_1s,
+                "ready": m.up and self.accepting(m.server),
             }
             if now is not None:
                 row["rate_1s"] = m.limiter.sent_last_second(now)

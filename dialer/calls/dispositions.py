@@ -30,6 +30,12 @@ REASON_ANSWERED = 4
 REASON_BUSY = 5
 REASON_CONGESTION = 8
 
+#: What each Reason means, in words.
+REASON_TEXT = {
+    REASON_FAILED: "failed", REASON_HANGUP: "hung up", 2: "local ring", REASON_RING_TIMEOUT:
+    "no answer", REASON_ANSWERED: "answered", REASON_BUSY: "busy", REASON_CONGESTION: "congestion",
+}
+
 _BY_REASON = {
     REASON_HANGUP: NO_ANSWER,
     REASON_RING_TIMEOUT: NO_ANSWER,

@@ -4,7 +4,10 @@
 unit of work: the attempts' step timestamps and final disposition, the call
 events log, and, for calls that ended, their lead's next state under the
 campaign's retry rules (:func:`next_lead_state`). Steps only ever fill empty
-columns, so replaying a batch changes nothing.
+columns, so replaying a batch changes nothing. An attempt that is not
+``charged`` (Asterisk refused its Originate before any channel existed, or the
+campaign's circuit breaker took it back) hands its lead back due at once, with
+the attempt not counted (:func:`dialer.hopper.hand_back`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from dialer.calls.tracker import Step, TrackedCall, Transition
 from dialer.campaigns import ABANDONED_REDIAL_DELAY
+from dialer.hopper import hand_back
 from dialer.models import AttemptState, CallAttempt, CallEvent, Disposition, Lead, LeadState
 
 STEP_COLUMN = {
@@ -77,7 +81,7 @@ def to_datetime(epoch: float) -> dt.datetime:
 _ATTEMPT_FIELDS = (
     "originated_at", "ringing_at", "answered_at", "queue_joined_at", "connected_at",
     "ended_at", "disposition", "cause", "cause_txt", "originate_reason", "uniqueid",
-    "agent", "time_to_agent", "hangup_at",
+    "agent", "time_to_agent", "hangup_at", "response_message",
 )
 # Overwritten rather than filled once: the set of estimated columns only grows.
 _LATEST_FIELDS = ("estimated",)
@@ -92,6 +96,7 @@ def _attempt_update() -> sa.Update:
     for name in _LATEST_FIELDS:
         values[name] = sa.func.coalesce(sa.bindparam(f"v_{name}"), table.c[name])
     values["state"] = sa.bindparam("v_state")
+    values["charged"] = sa.and_(table.c.charged, sa.bindparam("v_charged", type_=sa.Boolean()))
     return table.update().where(table.c.id == sa.bindparam("v_id")).values(values)
 
 
@@ -142,6 +147,8 @@ def record(
             "v_time_to_agent": call.time_to_agent,
             "v_hangup_at": _dt(call.hangup_at),
             "v_estimated": ",".join(sorted(call.estimated)) or None,
+            "v_response_message": (call.response_message or None) and call.response_message[:255],
+            "v_charged": call.charged,
         }
         params.append(row)
     session.execute(_attempt_update(), params)
@@ -167,6 +174,12 @@ def _dt(epoch: float | None) -> dt.datetime | None:
 
 
 def _finish_leads(session: Session, calls: Sequence[TrackedCall], rules: Mapping[int, RetryRules]) -> None:
+    if not calls:
+        return
+    handed_back = [c for c in calls if not c.charged]
+    if handed_back:
+        hand_back(session, [c.lead_id for c in handed_back], now=to_datetime(max(c.ended_at for c in handed_back)))
+    calls = [c for c in calls if c.charged]
     if not calls:
         return
     attempts = dict(

@@ -96,6 +96,10 @@ class TrackedCall:
     #: the step columns (answered_at, ended_at, ...) and ``disposition`` that the
     #: engine did not observe but estimated (stored in the attempt's ``estimated``)
     estimated: set[str] = field(default_factory=set)
+    #: the Message of the Originate's Response: Error (no call was placed)
+    response_message: str | None = None
+    #: whether the attempt counts against the lead's max_attempts
+    charged: bool = True
 
     @property
     def ended(self) -> bool:
@@ -188,13 +192,18 @@ class CallTracker:
         call.originated_at = at
         return [Transition(call, Step.ORIGINATED, at, "Response")]
 
-    def refused(self, action_id: str, at: float, message: str = "") -> list[Transition]:
-        """The Originate got ``Response: Error`` (or never reached Asterisk):
-        no call was placed."""
+    def refused(self, action_id: str, at: float, message: str = "", *,
+                response_message: str | None = None, charged: bool = True) -> list[Transition]:
+        """The Originate got ``Response: Error`` (``response_message`` is
+        Asterisk's ``Message``; such a refusal is not ``charged`` to the lead)
+        or could not be sent (``message`` says why): no call was placed."""
         call = self._by_action.get(action_id)
         if call is None:
             return []
         call.cause_txt = message or call.cause_txt
+        if response_message is not None:
+            call.response_message = response_message
+        call.charged = charged
         return self._end(call, at, d.FAILED, "Response")
 
     # -- events ------------------------------------------------------------

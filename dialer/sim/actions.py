@@ -47,6 +47,9 @@ async def dispatch(sim: "SimAsterisk", s: "Session", msg: Message) -> None:
         s.respond(msg, "Error", [("Message", "Missing action in request")])
         return
     sim.actions[action] += 1
+    if sim.stopping and key != "logoff":
+        s.respond(msg, "Error", [("Message", "Asterisk is shutting down")])
+        return
     if key in ("login", "challenge", "logoff"):
         await _PRE_LOGIN[key](sim, s, msg)
         return

@@ -24,6 +24,7 @@ class FaultsMixin:
 
     def _init_faults(self) -> None:
         self.logins_refused = False
+        self.stopping = False
         self._close_after_new: int | None = None
         self._stall_new: float = 0.0
 
@@ -100,6 +101,12 @@ class FaultsMixin:
         """Answer every Login with ``Authentication failed`` (after the usual delay)."""
         self.logins_refused = refuse
 
+    def stop_gracefully(self, stopping: bool = True) -> None:
+        """As ``core stop gracefully`` (until :meth:`restart` or ``stopping=False``):
+        every action, logins included, is answered ``Asterisk is shutting down``;
+        calls in progress go on."""
+        self.stopping = stopping
+
     def restart(self, *, keep_calls: bool = True) -> None:
         """Drop every connection, as an Asterisk restart (or a network cut) would.
 
@@ -110,6 +117,7 @@ class FaultsMixin:
         import time as _time
 
         self.stats["restarts"] += 1  # type: ignore[attr-defined]
+        self.stopping = False
         for s in list(self.sessions.values()):  # type: ignore[attr-defined]
             s.close(flush=False)
         if not keep_calls:

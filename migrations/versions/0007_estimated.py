@@ -3,14 +3,14 @@ that no engine observed (a call that ended while no engine followed it and
 that Asterisk kept no record of), so that they are never presented as seen.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
