@@ -5,9 +5,10 @@ through one :class:`~dialer.ami.pool.AMIPool`. Its tasks, all in one nursery:
 
 * the *control loop* reads campaign states every ``poll_interval`` seconds
   (supervisors change them from any shell), marks supervisor commands
-  applied, finishes stopping and finished campaigns, renews this engine's
-  leases, hands back leads of engines whose lease ran out and adopts their
-  calls in flight when it can ask their Asterisk;
+  applied, finishes stopping and finished campaigns, renews this run's
+  leases, hands back leads of engines whose run is dead (their liveness lock
+  is free, see :mod:`dialer.liveness`) or whose lease ran out, and adopts
+  their calls in flight when it can ask their Asterisk;
 * the *dial loop* asks the pacing policy how many calls each running
   campaign should place, takes that many connections from the pool (each
   within its rate cap), claims as many leads and writes their call attempts in

@@ -6,7 +6,9 @@ its calling window is open in its own time zone, its number is not on the
 do-not-call list, and no call to its number was abandoned in the last 72
 hours. Claiming moves it to ``claimed`` with this engine's name and a lease;
 starting a call moves it to ``dialing``. An engine that dies leaves leases
-that expire, and :func:`reclaim_expired` hands its leads back.
+that expire, and :func:`reclaim_expired` hands its leads back; once its
+liveness lock shows it dead (:mod:`dialer.liveness`), :func:`reclaim_owned`
+does so at once.
 
 The calling window is evaluated in Python once per distinct ``timezone`` value
 of the campaign (a few dozen at most), and the claim query then reads one
