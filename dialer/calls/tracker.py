@@ -344,6 +344,8 @@ class CallTracker:
             at = call.last_event_at
         if call.originated_at is not None and at < call.originated_at:
             at = call.originated_at
+        if call.queued_at is not None and at < call.queued_at:
+            at = call.queued_at  # never before the dialer placed it
         if call.first_event_at is None:
             call.first_event_at = at
         call.last_event_at = at
