@@ -66,7 +66,7 @@ def test_an_answered_call_ended_unseen_is_dropped_from_its_record_and_counts(ses
     assert a.estimated == "answered_at,ringing_at"  # the end is Asterisk's, the answer time ours
     # the abandon windows count it
     with sessions.begin() as s:
-        assert _abandon_figures(s, cid, to_datetime(ended + 60)) == (1, 1, 1, 1)
+        assert _abandon_figures(s, cid, to_datetime(ended + 60)) == (1, 1, 1, 1, 1, 1)  # 30 days, 24 hours, the last hour
     # retried no sooner than 72 hours after the end it recorded
     assert (lead.state, lead.next_attempt_at) == ("retry", to_datetime(ended) + dt.timedelta(hours=72))
     # and the number is not claimed in those 72 hours, by any campaign
@@ -90,7 +90,7 @@ def test_an_agent_record_is_connected(sessions):
     a, lead = attempt_and_lead(sessions, aid, lid)
     assert a.disposition == "connected" and lead.state == "done"
     with sessions.begin() as s:
-        assert _abandon_figures(s, cid, to_datetime(T0 + 60)) == (0, 1, 0, 1)
+        assert _abandon_figures(s, cid, to_datetime(T0 + 60)) == (0, 1, 0, 1, 0, 1)
 
 
 def test_an_end_nobody_saw_is_flagged_estimated_and_timed_for_retry(sessions):
