@@ -62,7 +62,7 @@ import secrets
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import trio
 
@@ -508,22 +508,27 @@ class AMIConnection:
                 item = batch if first else list(batch)  # type: ignore[arg-type]
                 first = False
             try:
-                try:
-                    sub.send.send_nowait(item)
-                except trio.WouldBlock:
-                    self._stats.backpressure_waits += 1
-                    started = trio.current_time()
-                    self._delivering = True
-                    try:
-                        await sub.send.send(item)
-                    finally:
-                        self._delivering = False
-                        self._stats.backpressure_seconds += trio.current_time() - started
+                await self._send_or_wait(sub, item)
                 if not is_notice:
                     self._stats.events_delivered += len(item)  # type: ignore[arg-type]
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 if sub in self._batch_subscribers:
                     self._batch_subscribers.remove(sub)
+
+    async def _send_or_wait(self, sub: _Subscriber, item: Any) -> None:
+        """Send ``item`` to ``sub``; when its channel is full, wait for room
+        (backpressure), counted in the connection's stats."""
+        try:
+            sub.send.send_nowait(item)
+        except trio.WouldBlock:
+            self._stats.backpressure_waits += 1
+            started = trio.current_time()
+            self._delivering = True
+            try:
+                await sub.send.send(item)
+            finally:
+                self._delivering = False
+                self._stats.backpressure_seconds += trio.current_time() - started
 
     def _offer(self, item: Message | ConnectionStateChanged) -> list[_Subscriber] | None:
         """Put the item in every interested subscriber's channel that has room.
@@ -555,17 +560,7 @@ class AMIConnection:
         """Backpressure: wait until each full subscriber has room for the item."""
         for sub in blocked:
             try:
-                try:
-                    sub.send.send_nowait(item)
-                except trio.WouldBlock:
-                    self._stats.backpressure_waits += 1
-                    started = trio.current_time()
-                    self._delivering = True
-                    try:
-                        await sub.send.send(item)
-                    finally:
-                        self._delivering = False
-                        self._stats.backpressure_seconds += trio.current_time() - started
+                await self._send_or_wait(sub, item)
                 if isinstance(item, Message):
                     self._stats.events_delivered += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
