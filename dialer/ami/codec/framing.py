@@ -18,7 +18,7 @@ Offsets are stream offsets: 0 is the first byte ever received.
 
 from __future__ import annotations
 
-from dialer.ami.codec.errors import RemoteProtocolError
+from dialer.ami.codec.errors import LocalProtocolError, RemoteProtocolError
 
 TERMINATOR = b"\r\n\r\n"
 LEGACY_MARK = b"--END COMMAND--"
@@ -36,6 +36,9 @@ class Framer:
         self.max_message_size = max_message_size
         self.eof = False
         self.closed = False  # the stream ended cleanly, everything framed
+        # False when blocks() would find nothing: it has just taken every
+        # block or found none, and nothing was received since.
+        self.pending = False
         # Unframed bytes (after _pos): bytes while short, a bytearray once long.
         self._buf: bytes | bytearray = b""
         self._pos = 0
@@ -63,9 +66,14 @@ class Framer:
         return self._base + len(self._buf)
 
     def receive(self, data: bytes) -> None:
-        """Add bytes from the peer (not empty)."""
+        """Add bytes from the peer; ``b""`` means the peer closed the stream."""
         buf = self._buf
-        if type(buf) is bytearray:
+        self.pending = True
+        if not data or self.eof:
+            if data:
+                raise LocalProtocolError("receive_data() after end of stream")
+            self.eof = True
+        elif type(buf) is bytearray:
             buf += data
         elif self._tail is None and type(data) is bytes:
             self._tail = data
@@ -122,11 +130,14 @@ class Framer:
                 else:
                     end = len(buf) - 3
                     self._scan = end if end > pos else pos
+                self.pending = False
                 return [], 0
             region = buf if pos == 0 and type(buf) is bytes else bytes(memoryview(buf)[pos:])
             pieces = region.split(TERMINATOR)
             size = len(region)
-        # What follows the last terminator becomes the buffer, uncopied.
+        # What follows the last terminator becomes the buffer, uncopied; it
+        # holds no terminator.
+        self.pending = False
         rest = self._buf = pieces.pop()
         offset = self._base + pos
         self._base = offset + size - len(rest)
@@ -157,6 +168,7 @@ class Framer:
         if offset + len(data) != self._base + self._pos:
             raise ValueError("unread() takes back the last blocks taken, in order")
         self._buf = data + self._buf[self._pos :]
+        self.pending = True
         self._base = offset
         self._pos = 0
         self._scan = search_from

@@ -252,27 +252,42 @@ def _no_order(self: object, other: object) -> bool:
 # The fields of a received message. Only their accessors are used: they read
 # the tuple's own items (not through __getitem__, which is Message's lookup by
 # header name), in C.
-_WireFields = namedtuple("_WireFields", ["raw", "kind", "name", "offset", "flat"])
+# The fields of a received message. Only their accessors are used: they read
+# the tuple's own items (not through __getitem__, which is Message's lookup by
+# header name), in C.
+_WireFields = namedtuple("_WireFields", ["raw", "kind", "name", "where", "index", "flat"])
 
 
 class WireMessage(tuple, Message):
-    """A received message: the tuple ``(raw, kind, name, offset, flat)``.
+    """A received message: the tuple ``(raw, kind, name, where, index, flat)``.
 
     ``raw`` is the bytes as received, without the terminating empty line;
-    ``kind`` and ``name`` come from the first header; ``offset`` is the
-    stream offset of the first byte; ``flat`` is ``[key1, value1, ...]`` when
-    the headers were split while framing (``AMIParser(lazy=False)``), else
-    None. Built from one tuple of those, in C: the parser maps the class over
-    its blocks. Splits made later are cached in the instance dict: ``_f``
-    (the flat list), ``_h`` (the pairs), ``_idx`` (the index), ``_output``
-    (a ``Response: Follows`` body's text).
+    ``kind`` and ``name`` come from the first header; ``flat`` is
+    ``[key1, value1, ...]`` when the headers were split while framing
+    (``AMIParser(lazy=False)``), else None. Where the message starts in the
+    stream is worked out when asked (see :func:`batch_offset`): ``where`` is
+    that offset itself (``index`` None) or, for blocks framed together, a list
+    they share (their lengths, then the offset of the first) and ``index`` the
+    message's place in it.
+
+    Built from one tuple of those, in C: the parser maps the class over its
+    blocks. Splits made later are cached in the instance dict: ``_f`` (the
+    flat list), ``_h`` (the pairs), ``_idx`` (the index), ``_output`` (a
+    ``Response: Follows`` body's text).
     """
 
     raw = _WireFields.raw
     kind = _WireFields.kind
     name = _WireFields.name
-    offset = _WireFields.offset
+    _where = _WireFields.where
+    _nth = _WireFields.index
     flat = _WireFields.flat
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the first byte."""
+        nth = self._nth
+        return self._where if nth is None else batch_offset(self._where, nth)
 
     # Read through these class defaults so that a message nobody has asked
     # anything yet gets no instance dict.
@@ -299,9 +314,9 @@ class WireMessage(tuple, Message):
 
     __mul__ = __rmul__ = __add__
 
-    def __getnewargs__(self) -> tuple[tuple[bytes, str, str | None, int, list[str] | None]]:
+    def __getnewargs__(self) -> tuple[tuple[bytes, str, str | None, int, None, list[str] | None]]:
         # For pickle (iterating a message gives its keys, not its fields).
-        return ((self.raw, self.kind, self.name, self.offset, self.flat),)
+        return ((self.raw, self.kind, self.name, self.offset, None, self.flat),)
 
     def _flat(self) -> list[str]:
         flat = self.flat
@@ -378,6 +393,11 @@ class WireMessage(tuple, Message):
         return decode(value[1:] if value[:1] == b" " else value)
 
 
+def batch_offset(batch: list[int], index: int) -> int:
+    """Stream offset of block ``index`` of blocks framed together: ``batch`` is their lengths, then the first's offset."""
+    return batch[-1] + sum(batch[:index]) + 4 * index  # each block is followed by its terminator
+
+
 def legacy_message(raw: bytes, offset: int) -> WireMessage:
     """A ``Response: Follows`` block (ending ``--END COMMAND--``): headers, then CLI text."""
     text = decode(raw[: -len(LEGACY_MARK)])
@@ -400,7 +420,7 @@ def legacy_message(raw: bytes, offset: int) -> WireMessage:
     if lines and lines[-1] == "":
         lines.pop()
     kind, name = kind_name(*headers[0]) if headers else UNKNOWN
-    message = WireMessage((raw, kind, name, offset, [x for pair in headers for x in pair]))
+    message = WireMessage((raw, kind, name, offset, None, [x for pair in headers for x in pair]))
     message.__dict__["_h"] = headers
     message.__dict__["_output"] = [line[:-1] if line[-1:] == "\r" else line for line in lines]
     return message

@@ -29,17 +29,18 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from itertools import accumulate, repeat
-from operator import add, itemgetter
+from itertools import count, repeat
+from operator import itemgetter
 from typing import Literal, Union
 
-from dialer.ami.codec.errors import LocalProtocolError, RemoteProtocolError
+from dialer.ami.codec.errors import RemoteProtocolError
 from dialer.ami.codec.framing import LEGACY_END, Framer
 from dialer.ami.codec.message import (
     UNKNOWN,
     Banner,
     Message,
     WireMessage,
+    batch_offset,
     decode,
     kind_name,
     legacy_message,
@@ -131,18 +132,14 @@ class AMIParser:
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed the stream."""
-        if self._framer.eof:
-            if data:
-                raise LocalProtocolError("receive_data() after end of stream")
-        elif data:
-            self._framer.receive(data)
-        else:
-            self._framer.eof = True
+        self._framer.receive(data)
 
     def next_event(self) -> Union[Event, Sentinel]:
         """The next :class:`Banner` or :class:`Message`, or :data:`NEED_DATA` / :data:`CLOSED`."""
         ready = self._ready
         if not ready:
+            if not self._framer.pending:
+                return CLOSED if self._closed else NEED_DATA
             found = self._frame()
             if not found:
                 return CLOSED if self._closed else NEED_DATA
@@ -162,7 +159,7 @@ class AMIParser:
             found = list(ready)
             ready.clear()
             return found
-        return self._frame()
+        return self._frame() if self._framer.pending else []
 
     # -- framing ------------------------------------------------------------------
 
@@ -186,33 +183,44 @@ class AMIParser:
                     if found:
                         return found
                     continue  # only stray empty lines, or a Response: Follows block begins
-                offsets = accumulate(map(add, map(len, pieces), repeat(4)), initial=first)
+                # Offsets are worked out when asked, from the lengths (see WireMessage).
+                batch = list(map(len, pieces))
+                batch.append(first)
                 if self.lazy:
-                    return list(map(WireMessage, zip(pieces, map(_kind, kns), map(_name, kns), offsets, repeat(None))))
-                return self._eager(pieces, kns, list(offsets))
+                    return list(map(WireMessage, zip(
+                        pieces, map(_kind, kns), map(_name, kns), repeat(batch), count(), repeat(None)
+                    )))
+                return self._eager(pieces, kns, batch)
             if self._want_banner:
                 return self._banner()
             return self._legacy_block()
         except RemoteProtocolError as exc:
-            self._error = exc
+            self._defer(exc)
             raise
 
-    def _eager(self, pieces: list[bytes], kns: list, offsets: list[int]) -> list[Event]:
+    def _defer(self, exc: RemoteProtocolError) -> None:
+        """Raise ``exc`` from every call from now on."""
+        self._error = exc
+        self._framer.pending = True  # so that next_event() gets as far as raising it
+
+    def _eager(self, pieces: list[bytes], kns: list, batch: list[int]) -> list[Event]:
         """Messages with their headers split now (``lazy=False``)."""
         flats = list(map(split_fast, pieces))
         if None in flats:
             for i, flat in enumerate(flats):
                 if flat is None:
                     try:
-                        flats[i] = split_lines(pieces[i], offsets[i])
+                        flats[i] = split_lines(pieces[i], batch_offset(batch, i))
                     except RemoteProtocolError as exc:
                         # Hand out the good messages before it; then raise.
-                        self._error = exc
+                        self._defer(exc)
                         if not i:
                             raise
                         del flats[i:]
                         break
-        return list(map(WireMessage, zip(pieces, map(_kind, kns), map(_name, kns), offsets, flats)))
+        return list(map(WireMessage, zip(
+            pieces, map(_kind, kns), map(_name, kns), repeat(batch), count(), flats
+        )))
 
     def _resolve(self, pieces: list[bytes], kns: list[tuple[str, str | None] | None]) -> bool:
         """Fill in unknown (kind, name)s; True if the blocks need the careful path."""
@@ -263,13 +271,13 @@ class AMIParser:
                 self._framer.unread([piece, *pieces[i + 1 :]], offset, search_from)
                 break
             kind, name = self._first_line(first)
-            message = WireMessage((piece, kind, name, offset, None))
+            message = WireMessage((piece, kind, name, offset, None, None))
             if not self.lazy:
                 try:
                     message._flat()
                 except RemoteProtocolError as exc:
                     # Hand out the good messages before it; then raise.
-                    self._error = exc
+                    self._defer(exc)
                     if not out:
                         raise
                     break
