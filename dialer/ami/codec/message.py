@@ -12,7 +12,8 @@ There are two kinds of messages behind the one interface:
 * ``Message(headers)`` builds one from ``(key, value)`` pairs (what the
   simulator and the tests send).
 * A received message is a :class:`WireMessage`, a tuple of its raw bytes,
-  kind, name, stream offset and (when split while framing) its split headers.
+  kind, name, place in the stream and (when split while framing) its split
+  headers.
   The parser builds them in bulk, in C, with no Python code run per message;
   the headers are split on first use and cached in the instance dict, and a
   single :meth:`~Message.get` before that looks at the bytes directly.

@@ -19,24 +19,30 @@ def encode_message(headers: Iterable[tuple[str, str]]) -> bytes:
     """Serialise one message: ``Key: Value`` lines and the empty line."""
     headers = headers if isinstance(headers, list) else list(headers)
     try:
-        keys = [key for key, _ in headers]
         text = "".join([f"{key}: {value}\r\n" for key, value in headers])
     except (TypeError, ValueError):
         raise LocalProtocolError("AMI headers must be (key, value) pairs") from None
-    if headers and not _sendable(keys, headers, text):
+    if headers and not _sendable(headers, text):
         raise _bad_field(headers)
     return (text + "\r\n").encode("utf-8", "surrogateescape")
 
 
-def _sendable(keys: list[str], headers: list[tuple[str, str]], text: str) -> bool:
-    """Every key a token, every value a str without CR, LF or NUL (checked in C, not per header)."""
+def _sendable(headers: list[tuple[str, str]], text: str) -> bool:
+    """Every key a token and every value a str without CR, LF or NUL.
+
+    Checked on whole lists and on the text, in C, rather than header by header.
+    """
+    keys = [key for key, _ in headers]
+    try:
+        joined = "".join(keys)  # (TypeError if a key or a value is not a str)
+        "".join([value for _, value in headers])
+    except TypeError:
+        return False
     n = len(headers)
     return (
-        all(type(key) is str and key for key in keys)
-        # Tokens joined are one token.
-        and TOKEN.fullmatch("".join(keys)) is not None
-        and all(type(value) is str for _, value in headers)
-        # Then the text holds exactly one CR and one LF per line, and no NUL.
+        "" not in keys
+        and TOKEN.fullmatch(joined) is not None  # tokens joined are one token
+        # Then the text holds one CR and one LF per line, and no NUL.
         and text.count("\r") == n
         and text.count("\n") == n
         and "\0" not in text
