@@ -43,10 +43,14 @@ def compare(script: str, child_args: list[str], baseline: str, runs: int,
         order = ["current", "baseline"] if run % 2 == 0 else ["baseline", "current"]
         for tree in order:
             env = dict(os.environ, **{ENV: trees[tree]})
-            out = subprocess.run(
+            child = subprocess.run(
                 [sys.executable, script, *child_args, "--first-run", str(run)],
-                env=env, check=True, capture_output=True, text=True,
-            ).stdout
+                env=env, capture_output=True, text=True,
+            )
+            if child.returncode:
+                sys.stderr.write(child.stderr)
+                raise SystemExit(f"the {tree} run {run} failed (exit status {child.returncode})")
+            out = child.stdout
             for line in out.splitlines():
                 row = json.loads(line)
                 if "run" in row:

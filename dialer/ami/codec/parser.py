@@ -188,7 +188,7 @@ class AMIParser:
                 batch.append(first)
                 if self.lazy:
                     return list(map(WireMessage, zip(
-                        pieces, map(_kind, kns), map(_name, kns), repeat(batch), count(), repeat(None)
+                        pieces, map(_kind, kns), map(_name, kns), repeat(batch), count()
                     )))
                 return self._eager(pieces, kns, batch)
             if self._want_banner:
@@ -218,9 +218,12 @@ class AMIParser:
                             raise
                         del flats[i:]
                         break
-        return list(map(WireMessage, zip(
-            pieces, map(_kind, kns), map(_name, kns), repeat(batch), count(), flats
+        messages = list(map(WireMessage, zip(
+            pieces[: len(flats)], map(_kind, kns), map(_name, kns), repeat(batch), count()
         )))
+        for message, flat in zip(messages, flats):
+            message.__dict__["_f"] = flat
+        return messages
 
     def _resolve(self, pieces: list[bytes], kns: list[tuple[str, str | None] | None]) -> bool:
         """Fill in unknown (kind, name)s; True if the blocks need the careful path."""
@@ -271,7 +274,7 @@ class AMIParser:
                 self._framer.unread([piece, *pieces[i + 1 :]], offset, search_from)
                 break
             kind, name = self._first_line(first)
-            message = WireMessage((piece, kind, name, offset, None, None))
+            message = WireMessage((piece, kind, name, offset, None))
             if not self.lazy:
                 try:
                     message._flat()
