@@ -6,6 +6,9 @@ splitting), ``serialize`` (:func:`encode_message`, :func:`encode_action`) and
 ``parser`` (:class:`AMIParser`, which joins framing and the message model).
 Each module imports only the ones listed before it. The names below are the
 codec's public API, for code that wants them from one place.
+
+May import: nothing else of dialer (the standard library only, no trio), so
+that the simulator, the recorder and the client share one codec.
 """
 
 from dialer.ami.codec.errors import AMIProtocolError, LocalProtocolError, RemoteProtocolError
