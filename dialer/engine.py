@@ -60,7 +60,10 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import abandon, control, db, hopper, live, liveness, rules
+from dialer import db, liveness
+from dialer.campaigns import control, live
+from dialer.compliance import abandon, rules
+from dialer.leads import hopper
 from dialer.ami.codec import LocalProtocolError, Message
 from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
@@ -73,7 +76,7 @@ from dialer.calls.breaker import SHUTTING_DOWN, CircuitBreaker, failure_text
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
 from dialer.campaigns import render_channel
-from dialer.dnc import add_dnc
+from dialer.leads.dnc import add_dnc
 from dialer.errors import UserError
 from dialer.models import (
     AmiConnectionStats,

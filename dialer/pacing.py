@@ -136,7 +136,7 @@ from functools import cached_property
 from dataclasses import dataclass
 from typing import Literal
 
-from dialer import rules
+from dialer.compliance import rules
 
 __all__ = [
     "Distribution",

@@ -6,7 +6,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from dialer import abandon, reports, rules
+from dialer import reports
+from dialer.compliance import abandon, rules
 from dialer.campaigns import create_campaign
 from dialer.cli.status import collect
 from dialer.engine import _abandon_figures
@@ -121,7 +122,8 @@ def test_rate_is_none_without_answered_calls():
 
 
 def test_the_rules_are_what_the_settings_enforce():
-    from dialer import campaigns, hopper, pacing
+    from dialer import campaigns, pacing
+    from dialer.leads import hopper
     from dialer.engine import EngineSettings
 
     assert campaigns.MIN_RING_TIMEOUT == rules.MIN_RING == 15

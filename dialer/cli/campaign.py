@@ -156,7 +156,7 @@ def show(args, out, err) -> int:
 
 
 def supervise(args, out, err) -> int:
-    from dialer import control
+    from dialer.campaigns import control
     from dialer.errors import UserError
     from dialer.models import utcnow
 

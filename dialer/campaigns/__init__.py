@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import rules
+from dialer.compliance import rules
 from dialer.errors import UserError
 from dialer.models import Campaign, CampaignState, DialMode, Disposition, Lead
 
@@ -45,7 +45,7 @@ __all__ = [
     "set_campaign_settings",
 ]
 
-# Compliance bounds: see dialer.rules for where each comes from.
+# Compliance bounds: see dialer.compliance.rules for where each comes from.
 MIN_RING_TIMEOUT = rules.MIN_RING
 MAX_ABANDON_TARGET = rules.MAX_ABANDON_RATE
 EARLIEST_CALL = rules.EARLIEST_CALL
@@ -733,8 +733,8 @@ def describe(session: Session, campaign: Campaign) -> dict[str, Any]:
 
 
 def calling_window(campaign: Campaign):
-    """The campaign's calling hours as a :class:`dialer.calling_hours.CallingWindow`."""
-    from dialer.calling_hours import CallingWindow
+    """The campaign's calling hours as a :class:`dialer.leads.calling_hours.CallingWindow`."""
+    from dialer.leads.calling_hours import CallingWindow
 
     return CallingWindow(
         start=campaign.calling_window_start,

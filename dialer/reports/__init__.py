@@ -25,7 +25,7 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import abandon
+from dialer.compliance import abandon
 from dialer.calls.dispositions import REASON_TEXT
 from dialer.campaigns import get_campaign
 from dialer.errors import UserError
