@@ -61,6 +61,7 @@ import trio
 from sqlalchemy.orm import Session, sessionmaker
 
 from dialer import db, liveness
+from dialer.db import DatabaseBusy
 from dialer.campaigns import control, live
 from dialer.compliance import abandon, rules
 from dialer.leads import hopper
@@ -95,11 +96,6 @@ from dialer.pacing import CallStatsEstimator, PacingDecision, PacingSettings, Pa
 
 log = logging.getLogger("dialer.engine")
 T = TypeVar("T")
-
-
-class DatabaseBusy(Exception):
-    """The database could not be reached or stayed locked (another writer, a
-    restart): the unit of work did not happen and may be tried again."""
 
 
 @dataclasses.dataclass

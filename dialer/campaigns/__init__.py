@@ -1,5 +1,9 @@
 """Campaigns and their settings: parsing, validation, defaults, storage.
 
+This package: the settings and the campaign rows (here); the supervisor's
+start/pause/resume/stop (:mod:`.control`); what the engines publish per
+campaign for consoles and pacing (:mod:`.live`).
+
 Every setting has a name (``ring_timeout``), a command-line flag
 (``--ring-timeout``), a text form accepted by ``dialer campaign set NAME
 key=value`` and a typed value stored in its own column of ``campaigns``.
@@ -8,6 +12,10 @@ key=value`` and a typed value stored in its own column of ``campaigns``.
 
 Functions that touch the database take a Session; the caller owns the unit of
 work (``with sessions.begin() as session: ...``).
+
+May import: dialer.errors, dialer.models, dialer.db, dialer.audit,
+dialer.compliance, dialer.leads.calling_hours. Nothing that dials (AMI, the
+engine, pacing, calls) or shows (reports, consoles).
 """
 
 from __future__ import annotations

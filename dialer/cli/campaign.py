@@ -16,7 +16,7 @@ SUPERVISOR_COMMANDS = (
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
+    from dialer.cli.options import add_format
 
     parser = subparsers.add_parser(
         "campaign", parents=[common], help="create campaigns, change and show their settings",

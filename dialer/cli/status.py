@@ -12,7 +12,7 @@ from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
+    from dialer.cli.options import add_format
 
     p = subparsers.add_parser(
         "status", parents=[common], help="show what the campaigns are doing now",

@@ -1,1 +1,12 @@
-"""Leads in: phone numbers, CSV import, do-not-call, calling hours and the hopper claim."""
+"""Leads in, and out to the dialer: everything about the numbers to call.
+
+``phones`` normalises numbers to E.164 and finds their time zones; ``importer``
+loads a CSV of leads into a campaign; ``dnc`` keeps the do-not-call list;
+``calling_hours`` says when a lead may be called in its own local time;
+``hopper`` claims the leads that are due, atomically and under a lease, and
+hands them back.
+
+May import: dialer.errors, dialer.models, dialer.db, dialer.audit,
+dialer.compliance, dialer.campaigns. Nothing of AMI, the engine, pacing, the
+call following or the consoles.
+"""
