@@ -8,7 +8,8 @@ from collections import deque
 import sqlalchemy as sa
 import trio
 
-from dialer import control, db
+from dialer import db
+from dialer.campaigns import control
 from dialer.campaigns import create_campaign
 from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import trio
 import trio.testing
 
-from dialer import control
+from dialer.campaigns import control
 from dialer.calls.breaker import CircuitBreaker, failure_text
 from dialer.calls.tracker import TrackedCall
 from dialer.cli import main

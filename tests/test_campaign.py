@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from dialer import campaigns
-from dialer.calling_hours import CallingWindow
+from dialer.leads.calling_hours import CallingWindow
 from dialer.campaigns import SETTINGS, SettingError
 from dialer.cli import main
 from dialer.errors import UserError

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 import trio
 import trio.testing
 
-from dialer import control
+from dialer.campaigns import control
 from dialer.models import CallAttempt, Campaign, EngineStatus, Lead, SupervisorCommand
 from dialer.sim import SimAsterisk
 from tests.engine_harness import (

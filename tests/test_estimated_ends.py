@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from dialer import hopper
+from dialer.leads import hopper
 from dialer.calls.outcomes import RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, TrackedCall
 from dialer.campaigns import create_campaign

@@ -12,7 +12,7 @@ import trio.testing
 
 from dialer.cli import main
 from dialer.cli.status import watch
-from dialer.status import collect, render
+from dialer.reports.status import collect, render
 from dialer.models import CallAttempt, EngineStatus, Lead, utcnow
 from dialer.sim import SimAsterisk
 from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, new_engine, numbers, server

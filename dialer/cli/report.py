@@ -7,7 +7,7 @@ from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
+    from dialer.cli.options import add_format
 
     p = subparsers.add_parser(
         "report", parents=[common], help="report a campaign's figures from the database",

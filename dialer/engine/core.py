@@ -60,7 +60,11 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session, sessionmaker
 
-from dialer import abandon, control, db, hopper, live, liveness, rules
+from dialer import db, liveness
+from dialer.db import DatabaseBusy
+from dialer.campaigns import control, live
+from dialer.compliance import abandon, rules
+from dialer.leads import hopper
 from dialer.ami.codec import LocalProtocolError, Message
 from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
@@ -73,7 +77,7 @@ from dialer.calls.breaker import SHUTTING_DOWN, CircuitBreaker, failure_text
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
 from dialer.campaigns import render_channel
-from dialer.dnc import add_dnc
+from dialer.leads.dnc import add_dnc
 from dialer.errors import UserError
 from dialer.models import (
     AmiConnectionStats,
@@ -92,11 +96,6 @@ from dialer.pacing import CallStatsEstimator, PacingDecision, PacingSettings, Pa
 
 log = logging.getLogger("dialer.engine")
 T = TypeVar("T")
-
-
-class DatabaseBusy(Exception):
-    """The database could not be reached or stayed locked (another writer, a
-    restart): the unit of work did not happen and may be tried again."""
 
 
 @dataclasses.dataclass
