@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from dialer import abandon, reports, rules
 from dialer.campaigns import create_campaign
 from dialer.cli.status import collect
-from dialer.engine import _abandon_figures
+from dialer.engine.watcher import abandon_figures as _abandon_figures
 from dialer.models import CallAttempt, Lead
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0)
