@@ -10,7 +10,7 @@ from dialer import reports
 from dialer.compliance import abandon, rules
 from dialer.campaigns import create_campaign, get_campaign
 from dialer.cli.status import collect
-from dialer.engine import _abandon_figures
+from dialer.engine.watcher import abandon_figures as _abandon_figures
 from dialer.models import CallAttempt, Lead
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0)

@@ -166,7 +166,7 @@ async def test_a_channel_template_asterisk_cannot_dial_pauses_the_campaign(sessi
                         break
                 await trio.sleep(0.2)
         with trio.fail_after(30):
-            while engine.in_flight() or engine._pending or engine._uncharge:
+            while not engine.idle():
                 await trio.sleep(0.2)
         await trio.sleep(0.5)
         nursery.cancel_scope.cancel()
@@ -198,7 +198,7 @@ async def test_originates_asterisk_refuses_are_not_charged_and_pause_the_campaig
                         break
                 await trio.sleep(0.2)
         with trio.fail_after(30):
-            while engine.in_flight() or engine._pending or engine._uncharge:
+            while not engine.idle():
                 await trio.sleep(0.2)
         nursery.cancel_scope.cancel()
     attempts = rows(sessions)

@@ -152,7 +152,7 @@ async def test_a_channel_template_the_server_cannot_dial_pauses_the_campaign_and
         # Paused: nothing more is dialed, and what was in flight has ended.
         await trio.sleep(30)
         sent_while_paused = len(originates(sim))
-        await wait_for(lambda: engine.in_flight() == 0 and not engine._pending)
+        await wait_for(lambda: engine.in_flight() == 0 and not engine.unwritten())
         await trio.sleep(1)
 
         rows = attempts(sessions)
@@ -221,7 +221,7 @@ async def test_a_user_that_may_not_originate_hands_its_leads_back_and_the_campai
         await wait_for(lambda: campaign_state(sessions) == "paused", step=0.05)
         paused_at = trio.current_time()
         await trio.sleep(10)
-        await wait_for(lambda: not engine._pending)
+        await wait_for(lambda: not engine.unwritten())
         nursery.cancel_scope.cancel()
     # One Originate, refused; the pause follows it within a moment.
     assert len(originates(sim)) == 1

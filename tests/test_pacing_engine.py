@@ -150,7 +150,7 @@ async def test_learnt_estimates_are_saved_and_read_back_at_a_restart(clock, sess
 
 
 def test_engines_deal_shares_in_an_order_all_of_them_reckon_alike():
-    from dialer.engine import _engine_order
+    from dialer.engine.shared import engine_order as _engine_order
 
     others = {"b": {}, "c": {}}
     # The same order whichever engine works it out, turned by one place a second.
@@ -162,7 +162,7 @@ def test_engines_deal_shares_in_an_order_all_of_them_reckon_alike():
 
 
 def test_other_engines_count_only_while_dialing_the_campaign_and_readable():
-    from dialer.engine import _other_engines
+    from dialer.engine.shared import other_engines as _other_engines
 
     share = {"ringing": [1.5, 20.0], "waiting": 1, "in_flight": 5}
     rows = {
@@ -176,7 +176,7 @@ def test_other_engines_count_only_while_dialing_the_campaign_and_readable():
 
 
 def test_other_engines_calls_are_aged_and_their_expected_calls_counted_until_seen():
-    from dialer.engine import shared_figures
+    from dialer.engine.shared import shared_figures
 
     others = {"b": {"wall": 100.0, "speed": 2.0, "ringing": [1.0, 10.0], "waiting": 1, "in_flight": 4}}
     # This engine's decisions: at 99.5 (before b's row: b's row shows those

@@ -63,6 +63,6 @@ async def publish(engine: Any, *, interval: float = INTERVAL, min_gap: float = M
         if docs and (not same or now_t - last_at >= interval):
             wall = dt.datetime.fromtimestamp(time.time(), dt.UTC).replace(tzinfo=None)
             with contextlib.suppress(DatabaseBusy):  # figures only: the next write catches up
-                await engine._db(write, engine.engine_id, docs, wall)
+                await engine.database.run(write, engine.engine_id, docs, wall)
                 last, last_at = docs, now_t
         await trio.sleep(min_gap)
