@@ -19,12 +19,11 @@ from dialer.calls.breaker import CircuitBreaker, failure_text
 from dialer.calls.tracker import TrackedCall
 from dialer.cli import main
 from dialer.cli import status as status_cli
-from dialer.engine import EngineSettings
 from dialer.models import CallAttempt, Campaign, Lead, SupervisorCommand
 from dialer.sim import SimAsterisk
 from dialer.sim.scenario import DEFAULT_USERS, Scenario, User
 from tests.engine_harness import (
-    BUSINESS_HOURS, SECRET_ENV, lead_dispositions, make_campaign, new_engine, numbers, originates,
+    BUSINESS_HOURS, lead_dispositions, make_campaign, new_engine, numbers, originates,
     server,
 )
 
@@ -35,14 +34,7 @@ BY_DIGIT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
 # ``sessions`` (tests/conftest.py): each test runs on SQLite and on PostgreSQL.

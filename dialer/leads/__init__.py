@@ -1,7 +1,9 @@
 """Leads in, and out to the dialer: everything about the numbers to call.
 
 ``phones`` normalises numbers to E.164 and finds their time zones; ``importer``
-loads a CSV of leads into a campaign; ``dnc`` keeps the do-not-call list;
+loads a CSV of leads into a campaign, reading the file through ``leadfile``
+(header, encoding, rejects file) and writing through ``loadsql`` (the bulk
+statements); ``dnc`` keeps the do-not-call list;
 ``calling_hours`` says when a lead may be called in its own local time;
 ``hopper`` claims the leads that are due, atomically and under a lease, and
 hands them back.

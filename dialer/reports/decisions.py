@@ -24,7 +24,8 @@ DECISION_COLUMNS = (
 def export_decisions(session: Session, name: str, out: TextIO, *, fmt: str = "csv",
                      since: dt.datetime | None = None) -> int:
     """Write campaign ``name``'s pacing decisions log (one row per engine and
-    second of dialing, oldest first); returns the number of rows."""
+    second of dialing, oldest first) as ``csv``, ``json`` (one array) or
+    ``jsonl`` (one decision a line); returns the number of rows."""
     campaign = get_campaign(session, name)
     stmt = sa.select(*(getattr(D, c) for c in DECISION_COLUMNS)).where(D.campaign_id == campaign.id)
     if since is not None:
@@ -35,7 +36,7 @@ def export_decisions(session: Session, name: str, out: TextIO, *, fmt: str = "cs
     writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
     if writer is not None:
         writer.writerow(DECISION_COLUMNS)
-    else:
+    elif fmt == "json":
         out.write("[")
     for part in result.partitions():
         for row in part:
@@ -43,9 +44,11 @@ def export_decisions(session: Session, name: str, out: TextIO, *, fmt: str = "cs
             values = [round(v, 4) if isinstance(v, float) else v for v in values]
             if writer is not None:
                 writer.writerow(values)
+            elif fmt == "jsonl":
+                out.write(json.dumps(dict(zip(DECISION_COLUMNS, values)), separators=(",", ":")) + "\n")
             else:
                 out.write(("," if count else "") + "\n" + json.dumps(dict(zip(DECISION_COLUMNS, values))))
             count += 1
-    if writer is None:
+    if fmt == "json":
         out.write("\n]\n" if count else "]\n")
     return count
