@@ -14,6 +14,8 @@ job each, started in one nursery (:meth:`Engine.run`, in :mod:`.core`):
   do-not-call list;
 * :mod:`.writer` writes the call steps in batches, and the status figures;
 * :mod:`.reconciler` asks Asterisk about calls whose end was not seen;
+* :mod:`.campaign` is the record kept per campaign (:class:`CampaignRun`),
+  each field with one writer;
 * :mod:`.database` runs each unit of database work within a deadline;
 * :mod:`.shared` turns other engines' live states into pacing figures;
 * :mod:`.settings` holds the tunables and the engine's clock.
