@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
 
 CONFIG_DIR = Path(__file__).resolve().parent / "asterisk"
 ENV = "DIALER_TEST_ASTERISK"

@@ -41,7 +41,9 @@ from typing import Any
 import sqlalchemy as sa
 import trio
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message, encode_message
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_message
 from dialer.calls.tracker import CallTracker, TrackedCall
 from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings

@@ -133,7 +133,7 @@ def test_a_call_whose_hangups_were_seen_ends_with_them_when_only_its_result_was_
     cid, lid, aid, call = setup(sessions)
     tracker = CallTracker()
     tracker.add(call)
-    from dialer.ami.codec import Message
+    from dialer.ami.codec.message import Message
     for name, headers in [
         ("Newchannel", [("Uniqueid", "c1"), ("Linkedid", "c1"), ("Channel", "Local/1@carrier-1;1")]),
         ("Newchannel", [("Uniqueid", "c2"), ("Linkedid", "c1"), ("Channel", "Local/1@carrier-1;2")]),

@@ -33,7 +33,8 @@ import pytest
 import trio
 import trio.testing
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
 from dialer.sim import SimAsterisk
 from dialer.sim.scenario import Distribution
 from tests import fidelity

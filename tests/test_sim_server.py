@@ -12,7 +12,9 @@ import pytest
 import trio
 import trio.testing
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message, encode_message
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_message
 from dialer.sim import SimAsterisk, parse_scenario
 
 STANDARD = [("Context", "dialer-connect"), ("Exten", "s"), ("Priority", "1"),

@@ -7,7 +7,7 @@ import datetime as dt
 
 
 from dialer import db
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.calls.agents import AgentBoard
 from dialer.models import LiveState
 from dialer.web.board import read_figures, read_live

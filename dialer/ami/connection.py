@@ -66,16 +66,10 @@ from typing import Any, AsyncIterator, Callable, Iterable
 
 import trio
 
-from dialer.ami.codec import (
-    CLOSED,
-    NEED_DATA,
-    AMIParser,
-    Banner,
-    LocalProtocolError,
-    Message,
-    RemoteProtocolError,
-    encode_action,
-)
+from dialer.ami.codec.errors import LocalProtocolError, RemoteProtocolError
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import CLOSED, NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_action
 from dialer.ami.errors import (
     SHUTTING_DOWN,
     ActionTimeout,
@@ -340,7 +334,7 @@ class AMIConnection:
         Raises :class:`AMIActionError` (:class:`PermissionDenied` for
         ``Permission denied``) on ``Response: Error``; :class:`NotConnected`,
         :class:`ConnectionLost`, :class:`ActionTimeout` as described in
-        :mod:`dialer.ami.errors`; :class:`~dialer.ami.codec.LocalProtocolError`
+        :mod:`dialer.ami.errors`; :class:`~dialer.ami.codec.errors.LocalProtocolError`
         for a header that cannot be sent (nothing is sent then).
         """
         pending = await self._send(name, headers, action_id, timeout, is_list=False, on_sent=on_sent)

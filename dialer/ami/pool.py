@@ -48,7 +48,7 @@ from typing import Any
 
 import trio
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.ami.connection import AMIConnection, ConnectionStateChanged, open_ami
 from dialer.ami.errors import AMIError, NotConnected, PermissionDenied
 from dialer.ami.ratelimit import RateLimiter

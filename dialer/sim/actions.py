@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.sim.calls import Channel, OriginateRequest
 from dialer.sim.scenario import ALL_CLASSES, CLASS_BIT, class_mask
 

@@ -28,13 +28,10 @@ from typing import Any, Callable
 
 import trio
 
-from dialer.ami.codec import (
-    NEED_DATA,
-    AMIParser,
-    Message,
-    RemoteProtocolError,
-    encode_message,
-)
+from dialer.ami.codec.errors import RemoteProtocolError
+from dialer.ami.codec.message import Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_message
 from dialer.sim.calls import PBX
 from dialer.sim.faults import FaultsMixin
 from dialer.sim.actions import dispatch

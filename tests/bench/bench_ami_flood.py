@@ -1,6 +1,6 @@
 """End to end over loopback TCP: a trio client receiving a flood of AMI events.
 
-Usage: .venv/bin/python tests/bench/bench_ami_flood.py [--runs N] [--events N]
+Usage: .venv/bin/python tests/bench/bench_ami_flood.py [--runs N] [--events N] [--baseline PATH]
 
 A server in a separate process logs the client in and then writes a
 realistic event mix (the one of bench_ami_parse.py) as fast as the socket
@@ -16,6 +16,11 @@ takes it. Modes, each run in the same process one after the other:
 Prints one JSON object per run and mode (events/s, MB/s, client CPU seconds
 and CPU microseconds per event, from ``time.process_time`` of the client
 process only), then the medians.
+
+With ``--baseline PATH`` (a source tree of an older commit) each run is made
+once with this tree's client and codec and once with the baseline's,
+alternately, each in a fresh process; the summary gives both medians and their
+ratio (see ``baseline.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
+from baseline import compare, tree_root  # noqa: E402
+
+sys.path.insert(0, str(tree_root()))
 
 import trio  # noqa: E402
 
@@ -123,14 +130,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="source tree of an older commit to compare with, in the same run")
+    ap.add_argument("--first-run", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--port-file", help=argparse.SUPPRESS)  # set: be the flood server (flood_server.py)
     opts = ap.parse_args()
     if opts.port_file:
         serve(opts.port_file, opts.events, repeat=False)
         return
+    if opts.baseline:
+        compare(__file__, ["--runs", "1", "--events", str(opts.events)], opts.baseline,
+                opts.runs, ["events_per_s", "cpu_us_per_event"])
+        return
     with flood_server(__file__, ["--events", str(opts.events)]) as port:
         results: dict[str, list[dict]] = {m: [] for m in MODES}
-        for run in range(opts.runs):
+        for run in range(opts.first_run, opts.first_run + opts.runs):
             for mode, fn in MODES.items():
                 wall, cpu, received = trio.run(fn, port, opts.events)
                 row = {
