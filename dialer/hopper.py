@@ -4,16 +4,20 @@ A lead is dialable now when its campaign is running, it waits in state
 ``new`` or ``retry`` with ``next_attempt_at`` reached, it has attempts left,
 its calling window is open in its own time zone, its number is not on the
 do-not-call list, and no call to its number was abandoned in the last 72
-hours. Claiming moves it to ``claimed`` with this engine's name and a lease;
+hours. The calling window is the campaign's narrowed by the rules of the
+lead's region (:mod:`dialer.regions`), and where a region caps the calls to
+a number per 24 hours, a lead whose number had that many calls (in any
+campaign) is not claimed: its next attempt moves to when the oldest of those
+calls is 24 hours old, so later claims do not step over it again. Claiming moves it to ``claimed`` with this engine's name and a lease;
 starting a call moves it to ``dialing``. An engine that dies leaves leases
 that expire, and :func:`reclaim_expired` hands its leads back; once its
 liveness lock shows it dead (:mod:`dialer.liveness`), :func:`reclaim_owned`
 does so at once.
 
-The calling window is evaluated in Python once per distinct ``timezone`` value
-of the campaign (a few dozen at most), and the claim query then reads one
-index range per open zone, ``(campaign_id, timezone, next_attempt_at)``, from
-its oldest due row: leads that are done, in flight or due later are never
+The calling window is evaluated in Python once per distinct ``(timezone,
+rules_region)`` pair of the campaign (a few dozen at most), and the claim
+query then reads one index range per open pair, ``(campaign_id, timezone,
+rules_region, next_attempt_at)``, from its oldest due row: leads that are done, in flight or due later are never
 walked past, however old the campaign. On PostgreSQL the rows are taken
 ``FOR UPDATE SKIP LOCKED``, so engines sharing the database never wait on or
 take each other's leads; on SQLite the write transaction is the lock.
@@ -33,8 +37,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import rules
-from dialer.calling_hours import callable_timezones
+from dialer import regions, rules
+from dialer.calling_hours import is_callable
 from dialer.campaigns import calling_window
 from dialer.dnc import not_on_dnc_list
 from dialer.models import (
@@ -72,14 +76,39 @@ _LEAD_COLUMNS = (
 )
 
 
-def campaign_timezones(session: Session, campaign_id: int) -> list[str]:
-    """The distinct time zone values of a campaign's waiting leads."""
+def campaign_timezones(session: Session, campaign_id: int) -> list[tuple[str, str | None]]:
+    """The distinct (time zone, rules region) pairs of a campaign's waiting leads."""
     stmt = (
-        sa.select(Lead.timezone)
+        sa.select(Lead.timezone, Lead.rules_region)
         .where(Lead.campaign_id == campaign_id, Lead.next_attempt_at.is_not(None))
         .distinct()
     )
-    return list(session.scalars(stmt))
+    return [(zone, region) for zone, region in session.execute(stmt)]
+
+
+def _open_groups(session: Session, campaign: Campaign, groups: Iterable, now: dt.datetime
+                 ) -> list[tuple[str, str | None, int | None]]:
+    """The (zone, region, cap) of each group whose narrowed window is open at ``now``."""
+    window = calling_window(campaign)
+    table = regions.load_rules(session)
+    applied: dict[str | None, regions.AppliedRules] = {}
+    result = []
+    for group in groups:
+        zone, region = (group, None) if isinstance(group, str) else group
+        if not zone:
+            continue
+        rules_here = applied.get(region)
+        if rules_here is None:
+            rules_here = applied[region] = regions.applied_rules(window, region, table)
+        if rules_here.window is None:
+            continue
+        try:
+            if not is_callable(zone, rules_here.window, now):
+                continue
+        except ValueError:
+            continue  # an unknown zone is never callable (the loader reports them)
+        result.append((zone, region, rules_here.max_calls_24h))
+    return sorted(set(result), key=lambda g: (g[0], g[1] or ""))
 
 
 def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
@@ -88,6 +117,21 @@ def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
         a.phone_e164 == Lead.__table__.c.phone_e164,
         a.ended_at > now - ABANDON_QUIET_PERIOD,
         a.disposition == Disposition.DROPPED.value,
+    )
+
+
+def _recent_calls(now: dt.datetime) -> tuple[sa.ScalarSelect, sa.ScalarSelect]:
+    """The calls placed to the lead's number over the cap period, in any
+    campaign (an Originate Asterisk refused placed none), and the oldest's time."""
+    a = CallAttempt.__table__.c
+    where = (
+        a.phone_e164 == _L.phone_e164,
+        a.created_at > now - rules.CALL_CAP_PERIOD,
+        a.response_message.is_(None),
+    )
+    return (
+        sa.select(sa.func.count()).where(*where).scalar_subquery(),
+        sa.select(sa.func.min(a.created_at)).where(*where).scalar_subquery(),
     )
 
 
@@ -103,23 +147,28 @@ def claim_leads(
 ) -> list[ClaimedLead]:
     """Lease up to ``limit`` dialable leads of a running campaign, oldest due first.
 
-    ``now`` is naive UTC; ``timezones`` are the campaign's distinct zone values
-    (:func:`campaign_timezones`, which the caller may cache).
+    ``now`` is naive UTC; ``timezones`` are the campaign's distinct (zone,
+    rules region) pairs (:func:`campaign_timezones`, which the caller may
+    cache); a bare zone stands for the leads of that zone with no region.
     """
     if limit <= 0 or campaign.state != "running":
         return []
-    aware_now = now.replace(tzinfo=dt.timezone.utc)
-    open_zones = sorted(callable_timezones(timezones, calling_window(campaign), aware_now))
-    if not open_zones:
+    groups = _open_groups(session, campaign, timezones, now.replace(tzinfo=dt.timezone.utc))
+    if not groups:
         return []
     postgres = session.get_bind().dialect.name == "postgresql"
     candidates: list[tuple[dt.datetime, int, int, tuple]] = []
-    for zone in open_zones:
+    deferred: list[dict[str, Any]] = []
+    for zone, region, cap in groups:
+        columns: tuple = (*_LEAD_COLUMNS, _L.next_attempt_at)
+        if cap is not None:
+            columns += _recent_calls(now)
         stmt = (
-            sa.select(*_LEAD_COLUMNS, _L.next_attempt_at)
+            sa.select(*columns)
             .where(
                 _L.campaign_id == campaign.id,
                 _L.timezone == zone,
+                _L.rules_region == region if region is not None else _L.rules_region.is_(None),
                 _L.next_attempt_at <= now,
                 _L.attempts < campaign.max_attempts,
                 not_on_dnc_list(_L.phone_e164),
@@ -130,8 +179,21 @@ def claim_leads(
         )
         if postgres:
             stmt = stmt.with_for_update(skip_locked=True, of=Lead.__table__)
+        width = len(_LEAD_COLUMNS)
         for row in session.execute(stmt):
-            candidates.append((row.next_attempt_at, -row.priority, row.id, tuple(row[:-1])))
+            if cap is not None and row[width + 1] >= cap:
+                # Capped: due again when the oldest call of the period is that old.
+                deferred.append({"v_id": row.id, "v_due": row[width + 2] + rules.CALL_CAP_PERIOD})
+                continue
+            candidates.append((row.next_attempt_at, -row.priority, row.id, tuple(row[:width])))
+    if deferred:
+        leads = Lead.__table__
+        session.execute(
+            leads.update()
+            .where(leads.c.id == sa.bindparam("v_id"), leads.c.state.in_(WAITING))
+            .values(next_attempt_at=sa.bindparam("v_due")),
+            deferred,
+        )
     chosen = heapq.nsmallest(limit, candidates)
     if not chosen:
         return []

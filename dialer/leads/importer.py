@@ -33,7 +33,13 @@ from sqlalchemy.orm import Session
 
 from dialer.campaigns import get_campaign
 from dialer.errors import UserError
-from dialer.leads.phones import InvalidPhone, InvalidTimezone, PhoneNormalizer, normalize_timezone
+from dialer.leads.phones import (
+    InvalidPhone,
+    InvalidTimezone,
+    PhoneNormalizer,
+    lead_region,
+    normalize_timezone,
+)
 from dialer.models import Campaign, DncNumber, Lead, LeadState, utcnow
 
 __all__ = ["ImportResult", "LeadFileError", "LoadInterrupted", "import_leads", "load_leads", "read_header"]
@@ -271,12 +277,12 @@ class _Rejects:
 
 _INSERT_COLUMNS = (
     "campaign_id", "phone_e164", "first_name", "last_name", "timezone", "region",
-    "postal_code", "state", "priority", "attempts", "next_attempt_at", "custom",
+    "rules_region", "postal_code", "state", "priority", "attempts", "next_attempt_at", "custom",
     "source_file", "source_line", "created_at",
 )
 # What varies per lead, in the order of a row tuple (and of the COPY columns).
 _ROW_COLUMNS = (
-    "phone_e164", "first_name", "last_name", "timezone", "region", "postal_code",
+    "phone_e164", "first_name", "last_name", "timezone", "region", "rules_region", "postal_code",
     "priority", "custom", "source_line",
 )
 
@@ -290,16 +296,18 @@ _SEEN_MASK = _SEEN_BITS - 1
 _PG_STAGING_TABLE = "dialer_lead_load"
 _PG_STAGING = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGING_TABLE} (phone text, first_name text,"
-    " last_name text, timezone text, region text, postal_code text, priority int, custom text,"
+    " last_name text, timezone text, region text, rules_region text, postal_code text,"
+    " priority int, custom text,"
     " line int) ON COMMIT DROP"
 )
 _PG_COPY = (
-    f"COPY {_PG_STAGING_TABLE} (phone, first_name, last_name, timezone, region, postal_code,"
+    f"COPY {_PG_STAGING_TABLE} (phone, first_name, last_name, timezone, region, rules_region,"
+    " postal_code,"
     " priority, custom, line) FROM STDIN"
 )
 _PG_INSERT = (
     f"INSERT INTO {Lead.__tablename__} ({', '.join(_INSERT_COLUMNS)})"
-    " SELECT %s, phone, first_name, last_name, timezone, region, postal_code,"
+    " SELECT %s, phone, first_name, last_name, timezone, region, rules_region, postal_code,"
     " %s, priority, 0, %s, custom::jsonb, %s, line, %s"
     f" FROM {_PG_STAGING_TABLE} ORDER BY line"
     " ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
@@ -714,13 +722,15 @@ class _Load:
                 if earlier is not None:
                     reject("duplicate", this_line, f"duplicate: same number {e164} as line {earlier[0]}", row)
                     continue
+                region_text = (row[region_i].strip() or None) if region_i is not None else None
                 # In the order of _ROW_COLUMNS.
                 batch[e164] = (this_line, (
                     e164,
                     (row[first_i].strip() or None) if first_i is not None else None,
                     (row[last_i].strip() or None) if last_i is not None else None,
                     zone,
-                    (row[region_i].strip() or None) if region_i is not None else None,
+                    region_text,
+                    lead_region(region_text, phone) if region_text else phone.region,
                     (row[postal_i].strip() or None) if postal_i is not None else None,
                     priority,
                     custom_format % tuple(map(quote, custom_values(row))) if custom else None,
