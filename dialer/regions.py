@@ -60,7 +60,8 @@ class AppliedRules:
     """What applies to one lead region in one campaign.
 
     ``window`` is None when the bounds leave no time to call at all;
-    ``window_from`` and ``cap_from`` name what set each: ``campaign`` or a region.
+    ``start_from``, ``end_from`` and ``cap_from`` name what set each: ``campaign``
+    or a region.
     """
 
     window: CallingWindow | None
@@ -238,3 +239,44 @@ def unset_rule(session: Session, region: str, *, actor=None) -> bool:
                      after=_describe(rules.REGION_RULES.get(region)))
     session.flush()
     return True
+
+
+def describe_rules(session: Session) -> list[dict[str, Any]]:
+    """Every region's rules in force, with where each comes from, by region."""
+    overridden = set(session.scalars(sa.select(RegionRuleRow.region)))
+    rows = []
+    for region, rule in sorted(load_rules(session).items()):
+        shipped = rules.REGION_RULES.get(region)
+        origin = ("operator (replaces shipped)" if region in overridden and shipped is not None
+                  else "operator" if region in overridden else "shipped")
+        rows.append({"region": region, **_describe(rule), "origin": origin})
+    return rows
+
+
+def campaign_rules(session: Session, campaign) -> list[dict[str, Any]]:
+    """What applies to each rules region among a campaign's leads, with the
+    number of its leads (all states) and what set each bound."""
+    from dialer.campaigns import calling_window
+    from dialer.models import Lead
+
+    window = calling_window(campaign)
+    table = load_rules(session)
+    counts = session.execute(
+        sa.select(Lead.rules_region, sa.func.count())
+        .where(Lead.campaign_id == campaign.id)
+        .group_by(Lead.rules_region)
+    ).all()
+    out = []
+    for region, count in sorted(counts, key=lambda r: r[0] or ""):
+        applied = applied_rules(window, region, table)
+        w = applied.window
+        out.append({
+            "region": region or "unknown",
+            "leads": count,
+            "window": f"{w.start:%H:%M}-{w.end:%H:%M}" if w is not None else "never",
+            "window_from": (applied.start_from if applied.start_from == applied.end_from
+                            else f"start {applied.start_from}, end {applied.end_from}"),
+            "max_calls_24h": applied.max_calls_24h,
+            "cap_from": applied.cap_from,
+        })
+    return out

@@ -187,10 +187,10 @@ def main(
 
 # The command groups, in the order ``dialer --help`` lists them (imported here,
 # after the helpers they use).
-from dialer.cli import ami, campaign, db, demo, dnc, leads, report, sim, status, web  # noqa: E402
+from dialer.cli import ami, campaign, db, demo, dnc, leads, report, rules, sim, status, web  # noqa: E402
 from dialer.cli import run as engine  # noqa: E402
 
-COMMANDS = (db, campaign, leads, dnc, engine, sim, ami, report, status, demo, web)
+COMMANDS = (db, campaign, leads, dnc, rules, engine, sim, ami, report, status, demo, web)
 
 
 def run() -> None:
