@@ -16,8 +16,10 @@ does so at once.
 
 The calling window is evaluated in Python once per distinct ``(timezone,
 rules_region)`` pair of the campaign (a few dozen at most), and the claim
-query then reads one index range per open pair, ``(campaign_id, timezone,
-rules_region, next_attempt_at)``, from its oldest due row: leads that are done, in flight or due later are never
+query then reads one index range per open zone, ``(campaign_id, timezone,
+next_attempt_at)``, from its oldest due row, keeping the rows of the regions
+open there (the region is the index's last column, so that filter needs no
+table row): leads that are done, in flight or due later are never
 walked past, however old the campaign. On PostgreSQL the rows are taken
 ``FOR UPDATE SKIP LOCKED``, so engines sharing the database never wait on or
 take each other's leads; on SQLite the write transaction is the lock.
@@ -38,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dialer import regions, rules
-from dialer.calling_hours import is_callable
+from dialer.calling_hours import CallingWindow, is_callable
 from dialer.campaigns import calling_window
 from dialer.dnc import not_on_dnc_list
 from dialer.models import (
@@ -86,13 +88,21 @@ def campaign_timezones(session: Session, campaign_id: int) -> list[tuple[str, st
     return [(zone, region) for zone, region in session.execute(stmt)]
 
 
-def _open_groups(session: Session, campaign: Campaign, groups: Iterable, now: dt.datetime
-                 ) -> list[tuple[str, str | None, int | None]]:
-    """The (zone, region, cap) of each group whose narrowed window is open at ``now``."""
+@dataclasses.dataclass(slots=True)
+class _OpenZone:
+    """The leads of one zone that may be called now: by rules region, its cap."""
+
+    zone: str
+    regions: dict[str | None, int | None] = dataclasses.field(default_factory=dict)
+
+
+def _open_zones(session: Session, campaign: Campaign, groups: Iterable, now: dt.datetime) -> list[_OpenZone]:
+    """For each zone, the rules regions whose narrowed window is open at ``now``."""
     window = calling_window(campaign)
     table = regions.load_rules(session)
     applied: dict[str | None, regions.AppliedRules] = {}
-    result = []
+    callable_now: dict[tuple[str, CallingWindow], bool] = {}
+    zones: dict[str, _OpenZone] = {}
     for group in groups:
         zone, region = (group, None) if isinstance(group, str) else group
         if not zone:
@@ -102,13 +112,17 @@ def _open_groups(session: Session, campaign: Campaign, groups: Iterable, now: dt
             rules_here = applied[region] = regions.applied_rules(window, region, table)
         if rules_here.window is None:
             continue
-        try:
-            if not is_callable(zone, rules_here.window, now):
-                continue
-        except ValueError:
-            continue  # an unknown zone is never callable (the loader reports them)
-        result.append((zone, region, rules_here.max_calls_24h))
-    return sorted(set(result), key=lambda g: (g[0], g[1] or ""))
+        key = (zone, rules_here.window)
+        is_open = callable_now.get(key)
+        if is_open is None:
+            try:
+                is_open = is_callable(zone, rules_here.window, now)
+            except ValueError:
+                is_open = False  # an unknown zone is never callable (the loader reports them)
+            callable_now[key] = is_open
+        if is_open:
+            zones.setdefault(zone, _OpenZone(zone)).regions[region] = rules_here.max_calls_24h
+    return [zones[z] for z in sorted(zones)]
 
 
 def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
@@ -120,18 +134,20 @@ def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
     )
 
 
-def _recent_calls(now: dt.datetime) -> tuple[sa.ScalarSelect, sa.ScalarSelect]:
-    """The calls placed to the lead's number over the cap period, in any
-    campaign (an Originate Asterisk refused placed none), and the oldest's time."""
+def _recent_calls(now: dt.datetime, capped: list[str]) -> tuple[sa.ColumnElement, sa.ColumnElement]:
+    """For a lead of a capped region: the calls placed to its number over the
+    cap period, in any campaign (an Originate Asterisk refused placed none),
+    and the oldest one's time; not looked up for other leads."""
     a = CallAttempt.__table__.c
     where = (
         a.phone_e164 == _L.phone_e164,
         a.created_at > now - rules.CALL_CAP_PERIOD,
         a.response_message.is_(None),
     )
+    is_capped = _L.rules_region.in_(capped)
     return (
-        sa.select(sa.func.count()).where(*where).scalar_subquery(),
-        sa.select(sa.func.min(a.created_at)).where(*where).scalar_subquery(),
+        sa.case((is_capped, sa.select(sa.func.count()).where(*where).scalar_subquery()), else_=0),
+        sa.case((is_capped, sa.select(sa.func.min(a.created_at)).where(*where).scalar_subquery())),
     )
 
 
@@ -153,23 +169,32 @@ def claim_leads(
     """
     if limit <= 0 or campaign.state != "running":
         return []
-    groups = _open_groups(session, campaign, timezones, now.replace(tzinfo=dt.timezone.utc))
-    if not groups:
+    open_zones = _open_zones(session, campaign, timezones, now.replace(tzinfo=dt.timezone.utc))
+    if not open_zones:
         return []
     postgres = session.get_bind().dialect.name == "postgresql"
     candidates: list[tuple[dt.datetime, int, int, tuple]] = []
     deferred: list[dict[str, Any]] = []
-    for zone, region, cap in groups:
+    width = len(_LEAD_COLUMNS)
+    for open_zone in open_zones:
+        allowed = open_zone.regions
+        capped = sorted(r for r, cap in allowed.items() if cap is not None)
+        named = [r for r in allowed if r is not None]
+        # Only the regions known open: a region value not yet in ``timezones``
+        # waits for the caller's next refresh rather than escaping its rules.
+        region_ok = _L.rules_region.in_(named) if named else sa.false()
+        if None in allowed:
+            region_ok = sa.or_(_L.rules_region.is_(None), region_ok)
         columns: tuple = (*_LEAD_COLUMNS, _L.next_attempt_at)
-        if cap is not None:
-            columns += _recent_calls(now)
+        if capped:
+            columns += (_L.rules_region, *_recent_calls(now, capped))
         stmt = (
             sa.select(*columns)
             .where(
                 _L.campaign_id == campaign.id,
-                _L.timezone == zone,
-                _L.rules_region == region if region is not None else _L.rules_region.is_(None),
+                _L.timezone == open_zone.zone,
                 _L.next_attempt_at <= now,
+                region_ok,
                 _L.attempts < campaign.max_attempts,
                 not_on_dnc_list(_L.phone_e164),
                 ~_recently_abandoned(now),
@@ -179,12 +204,13 @@ def claim_leads(
         )
         if postgres:
             stmt = stmt.with_for_update(skip_locked=True, of=Lead.__table__)
-        width = len(_LEAD_COLUMNS)
         for row in session.execute(stmt):
-            if cap is not None and row[width + 1] >= cap:
-                # Capped: due again when the oldest call of the period is that old.
-                deferred.append({"v_id": row.id, "v_due": row[width + 2] + rules.CALL_CAP_PERIOD})
-                continue
+            if capped:
+                cap = allowed.get(row[width + 1])
+                if cap is not None and row[width + 2] >= cap:
+                    # Capped: due again when the oldest call of the period is that old.
+                    deferred.append({"v_id": row.id, "v_due": row[width + 3] + rules.CALL_CAP_PERIOD})
+                    continue
             candidates.append((row.next_attempt_at, -row.priority, row.id, tuple(row[:width])))
     if deferred:
         leads = Lead.__table__

@@ -83,9 +83,11 @@ def check_region(text: str) -> str:
 def load_rules(session: Session) -> dict[str, RegionRule]:
     """The rules in force: the shipped ones, with the operators' rows over them."""
     table = dict(rules.REGION_RULES)
-    for row in session.scalars(sa.select(RegionRuleRow)):
-        table[row.region] = RegionRule(row.region, row.window_start, row.window_end,
-                                       row.max_calls_24h, row.source or "operator")
+    t = RegionRuleRow.__table__.c
+    for region, start, end, cap, source in session.execute(
+        sa.select(t.region, t.window_start, t.window_end, t.max_calls_24h, t.source)
+    ):
+        table[region] = RegionRule(region, start, end, cap, source or "operator")
     return table
 
 

@@ -1,5 +1,5 @@
-"""Rules per region: each lead's rules region, the hopper index by it, and the
-operators' region rules table.
+"""Rules per region: each lead's rules region (also in the hopper index, so
+the claim filters on it from the index), and the operators' region rules table.
 
 Existing NANP leads get their region from their number's area code (the
 state or province; the country for toll-free numbers); other leads keep NULL
@@ -48,7 +48,7 @@ def upgrade() -> None:
     op.drop_index('ix_leads_hopper', table_name='leads')
     op.create_index(
         'ix_leads_hopper', 'leads',
-        ['campaign_id', 'timezone', 'rules_region', 'next_attempt_at', sa.literal_column('priority DESC')],
+        ['campaign_id', 'timezone', 'next_attempt_at', sa.literal_column('priority DESC'), 'rules_region'],
         unique=False,
     )
     op.create_table('region_rules',
