@@ -20,7 +20,9 @@ query then reads one index range per open zone, ``(campaign_id, timezone,
 next_attempt_at)``, from its oldest due row, keeping the rows of the regions
 open there (the region is the index's last column, so that filter needs no
 table row): leads that are done, in flight or due later are never
-walked past, however old the campaign. On PostgreSQL the rows are taken
+walked past, however old the campaign. Only in the hour a region is closed
+while its zone is open (20:00-21:00 for the 08:00-20:00 states) are that
+region's due leads stepped over, from the index. On PostgreSQL the rows are taken
 ``FOR UPDATE SKIP LOCKED``, so engines sharing the database never wait on or
 take each other's leads; on SQLite the write transaction is the lock.
 
@@ -79,7 +81,8 @@ _LEAD_COLUMNS = (
 
 
 def campaign_timezones(session: Session, campaign_id: int) -> list[tuple[str, str | None]]:
-    """The distinct (time zone, rules region) pairs of a campaign's waiting leads."""
+    """The distinct (time zone, rules region) pairs of a campaign's waiting leads
+    (what :func:`claim_leads` takes as ``timezones``)."""
     stmt = (
         sa.select(Lead.timezone, Lead.rules_region)
         .where(Lead.campaign_id == campaign_id, Lead.next_attempt_at.is_not(None))

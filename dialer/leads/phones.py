@@ -332,7 +332,8 @@ class PhoneNormalizer:
         self._key_lengths = _nanp_key_lengths()
         # Key digits -> zones of a valid number, or _INVALID.
         self._nanp_cache: dict[str, str | None] = {}
-        self._regions = _nanp_regions()
+        # Area code -> rules region, read from the geocoding data at first use.
+        self._regions: dict[str, str] | None = None
 
     def normalize(self, text: str) -> Phone:
         """The number in E.164 with its time zones, or :class:`InvalidPhone`."""
@@ -370,7 +371,10 @@ class PhoneNormalizer:
                 cache[key] = zones
         if zones is _INVALID:
             raise InvalidPhone("not a valid phone number")
-        return Phone("+1" + national, zones, self._regions.get(national[:_PREFIX]))
+        regions = self._regions
+        if regions is None:
+            regions = self._regions = _nanp_regions()
+        return Phone("+1" + national, zones, regions.get(national[:_PREFIX]))
 
     def _slow(self, text: str) -> Phone:
         text = text.strip()
