@@ -253,6 +253,18 @@ def test_rules_show_set_unset_and_what_applies_to_a_campaign(sqlite_url, tmp_pat
                   "source": rules.REGION_RULES["US-FL"].source, "origin": "operator (replaces shipped)"}
     assert run_cli("rules", "unset", "US-FL", "--db", sqlite_url)[:2] == (0, "US-FL: operator rules removed\n")
     assert run_cli("rules", "unset", "US-FL", "--db", sqlite_url)[:2] == (1, "US-FL: no operator rules to remove\n")
+    from dialer import db
+    from dialer.models import AuditEntry
+
+    engine = db.create_engine(sqlite_url)
+    try:
+        with db.session_factory(engine).begin() as s:
+            audit = [(a.action, a.target, a.before["max_calls_24h"], a.after["max_calls_24h"])
+                     for a in s.scalars(sa.select(AuditEntry).where(AuditEntry.action.like("rules.%"))
+                                        .order_by(AuditEntry.id))]
+    finally:
+        engine.dispose()
+    assert audit == [("rules.set", "US-FL", 3, 2), ("rules.unset", "US-FL", 2, 3)]
 
 
 def test_the_migration_gives_existing_leads_their_region_from_the_number(tmp_path):
