@@ -229,6 +229,10 @@ class Lead(Base):
     timezone: Mapped[str] = mapped_column(Text)
     # The CSV's state/province column (not the lead's dialing state).
     region: Mapped[str | None] = mapped_column(Text)
+    # The region(s) whose calling rules apply (dialer.leads.regions): ISO 3166 codes
+    # ('US-FL', 'US', 'GB'), '|'-joined and sorted when several; from the CSV's
+    # state column and the number. NULL: unknown, only the campaign's rules.
+    rules_region: Mapped[str | None] = mapped_column(Text)
     postal_code: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default=LeadState.NEW.value)
     # Higher is dialed first among leads due at the same time.
@@ -273,13 +277,15 @@ class Lead(Base):
 
 # The hopper: due leads of a campaign in one time zone, in claim order
 # (next_attempt_at, priority DESC). Leads loaded together share one
-# next_attempt_at, so the descending priority spares sorting all of them.
+# next_attempt_at, so the descending priority spares sorting all of them. The
+# rules region comes last: the claim's filter on it is read from the index.
 Index(
     "ix_leads_hopper",
     Lead.campaign_id,
     Lead.timezone,
     Lead.next_attempt_at,
     Lead.priority.desc(),
+    Lead.rules_region,
 )
 
 
@@ -577,3 +583,26 @@ class PacingDecisionRow(Base):
     calls_placed: Mapped[int] = mapped_column(Integer)
     calls_cut: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(200))
+
+
+class RegionRuleRow(Base):
+    """An operator's calling rules for one region (``dialer rules set``): they
+    replace the shipped rule of that region (:data:`dialer.compliance.rules.REGION_RULES`)
+    or add one. NULL bounds or cap: none of the region's own."""
+
+    __tablename__ = "region_rules"
+
+    region: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_start: Mapped[dt.time | None] = mapped_column()
+    window_end: Mapped[dt.time | None] = mapped_column()
+    max_calls_24h: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("max_calls_24h IS NULL OR max_calls_24h >= 1", name="max_calls_24h"),
+        CheckConstraint(
+            "window_start IS NULL OR window_end IS NULL OR window_start < window_end",
+            name="window",
+        ),
+    )

@@ -28,7 +28,7 @@ import re
 import sys
 from typing import Sequence, TextIO
 
-from dialer.cli import ami, campaign, db, demo, dnc, leads, report, sim, status, web
+from dialer.cli import ami, campaign, db, demo, dnc, leads, report, rules, sim, status, web
 from dialer.cli import run as engine
 from dialer.cli.options import (
     DEFAULT_CONFIG,
@@ -44,7 +44,7 @@ from dialer.errors import UserError
 __all__ = ["COMMANDS", "FORMATS", "ArgumentError", "add_format", "build_parser", "main", "run"]
 
 #: The command groups, in the order ``dialer --help`` lists them.
-COMMANDS = (db, campaign, leads, dnc, engine, sim, ami, report, status, demo, web)
+COMMANDS = (db, campaign, leads, dnc, rules, engine, sim, ami, report, status, demo, web)
 
 
 def build_parser() -> argparse.ArgumentParser:

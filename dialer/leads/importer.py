@@ -40,7 +40,13 @@ from dialer.leads.leadfile import (
     read_header,
 )
 from dialer.leads.loadsql import LoadStatements
-from dialer.leads.phones import InvalidPhone, InvalidTimezone, PhoneNormalizer, normalize_timezone
+from dialer.leads.phones import (
+    InvalidPhone,
+    InvalidTimezone,
+    PhoneNormalizer,
+    lead_region,
+    normalize_timezone,
+)
 from dialer.models import Campaign, utcnow
 
 __all__ = ["ImportResult", "LeadFileError", "LoadInterrupted", "import_leads", "load_leads", "read_header"]
@@ -384,13 +390,15 @@ class _Load:
                 if earlier is not None:
                     reject("duplicate", this_line, f"duplicate: same number {e164} as line {earlier[0]}", row)
                     continue
+                region_text = (row[region_i].strip() or None) if region_i is not None else None
                 # In the order of ROW_COLUMNS.
                 batch[e164] = (this_line, (
                     e164,
                     (row[first_i].strip() or None) if first_i is not None else None,
                     (row[last_i].strip() or None) if last_i is not None else None,
                     zone,
-                    (row[region_i].strip() or None) if region_i is not None else None,
+                    region_text,
+                    lead_region(region_text, phone) if region_text else phone.region,
                     (row[postal_i].strip() or None) if postal_i is not None else None,
                     priority,
                     custom_format % tuple(map(quote, custom_values(row))) if custom else None,

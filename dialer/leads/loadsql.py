@@ -23,14 +23,14 @@ SQLITE_CACHE_KIB = 64 * 1024
 
 _INSERT_COLUMNS = (
     "campaign_id", "phone_e164", "first_name", "last_name", "timezone", "region",
-    "postal_code", "state", "priority", "attempts", "next_attempt_at", "custom",
+    "rules_region", "postal_code", "state", "priority", "attempts", "next_attempt_at", "custom",
     "source_file", "source_line", "created_at",
 )
 
 
 # What varies per lead, in the order of a row tuple (and of the COPY columns).
 ROW_COLUMNS = (
-    "phone_e164", "first_name", "last_name", "timezone", "region", "postal_code",
+    "phone_e164", "first_name", "last_name", "timezone", "region", "rules_region", "postal_code",
     "priority", "custom", "source_line",
 )
 
@@ -41,20 +41,22 @@ _PG_STAGING_TABLE = "dialer_lead_load"
 
 _PG_STAGING = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGING_TABLE} (phone text, first_name text,"
-    " last_name text, timezone text, region text, postal_code text, priority int, custom text,"
+    " last_name text, timezone text, region text, rules_region text, postal_code text,"
+    " priority int, custom text,"
     " line int) ON COMMIT DROP"
 )
 
 
 _PG_COPY = (
-    f"COPY {_PG_STAGING_TABLE} (phone, first_name, last_name, timezone, region, postal_code,"
+    f"COPY {_PG_STAGING_TABLE} (phone, first_name, last_name, timezone, region, rules_region,"
+    " postal_code,"
     " priority, custom, line) FROM STDIN"
 )
 
 
 _PG_INSERT = (
     f"INSERT INTO {Lead.__tablename__} ({', '.join(_INSERT_COLUMNS)})"
-    " SELECT %s, phone, first_name, last_name, timezone, region, postal_code,"
+    " SELECT %s, phone, first_name, last_name, timezone, region, rules_region, postal_code,"
     " %s, priority, 0, %s, custom::jsonb, %s, line, %s"
     f" FROM {_PG_STAGING_TABLE} ORDER BY line"
     " ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
