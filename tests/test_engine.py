@@ -423,7 +423,7 @@ async def test_the_final_flush_gives_up_after_a_bounded_time(clock, sessions, sq
     import sqlite3
 
     from dialer import db as dbmod
-    from dialer import engine as engine_module
+    from dialer.engine import core as engine_module
 
     monkeypatch.setattr(engine_module, "FINAL_FLUSH_TRIES", 1000)
     make_campaign(sessions, phones=numbers(60), mode="unattended", queue=None, max_concurrent=100)

@@ -196,6 +196,9 @@ COMMANDS = (db, campaign, leads, dnc, engine, sim, ami, report, status, demo, we
 def run() -> None:
     """Console-script entry point (defined after the import of ``dialer.cli.run``,
     which would otherwise take this name)."""
+    from dialer.signals import hold_to_exit
+
+    hold_to_exit()
     status = main()
     # The command is over and has said how it ended: a signal during the
     # interpreter's shutdown must not turn that into a traceback or another status.
