@@ -21,12 +21,13 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 import trio
 
-from dialer import control, db, reports
-from dialer.calling_hours import is_callable
+from dialer import db, reports
+from dialer.campaigns import control
+from dialer.leads.calling_hours import is_callable
 from dialer.campaigns import calling_window, create_campaign
 from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings
-from dialer.leads import import_leads
+from dialer.leads.importer import import_leads
 from dialer.models import Lead
 from dialer.resources import shipped
 from dialer.sim import SimAsterisk

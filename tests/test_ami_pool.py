@@ -9,17 +9,10 @@ import trio.testing
 
 from dialer.ami.pool import ENGINE_EVENTS, AMIPool, event_filter
 from dialer.sim import SimAsterisk
-from tests.engine_harness import SECRET_ENV, server
+from tests.engine_harness import server
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
 class Running:

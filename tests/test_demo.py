@@ -61,11 +61,6 @@ async def _demo(tmp_path, when):
     return result, out.getvalue()
 
 
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 async def test_demo_at_night_shifts_the_clock_and_reports_every_lead(clock, tmp_path):
     night = _utc(2026, 11, 26, 4, 0)  # 23:00 in New York, 18:00 in Honolulu
     result, out = await _demo(tmp_path, night)

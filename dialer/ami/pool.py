@@ -311,6 +311,63 @@ class AMIPool:
             member.in_flight -= 1
         self._notify()
 
+    def not_queued(self, member: PoolMember) -> None:
+        """A call assigned to ``member`` will not wait for a send slot after
+        all; it stays counted in flight until :meth:`release`."""
+        member.queued -= 1
+
+    def not_sent(self, member: PoolMember) -> None:
+        """A call whose send slot came never left: not counted as sent, and
+        its place on ``member`` is free again."""
+        member.originates_sent -= 1
+        self.release(member)
+
+    def check_sendable(self, member: PoolMember) -> None:
+        """Raise NotConnected unless an Originate may go out on ``member`` now:
+        it is up and may Originate, no Originate there has waited
+        ``stall_after`` seconds for its answer, and its server takes calls."""
+        if member.ami is None or not member.up or member.originate_denied:
+            raise NotConnected(f"{member.name}: not connected")
+        if member.stalled(trio.current_time(), self.stall_after):
+            raise NotConnected(f"{member.name}: an Originate has waited"
+                               f" {self.stall_after:g} s for its answer")
+        if not self.accepting(member.server):
+            raise NotConnected(f"{member.server}: shutting down or not fully booted")
+
+    async def originate(self, member: PoolMember, headers: list[tuple[str, str]], *, action_id: str,
+                        on_sent: Callable[[], None]) -> Message:
+        """Send an Originate on ``member`` (after :meth:`check_sendable`) and
+        wait for its answer; it counts as unanswered meanwhile (see
+        :meth:`PoolMember.stalled`)."""
+        assert member.ami is not None
+        member.unanswered[action_id] = trio.current_time()
+        try:
+            return await member.ami.action("Originate", headers, action_id=action_id, on_sent=on_sent)
+        finally:
+            member.unanswered.pop(action_id, None)
+
+    async def action(self, member: PoolMember, name: str, headers: list[tuple[str, str]]) -> Message:
+        """Send one action on ``member`` (NotConnected if it is down)."""
+        if member.ami is None or not member.up:
+            raise NotConnected(f"{member.name}: not connected")
+        return await member.ami.action(name, headers)
+
+    def note_failure(self, member: PoolMember) -> None:
+        """An Originate on ``member`` failed (refused, timed out, lost)."""
+        member.failures += 1
+
+    def deny_originate(self, member: PoolMember) -> bool:
+        """The AMI user of ``member`` may not Originate: no more calls go
+        there. Whether this is news (the first refusal)."""
+        if member.originate_denied:
+            return False
+        member.originate_denied = True
+        return True
+
+    def all_denied(self) -> bool:
+        """Whether no connection of the pool may Originate."""
+        return all(m.originate_denied for m in self.members)
+
     def member(self, name: str) -> PoolMember | None:
         for m in self.members:
             if m.name == name:

@@ -7,7 +7,7 @@ campaign's retry rules (:func:`next_lead_state`). Steps only ever fill empty
 columns, so replaying a batch changes nothing. An attempt that is not
 ``charged`` (Asterisk refused its Originate before any channel existed, or the
 campaign's circuit breaker took it back) hands its lead back due at once, with
-the attempt not counted (:func:`dialer.hopper.hand_back`).
+the attempt not counted (:func:`dialer.leads.hopper.hand_back`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from dialer.calls.tracker import Step, TrackedCall, Transition
 from dialer.campaigns import ABANDONED_REDIAL_DELAY
-from dialer.hopper import hand_back
+from dialer.leads.hopper import hand_back
 from dialer.models import AttemptState, CallAttempt, CallEvent, Disposition, Lead, LeadState
 
 STEP_COLUMN = {

@@ -30,7 +30,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from dialer import rules
+from dialer.compliance import rules
 from dialer.calls import dispositions as d
 
 

@@ -14,10 +14,13 @@ Modules, each with one job:
     :class:`PacingDecision`; the predictive model is explained there.
 
 The package reads no clock, does no I/O and imports nothing of the dialer
-but :mod:`dialer.rules` (the legal limits); the engine, the simulators and
+but :mod:`dialer.compliance.rules` (the legal limits); the engine, the simulators and
 the benchmarks import it, never the other way round. Within it,
 ``distributions`` imports nothing, ``estimator`` imports ``distributions``,
 ``policy`` imports both.
+
+May import: dialer.compliance.rules. Nothing with a clock, a database or a
+socket.
 """
 
 from dialer.pacing.distributions import Distribution

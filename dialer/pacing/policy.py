@@ -126,13 +126,13 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from dialer import rules
+from dialer.compliance import rules
 from dialer.pacing.distributions import _SQRT2, Distribution
 from dialer.pacing.estimator import DEFAULT_ESTIMATES, CallEstimates
 
 Mode = Literal["progressive", "predictive", "unattended"]
 
-#: seconds a call must ring before the dialer may give up on it (dialer.rules)
+#: seconds a call must ring before the dialer may give up on it (dialer.compliance.rules)
 MIN_RING = float(rules.MIN_RING)
 MODES: tuple[str, ...] = ("progressive", "predictive", "unattended")
 

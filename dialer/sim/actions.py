@@ -14,7 +14,7 @@ import trio
 
 from dialer.ami.codec import Message
 from dialer.sim.calls import Channel, OriginateRequest
-from dialer.sim.server import ALL_CLASSES, CLASS_BIT, class_mask
+from dialer.sim.scenario import ALL_CLASSES, CLASS_BIT, class_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from dialer.sim.server import Session, SimAsterisk

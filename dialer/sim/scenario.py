@@ -83,6 +83,10 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
     "CLASS_NAMES",
+    "CLASS_BIT",
+    "ALL_CLASSES",
+    "PRIVILEGE",
+    "class_mask",
 ]
 
 # AMI permission classes (manager.c), in the order Asterisk prints them.
@@ -91,6 +95,17 @@ CLASS_NAMES = (
     "dtmf", "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc",
     "test", "security", "message",
 )
+CLASS_BIT = {name: 1 << i for i, name in enumerate(CLASS_NAMES)}
+ALL_CLASSES = (1 << len(CLASS_NAMES)) - 1
+PRIVILEGE = {name: f"{name},all" for name in CLASS_NAMES}
+
+
+def class_mask(names) -> int:
+    """The bit mask of these permission class names (unknown names add nothing)."""
+    mask = 0
+    for n in names:
+        mask |= CLASS_BIT.get(n.lower(), 0)
+    return mask
 
 OUTCOME_KINDS = ("answered", "busy", "congestion", "noanswer", "invalid")
 

@@ -10,7 +10,7 @@ none writes the number itself. Sources:
   abandoned and silent calls ("Ofcom").
 
 This module holds values only (no database, no trio); the abandon-rate query
-built on them is :mod:`dialer.abandon`.
+built on them is :mod:`dialer.compliance.abandon`.
 """
 
 from __future__ import annotations

@@ -33,10 +33,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import rules
-from dialer.calling_hours import callable_timezones
+from dialer.compliance import rules
+from dialer.leads.calling_hours import callable_timezones
 from dialer.campaigns import calling_window
-from dialer.dnc import not_on_dnc_list
+from dialer.leads.dnc import not_on_dnc_list
 from dialer.models import (
     AttemptState,
     CallAttempt,
