@@ -99,9 +99,18 @@ class PoolMember:
 
     def stalled(self, now: float, after: float) -> bool:
         """Whether an Originate has waited more than ``after`` seconds for its
-        answer: the server may have stopped reading (it is stalled), so no
-        more go this way until it answers or the connection is made again."""
-        return bool(self.unanswered) and now - min(self.unanswered.values()) > after
+        answer while no answer at all came: the server may have stopped
+        reading (it is stalled), so no more go this way until it answers or
+        the connection is made again. (A server that answers, if slowly,
+        works through what it was sent: Originates pipelined faster than
+        it takes them may wait longer than ``after`` in its queue.)"""
+        if not self.unanswered:
+            return False
+        # The oldest first: entered as they are sent.
+        if now - next(iter(self.unanswered.values())) <= after:
+            return False
+        ami = self.ami
+        return ami is None or now - ami.last_response_at > after
 
     def room(self, horizon: float) -> int:
         """How many more calls may wait here: what the cap lets out within
@@ -230,6 +239,66 @@ class AMIPool:
         best.in_flight += 1
         best.queued += 1
         return best
+
+    def assign_many(self, count: int) -> list[PoolMember]:
+        """``count`` calls of :meth:`assign` at once, stopping at the first
+        None: the same connections in the same order, worked out per level of
+        room rather than per call (a campaign with the caps lifted asks for
+        tens of thousands at a time)."""
+        n = len(self.members)
+        # Whether a connection is usable does not change while calls are
+        # assigned (nothing here awaits), and each assignment takes exactly
+        # one from the room of its connection.
+        rooms = {}
+        for i, member in enumerate(self.members):
+            if self.usable(member):
+                room = member.room(self.horizon)
+                if room > 0:
+                    rooms[i] = room
+        out: list[PoolMember] = []
+        taken = dict.fromkeys(rooms, 0)
+        rr = self._rr
+        while count > 0 and rooms:
+            level = max(rooms.values())
+            top = sorted((i for i, room in rooms.items() if room == level), key=lambda i: (i - rr) % n)
+            lower = max((room for room in rooms.values() if room < level), default=0)
+            order = [self.members[i] for i in top]
+            # Whole rounds over the connections with the most room, in turn
+            # from the last one assigned, then part of a round.
+            rounds = min(count // len(top), level - lower)
+            if rounds:
+                out += order * rounds
+                count -= rounds * len(top)
+                for i in top:
+                    rooms[i] -= rounds
+                    taken[i] += rounds
+                rr = (top[-1] + 1) % n
+            else:
+                out += order[:count]
+                for i in top[:count]:
+                    rooms[i] -= 1
+                    taken[i] += 1
+                rr = (top[count - 1] + 1) % n
+                count = 0
+            rooms = {i: room for i, room in rooms.items() if room > 0}
+        if not out:
+            return out
+        self._rr = rr
+        for i, n_taken in taken.items():
+            self.members[i].in_flight += n_taken
+            self.members[i].queued += n_taken
+        return out
+
+    def unassign_many(self, members: Sequence[PoolMember]) -> None:
+        """:meth:`unassign` for each of ``members``."""
+        if not members:
+            return
+        for member in self.members:
+            count = members.count(member)  # by identity, and a pool has few members
+            if count:
+                member.queued -= count
+                member.in_flight = max(0, member.in_flight - count)
+        self._notify()
 
     def unassign(self, member: PoolMember) -> None:
         """Undo :meth:`assign` for a call that will not be sent."""

@@ -13,6 +13,7 @@ read from and written to a :class:`~dialer.models.Campaign` row.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 import string
@@ -183,6 +184,12 @@ def _template_fields(template: str) -> list[str]:
             raise _Bad(f"{template!r}: placeholder {{{field}}} must be a plain field name")
         names.append(field)
     return names
+
+
+@functools.lru_cache(maxsize=256)
+def _channel_fields(template: str) -> tuple[str, ...]:
+    """The placeholders of a channel template (read once per template)."""
+    return tuple(_template_fields(template))
 
 
 def _check_dialplan_name(value: Any) -> str:
@@ -627,16 +634,17 @@ def render_channel(template: str, phone_e164: str, fields: Mapping[str, Any] | N
     Raises ValueError when a placeholder has no value or the result would
     contain a control character.
     """
-    import phonenumbers
-
-    digits = phone_e164.lstrip("+")
-    try:
-        national = str(phonenumbers.parse(phone_e164).national_number)
-    except phonenumbers.NumberParseException:
-        raise ValueError(f"{phone_e164!r} is not an E.164 number") from None
+    names = _channel_fields(template)
     values: dict[str, Any] = dict(fields or {})
-    values.update(e164=phone_e164, digits=digits, national=national)
-    names = _template_fields(template)
+    values.update(e164=phone_e164, digits=phone_e164.lstrip("+"))
+    if "national" in names:
+        # Parsing the number costs more than the rest together: only when used.
+        import phonenumbers
+
+        try:
+            values["national"] = str(phonenumbers.parse(phone_e164).national_number)
+        except phonenumbers.NumberParseException:
+            raise ValueError(f"{phone_e164!r} is not an E.164 number") from None
     missing = [n for n in names if values.get(n) is None]
     if missing:
         raise ValueError(f"channel {template!r}: no value for {{{missing[0]}}}")
