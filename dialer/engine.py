@@ -70,6 +70,8 @@ from dialer.ami.timestamps import ServerClock
 from dialer.calls import dispositions as disp
 from dialer.calls.agents import AgentBoard
 from dialer.calls.breaker import SHUTTING_DOWN, CircuitBreaker, failure_text
+from dialer.calls.drops import DEFAULT_TARGET, DropNet, DropTarget
+from dialer.calls.drops import move as move_to_drop
 from dialer.calls.outcomes import LoggedEvent, RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, Step, TrackedCall, Transition
 from dialer.campaigns import render_channel
@@ -120,6 +122,9 @@ class EngineSettings:
     speed: float = 1.0               # engine-clock seconds per real second
     breaker_failures: float = 20     # calls in a row failing at once pause their campaign
     breaker_within: float = 5.0      # a failure this soon after the Originate is "at once"
+    # Where an answered call no agent took in time is moved (AMI Redirect), when the
+    # dialplan did not move it itself: "context,exten,priority", or "off".
+    drop_target: str = DEFAULT_TARGET
 
     @classmethod
     def from_config(cls, table: dict[str, Any], where: str = "[engine]") -> "EngineSettings":
@@ -127,6 +132,14 @@ class EngineSettings:
         for key, value in table.items():
             if key not in {f.name for f in dataclasses.fields(cls)}:
                 raise UserError(f"{where}: unknown setting {key!r}")
+            if key == "drop_target":
+                try:
+                    if value != "off":
+                        DropTarget.parse(value if isinstance(value, str) else "")
+                except ValueError as exc:
+                    raise UserError(f"{where}.{key}: {exc}") from None
+                settings.drop_target = value
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise UserError(f"{where}.{key}: must be a positive number")
             if key == "drop_after" and value > rules.CONNECT_DEADLINE:
@@ -267,6 +280,9 @@ class Engine:
         self._epoch = epoch
         self.tracker = CallTracker(drop_after=self.settings.drop_after)
         self.agents = AgentBoard()
+        self.drop_net = (None if self.settings.drop_target == "off"
+                         else DropNet(DropTarget.parse(self.settings.drop_target)))
+        self._redirect_denied: set[str] = set()  # servers that refused Redirect (warned once)
         # Recent samples for the console's health figures (appended from worker threads).
         self._lags: collections.deque[float] = collections.deque(maxlen=256)
         self._db_times: collections.deque[float] = collections.deque(maxlen=256)
@@ -300,7 +316,7 @@ class Engine:
         self._last_stats = -math.inf
         self.counters = {"opt_outs": 0, "originates": 0, "refused": 0, "lost": 0, "ended": 0, "events": 0,
                          "adopted": 0, "reconciled": 0, "not_sent": 0, "hangups": 0, "hung_up": 0,
-                         "refused_stopping": 0, "breaker_trips": 0}
+                         "refused_stopping": 0, "breaker_trips": 0, "drop_redirects": 0}
 
     # -- helpers -------------------------------------------------------------------
 
@@ -652,6 +668,7 @@ class Engine:
             started = trio.current_time()
             placed = 0
             for run in list(self.runs.values()):
+                self._move_overdue(run)
                 if run.state == CampaignState.RUNNING.value and not self._draining:
                     placed += await self._dial_campaign(run)
                 else:
@@ -914,6 +931,21 @@ class Engine:
             self._lost(call)
         else:
             self._apply(self.tracker.originated(call.action_id, self.clock.now()))
+
+    def _move_overdue(self, run: CampaignRun) -> None:
+        """The drop message's safety net (dialer.calls.drops)."""
+        if self.drop_net is None or not run.calls:
+            return
+        assert self.clock is not None and self._nursery is not None
+        for call in self.drop_net.overdue(run.calls, self.clock.now()):
+            if (member := self._members.get(call.action_id)) is not None:
+                self._nursery.start_soon(self._redirect, call, member)
+
+    async def _redirect(self, call: TrackedCall, member: PoolMember) -> None:
+        assert self.drop_net is not None and self.clock is not None
+        if await move_to_drop(member, self.drop_net, call, self.clock.now(),
+                              denied=self._redirect_denied):
+            self.counters["drop_redirects"] += 1
 
     def _hang_ups_only(self, run: CampaignRun) -> None:
         """No new calls for this campaign now, but its ringing calls may still be too many."""
