@@ -19,6 +19,9 @@ follower (:meth:`CallFollower.apply <dialer.engine.follower.CallFollower.apply>`
 
 Paused, stopping or draining campaigns place no new calls, but their ringing
 calls that no agent will be free for may still be cut (``hangup_after``).
+Every round also runs the drop message's safety net (:mod:`dialer.calls.drops`):
+an answered call no agent took in time, that the dialplan did not move itself,
+is moved to ``drop_target`` with ``Redirect`` on the connection that placed it.
 
 Bounds: one task and one entry of ``_members``/``_unsent`` per call in
 flight, which the pool caps (``max_in_flight`` per connection): a campaign
@@ -49,6 +52,9 @@ from dialer.ami.errors import (
 from dialer.ami.pool import AMIPool, PoolMember
 from dialer.calls.agents import AgentBoard
 from dialer.calls.breaker import SHUTTING_DOWN
+from dialer.calls.drops import DropNet
+from dialer.config import DropTarget
+from dialer.calls.drops import move as move_to_drop
 from dialer.calls.outcomes import to_datetime
 from dialer.calls.tracker import CallTracker, TrackedCall, Transition
 from dialer.campaigns import render_channel
@@ -128,8 +134,12 @@ class Dialer:
         self._wake = trio.Event()
         self._draining = False
         self._nursery: trio.Nursery | None = None
+        #: the drop message's safety net (dialer.calls.drops), unless drop_target is "off"
+        self.drop_net = (None if settings.drop_target == "off"
+                         else DropNet(DropTarget.parse(settings.drop_target)))
+        self._redirect_denied: set[str] = set()     # servers that refused Redirect (warned once)
         self.counters = {"originates": 0, "refused": 0, "lost": 0, "not_sent": 0, "hangups": 0,
-                         "refused_stopping": 0}
+                         "refused_stopping": 0, "drop_redirects": 0}
 
     # -- what the other parts ask ----------------------------------------------------
 
@@ -167,6 +177,7 @@ class Dialer:
                 started = trio.current_time()
                 placed = 0
                 for run in list(self.runs.values()):
+                    self._move_overdue(run)
                     if run.state == CampaignState.RUNNING.value and not self._draining:
                         placed += await self._dial_campaign(run)
                     else:
@@ -374,6 +385,20 @@ class Dialer:
             self._apply(self.tracker.originated(call.action_id, self.clock.now()))
 
     # -- hang-ups ------------------------------------------------------------------------
+
+    def _move_overdue(self, run: CampaignRun) -> None:
+        """The drop message's safety net (dialer.calls.drops)."""
+        if self.drop_net is None or not run.calls:
+            return
+        assert self._nursery is not None
+        for call in self.drop_net.overdue(run.calls, self.clock.now()):
+            if (member := self._members.get(call.action_id)) is not None:
+                self._nursery.start_soon(self._redirect, call, member)
+
+    async def _redirect(self, call: TrackedCall, member: PoolMember) -> None:
+        assert self.drop_net is not None
+        if await move_to_drop(member, self.drop_net, call, self.clock.now(), denied=self._redirect_denied):
+            self.counters["drop_redirects"] += 1
 
     def _hang_ups_only(self, run: CampaignRun) -> None:
         """No new calls for this campaign now, but its ringing calls may still be too many."""
