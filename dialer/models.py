@@ -24,7 +24,7 @@ i.e. in ``new`` and ``retry``)::
     done       reached a final disposition (no retry rule applies)
     exhausted  ``max_attempts`` reached without a final disposition
     dnc        its number was put on the do-not-call list while the lead was
-               new, retry or claimed (see dialer.dnc)
+               new, retry or claimed (see dialer.leads.dnc)
 
 Call attempt states (each step has its own timestamp column)::
 
@@ -58,7 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from dialer import rules
+from dialer.compliance import rules
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -200,7 +200,7 @@ class Campaign(Base):
     __table_args__ = (
         CheckConstraint(_one_of("state", CampaignState), name="state"),
         CheckConstraint(_one_of("mode", DialMode), name="mode"),
-        # The minimum ring (dialer.rules.MIN_RING; the migrations write its value).
+        # The minimum ring (dialer.compliance.rules.MIN_RING; the migrations write its value).
         CheckConstraint(f"ring_timeout >= {rules.MIN_RING}", name="ring_timeout"),
         CheckConstraint(f"hangup_after = 0 OR hangup_after >= {rules.MIN_RING}", name="hangup_after"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
@@ -229,6 +229,10 @@ class Lead(Base):
     timezone: Mapped[str] = mapped_column(Text)
     # The CSV's state/province column (not the lead's dialing state).
     region: Mapped[str | None] = mapped_column(Text)
+    # The region(s) whose calling rules apply (dialer.leads.regions): ISO 3166 codes
+    # ('US-FL', 'US', 'GB'), '|'-joined and sorted when several; from the CSV's
+    # state column and the number. NULL: unknown, only the campaign's rules.
+    rules_region: Mapped[str | None] = mapped_column(Text)
     postal_code: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default=LeadState.NEW.value)
     # Higher is dialed first among leads due at the same time.
@@ -273,13 +277,15 @@ class Lead(Base):
 
 # The hopper: due leads of a campaign in one time zone, in claim order
 # (next_attempt_at, priority DESC). Leads loaded together share one
-# next_attempt_at, so the descending priority spares sorting all of them.
+# next_attempt_at, so the descending priority spares sorting all of them. The
+# rules region comes last: the claim's filter on it is read from the index.
 Index(
     "ix_leads_hopper",
     Lead.campaign_id,
     Lead.timezone,
     Lead.next_attempt_at,
     Lead.priority.desc(),
+    Lead.rules_region,
 )
 
 
@@ -577,3 +583,26 @@ class PacingDecisionRow(Base):
     calls_placed: Mapped[int] = mapped_column(Integer)
     calls_cut: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(200))
+
+
+class RegionRuleRow(Base):
+    """An operator's calling rules for one region (``dialer rules set``): they
+    replace the shipped rule of that region (:data:`dialer.compliance.rules.REGION_RULES`)
+    or add one. NULL bounds or cap: none of the region's own."""
+
+    __tablename__ = "region_rules"
+
+    region: Mapped[str] = mapped_column(String(16), primary_key=True)
+    window_start: Mapped[dt.time | None] = mapped_column()
+    window_end: Mapped[dt.time | None] = mapped_column()
+    max_calls_24h: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("max_calls_24h IS NULL OR max_calls_24h >= 1", name="max_calls_24h"),
+        CheckConstraint(
+            "window_start IS NULL OR window_end IS NULL OR window_start < window_end",
+            name="window",
+        ),
+    )

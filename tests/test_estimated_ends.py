@@ -7,11 +7,12 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from dialer import hopper
+from dialer.leads import hopper
 from dialer.calls.outcomes import RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, TrackedCall
 from dialer.campaigns import create_campaign
-from dialer.engine import _abandon_figures, _parse_hangup_record
+from dialer.engine.reconciler import parse_hangup_record as _parse_hangup_record
+from dialer.engine.watcher import abandon_figures as _abandon_figures
 from dialer.models import CallAttempt, Lead
 
 NOW = dt.datetime(2026, 11, 25, 15, 0)  # 10:00 in New York

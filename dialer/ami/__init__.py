@@ -10,6 +10,10 @@ one-liners behind ``dialer ami`` (ping, command, events, originate); a replaying
 AMI peer for tests is ``tests/ami_replay.py``. The names below are importable from ``dialer.ami``
 directly; they are loaded on first use, so importing the codec alone never
 imports trio.
+
+May import: dialer.errors, dialer.config. Nothing of the engine, pacing, the
+call following, the database layer or the simulator: the client knows nothing
+of what is dialed or stored.
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ to decide both: its length is worked out from phonenumbers' own metadata (the
 deepest digit any NANP validity pattern inspects, and the longest time-zone
 prefix), so a cached answer is the answer phonenumbers gives for the whole
 number. Everything else goes through ``phonenumbers.parse``.
+
+Each number also gets the region whose calling rules apply to it
+(:mod:`dialer.leads.regions`): an ISO 3166 code, a subdivision (``US-FL``,
+``CA-ON``) when the area code belongs to one, else its country (``US`` for a
+toll-free number, ``GB``). A NANP area code's state or province is read from
+phonenumbers' own geocoding data ("Florida", "Miami, FL"), once per area code.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ __all__ = [
     "Phone",
     "PhoneNormalizer",
     "normalize_timezone",
+    "lead_region",
+    "region_of_text",
 ]
 
 # phonenumbers' answer when it knows no zone for a number.
@@ -50,6 +58,9 @@ class Phone(NamedTuple):
     e164: str
     # IANA zone keys, sorted and '|'-joined (several when the number spans zones).
     timezone: str | None
+    # The number's rules region (ISO 3166: 'US-FL', 'CA-ON', 'US', 'GB'); several
+    # '|'-joined when its area code covers several; None when unknown.
+    region: str | None = None
 
 
 @functools.cache
@@ -74,6 +85,113 @@ def _zones_of(numobj) -> str | None:
     zones = pn_timezone.time_zones_for_number(numobj)
     known = sorted({z for z in zones if z != _UNKNOWN_ZONE and z in _available_zones()})
     return "|".join(known) if known else None
+
+
+# --- The region of a number, and of a lead's state/province text ----------------
+
+_US_STATES = {
+    "AL": "Alabama", "AK": "Alaska", "AZ": "Arizona", "AR": "Arkansas", "CA": "California",
+    "CO": "Colorado", "CT": "Connecticut", "DE": "Delaware", "DC": "District of Columbia",
+    "FL": "Florida", "GA": "Georgia", "HI": "Hawaii", "ID": "Idaho", "IL": "Illinois",
+    "IN": "Indiana", "IA": "Iowa", "KS": "Kansas", "KY": "Kentucky", "LA": "Louisiana",
+    "ME": "Maine", "MD": "Maryland", "MA": "Massachusetts", "MI": "Michigan",
+    "MN": "Minnesota", "MS": "Mississippi", "MO": "Missouri", "MT": "Montana",
+    "NE": "Nebraska", "NV": "Nevada", "NH": "New Hampshire", "NJ": "New Jersey",
+    "NM": "New Mexico", "NY": "New York", "NC": "North Carolina", "ND": "North Dakota",
+    "OH": "Ohio", "OK": "Oklahoma", "OR": "Oregon", "PA": "Pennsylvania",
+    "RI": "Rhode Island", "SC": "South Carolina", "SD": "South Dakota", "TN": "Tennessee",
+    "TX": "Texas", "UT": "Utah", "VT": "Vermont", "VA": "Virginia", "WA": "Washington",
+    "WV": "West Virginia", "WI": "Wisconsin", "WY": "Wyoming",
+}
+_CA_PROVINCES = {
+    "AB": "Alberta", "BC": "British Columbia", "MB": "Manitoba", "NB": "New Brunswick",
+    "NL": "Newfoundland and Labrador", "NS": "Nova Scotia", "NT": "Northwest Territories",
+    "NU": "Nunavut", "ON": "Ontario", "PE": "Prince Edward Island", "QC": "Quebec",
+    "SK": "Saskatchewan", "YT": "Yukon",
+}
+_SUBDIVISIONS = {"US": _US_STATES, "CA": _CA_PROVINCES}
+# Other spellings found in the geocoding data or in lead files.
+_ALIASES = {
+    "US": {"washington d.c.": "DC", "washington dc": "DC", "washington state": "WA"},
+    "CA": {"british colombia": "BC", "québec": "QC", "newfoundland": "NL", "labrador": "NL",
+           "pei": "PE", "yukon territory": "YT"},
+}
+
+
+@functools.cache
+def _subdivision_names(country: str) -> dict[str, str]:
+    """Lower-case name, code or ISO code -> code, for one country's subdivisions."""
+    names: dict[str, str] = {}
+    for code, name in _SUBDIVISIONS.get(country, {}).items():
+        names[code.lower()] = code
+        names[f"{country}-{code}".lower()] = code
+        names[name.lower()] = code
+    names.update(_ALIASES.get(country, {}))
+    return names
+
+
+def region_of_text(text: str | None, country: str | None) -> str | None:
+    """The ISO 3166-2 code of a state/province written in a lead file ('FL',
+    'Florida', 'us-fl'), read as a subdivision of ``country``; None when it is
+    not one of them (the number's own region serves then)."""
+    if not text or not country:
+        return None
+    code = _subdivision_names(country).get(" ".join(text.split()).lower().rstrip("."))
+    return f"{country}-{code}" if code is not None else None
+
+
+def _description_regions(country: str, description: str) -> str | None:
+    names = _subdivision_names(country)
+    codes = set()
+    for part in description.split("/"):
+        part = part.strip().lower()
+        city, comma, code = part.rpartition(",")
+        found = names.get(code.strip()) if comma else names.get(part)
+        if found is None:
+            return None
+        codes.add(found)
+    return "|".join(sorted(f"{country}-{c}" for c in codes))
+
+
+@functools.cache
+def _nanp_regions() -> dict[str, str]:
+    """NANP area code -> its rules region (see the module docstring)."""
+    from phonenumbers.geodata import GEOCODE_DATA
+
+    main = phonenumbers.region_code_for_country_code(1)
+    regions: dict[str, str] = {}
+    for npa in range(200, 1000):
+        digits = str(npa)
+        # The country (US, CA, PR, ...) of a number in the area code; phonenumbers
+        # decides it from the area code alone.
+        sample = phonenumbers.PhoneNumber(country_code=1, national_number=int(digits + "2345678"))
+        country = phonenumbers.region_code_for_number(sample) or main
+        description = (GEOCODE_DATA.get("1" + digits) or {}).get("en")
+        found = _description_regions(country, description) if description else None
+        regions[digits] = found or country
+    return regions
+
+
+def _region_of(numobj) -> str | None:
+    if numobj.country_code == 1:
+        return _nanp_regions().get(str(numobj.national_number)[:_PREFIX])
+    return phonenumbers.region_code_for_number(numobj)
+
+
+def lead_region(text: str | None, phone: Phone) -> str | None:
+    """A lead's rules region: the state/province its data gives (``text``) and
+    the one its number gives, '|'-joined when they differ (the stricter rules of
+    both apply); the number's alone when the text names no subdivision."""
+    number = phone.region
+    if not text:
+        return number
+    country = number.split("|")[0].split("-")[0] if number else None
+    given = region_of_text(text, country)
+    if given is None:
+        return number
+    if number is None or given == number:
+        return given
+    return "|".join(sorted({given, *number.split("|")} - {country}))
 
 
 # --- How many leading national digits decide a NANP number ---------------------
@@ -214,6 +332,8 @@ class PhoneNormalizer:
         self._key_lengths = _nanp_key_lengths()
         # Key digits -> zones of a valid number, or _INVALID.
         self._nanp_cache: dict[str, str | None] = {}
+        # Area code -> rules region, read from the geocoding data at first use.
+        self._regions: dict[str, str] | None = None
 
     def normalize(self, text: str) -> Phone:
         """The number in E.164 with its time zones, or :class:`InvalidPhone`."""
@@ -251,7 +371,10 @@ class PhoneNormalizer:
                 cache[key] = zones
         if zones is _INVALID:
             raise InvalidPhone("not a valid phone number")
-        return Phone("+1" + national, zones)
+        regions = self._regions
+        if regions is None:
+            regions = self._regions = _nanp_regions()
+        return Phone("+1" + national, zones, regions.get(national[:_PREFIX]))
 
     def _slow(self, text: str) -> Phone:
         text = text.strip()
@@ -268,4 +391,5 @@ class PhoneNormalizer:
         return Phone(
             phonenumbers.format_number(numobj, PhoneNumberFormat.E164),
             _zones_of(numobj),
+            _region_of(numobj),
         )

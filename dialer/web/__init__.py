@@ -5,4 +5,8 @@ The console reads only the database (campaigns, leads, attempts and the
 engines' ``live_state`` rows), so it works with engines in other processes
 or on other hosts; every change it makes goes through the same library
 functions as the command line and is written to the audit log.
+
+May import: dialer.errors, dialer.config, dialer.models, dialer.db, dialer.audit,
+dialer.campaigns, dialer.leads, dialer.reports. Never the engine, pacing, AMI or
+the simulator.
 """

@@ -2,8 +2,8 @@
 
 The route table in :func:`create_app` is the site map. Every page's data comes
 from the same functions as its JSON twin under ``/api/v1``, and every change
-goes through the library functions the command line uses (``dialer.control``,
-``dialer.campaigns``, ``dialer.leads``, ``dialer.dnc``), with an
+goes through the library functions the command line uses (``dialer.campaigns.control``,
+``dialer.campaigns``, ``dialer.leads``, ``dialer.leads.dnc``), with an
 :class:`~dialer.audit.Actor` naming the user or token and the client's address.
 
 Authentication: a browser session cookie (HttpOnly, SameSite=Strict, Secure
@@ -42,7 +42,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from dialer import audit, campaigns, control, dnc, reports
+from dialer import audit, campaigns, reports
+from dialer.campaigns import control
+from dialer.leads import dnc
 from dialer.errors import UserError
 from dialer.leads.importer import import_leads
 from dialer.models import CallAttempt, Lead, utcnow

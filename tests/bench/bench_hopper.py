@@ -1,6 +1,6 @@
 """Benchmark: claiming leads from a 1,000,000-lead campaign, fresh and half done.
 
-    .venv/bin/python tests/bench/bench_hopper.py [--leads 1000000] [--claims 200] [--db sqlite,postgresql]
+    .venv/bin/python tests/bench/bench_hopper.py [--leads 1000000] [--claims 200] [--db sqlite,postgresql] [--regions]
 
 A claim is what the engine does for each batch: one transaction that picks up
 to 20 due leads (oldest first, inside the calling window, not on the DNC
@@ -10,6 +10,10 @@ so a claim that walked the index from the start would step over all of
 them), and with a further 40 % waiting for a retry later today (on
 PostgreSQL after a VACUUM, as autovacuum would have run). One JSON object
 per line: each state's median, p90 and max claim time in milliseconds.
+
+With ``--regions`` each lead has the time zone and rules region (state) of
+its number's area code, as a load gives them: about 70 (zone, region) pairs
+instead of four zones, Florida, Oklahoma and Maryland leads under their caps.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ sys.path.insert(0, str(HERE))
 
 import sqlalchemy as sa  # noqa: E402
 
-from dialer import db, hopper  # noqa: E402
+from dialer import db  # noqa: E402
+from dialer.leads import hopper  # noqa: E402
 from dialer.campaigns import create_campaign  # noqa: E402
 from dialer.models import Campaign, Lead  # noqa: E402
 
@@ -37,7 +42,23 @@ ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_A
 NOW = dt.datetime(2026, 11, 25, 19, 0)  # a Wednesday: 14:00 in New York, 11:00 in Los Angeles
 
 
-def fill(engine, leads: int) -> int:
+def _area_codes() -> list[tuple[str, str, str]]:
+    """(area code, zone, region) of every geographic NANP area code in the US."""
+    from dialer.leads.phones import PhoneNormalizer
+
+    normalizer = PhoneNormalizer()
+    found = []
+    for npa in range(200, 1000):
+        try:
+            phone = normalizer.normalize(f"+1{npa}2345678")
+        except ValueError:
+            continue
+        if phone.timezone and "|" not in phone.timezone and phone.region and phone.region.startswith("US-"):
+            found.append((str(npa), phone.timezone, phone.region))
+    return found
+
+
+def fill(engine, leads: int, with_regions: bool = False) -> int:
     sessions = db.session_factory(engine)
     with sessions.begin() as s:
         c = create_campaign(s, "big", max_attempts=3)
@@ -46,12 +67,18 @@ def fill(engine, leads: int) -> int:
         cid = c.id
     table = Lead.__table__
     loaded = NOW - dt.timedelta(days=1)
+    codes = _area_codes() if with_regions else []
     batch = []
     with engine.begin() as conn:
         for i in range(leads):
+            if codes:
+                npa, zone, region = codes[i % len(codes)]
+                phone = f"+1{npa}{i:07d}"[:12]
+            else:
+                phone, zone, region = f"+1{200 + i % 700}{i:07d}"[:12], ZONES[i % len(ZONES)], None
             batch.append({
-                "campaign_id": cid, "phone_e164": f"+1{200 + i % 700}{i:07d}"[:12],
-                "timezone": ZONES[i % len(ZONES)], "state": "new", "priority": 0, "attempts": 0,
+                "campaign_id": cid, "phone_e164": phone, "rules_region": region,
+                "timezone": zone, "state": "new", "priority": 0, "attempts": 0,
                 "next_attempt_at": loaded + dt.timedelta(microseconds=i), "created_at": loaded,
             })
             if len(batch) == 20_000:
@@ -99,6 +126,8 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=1_000_000)
     parser.add_argument("--claims", type=int, default=200)
     parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--regions", action="store_true",
+                        help="leads with the zone and state of their area code (about 70 pairs)")
     args = parser.parse_args()
     pg = None
     try:
@@ -114,13 +143,13 @@ def main() -> None:
                 engine = db.create_engine(url)
                 db.upgrade(engine)
                 t0 = time.perf_counter()
-                cid = fill(engine, args.leads)
+                cid = fill(engine, args.leads, args.regions)
                 if backend == "postgresql":
                     with engine.begin() as conn:
                         conn.exec_driver_sql("ANALYZE leads")
                 fill_s = time.perf_counter() - t0
                 out = measure(engine, cid, args.claims)
-                print(json.dumps({"db": backend, "leads": args.leads, "campaign": "fresh", "fill_s": round(fill_s, 1), **out}), flush=True)
+                print(json.dumps({"db": backend, "leads": args.leads, "regions": args.regions, "campaign": "fresh", "fill_s": round(fill_s, 1), **out}), flush=True)
                 age(engine, cid, args.leads)
                 if backend == "postgresql":
                     # What autovacuum does on a campaign aging over days; without
@@ -129,7 +158,7 @@ def main() -> None:
                     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                         conn.exec_driver_sql("VACUUM ANALYZE leads")
                 out = measure(engine, cid, args.claims)
-                print(json.dumps({"db": backend, "leads": args.leads, "campaign": "half done, 40% waiting", **out}), flush=True)
+                print(json.dumps({"db": backend, "leads": args.leads, "regions": args.regions, "campaign": "half done, 40% waiting", **out}), flush=True)
                 engine.dispose()
     finally:
         if pg is not None:

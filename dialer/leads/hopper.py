@@ -4,17 +4,25 @@ A lead is dialable now when its campaign is running, it waits in state
 ``new`` or ``retry`` with ``next_attempt_at`` reached, it has attempts left,
 its calling window is open in its own time zone, its number is not on the
 do-not-call list, and no call to its number was abandoned in the last 72
-hours. Claiming moves it to ``claimed`` with this engine's name and a lease;
+hours. The calling window is the campaign's narrowed by the rules of the
+lead's region (:mod:`dialer.leads.regions`), and where a region caps the calls to
+a number per 24 hours, a lead whose number had that many calls (in any
+campaign) is not claimed: its next attempt moves to when the oldest of those
+calls is 24 hours old, so later claims do not step over it again. Claiming moves it to ``claimed`` with this engine's name and a lease;
 starting a call moves it to ``dialing``. An engine that dies leaves leases
 that expire, and :func:`reclaim_expired` hands its leads back; once its
 liveness lock shows it dead (:mod:`dialer.liveness`), :func:`reclaim_owned`
 does so at once.
 
-The calling window is evaluated in Python once per distinct ``timezone`` value
-of the campaign (a few dozen at most), and the claim query then reads one
-index range per open zone, ``(campaign_id, timezone, next_attempt_at)``, from
-its oldest due row: leads that are done, in flight or due later are never
-walked past, however old the campaign. On PostgreSQL the rows are taken
+The calling window is evaluated in Python once per distinct ``(timezone,
+rules_region)`` pair of the campaign (a few dozen at most), and the claim
+query then reads one index range per open zone, ``(campaign_id, timezone,
+next_attempt_at)``, from its oldest due row, keeping the rows of the regions
+open there (the region is the index's last column, so that filter needs no
+table row): leads that are done, in flight or due later are never
+walked past, however old the campaign. Only in the hour a region is closed
+while its zone is open (20:00-21:00 for the 08:00-20:00 states) are that
+region's due leads stepped over, from the index. On PostgreSQL the rows are taken
 ``FOR UPDATE SKIP LOCKED``, so engines sharing the database never wait on or
 take each other's leads; on SQLite the write transaction is the lock.
 
@@ -33,10 +41,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import rules
-from dialer.calling_hours import callable_timezones
+from dialer.compliance import rules
+from dialer.leads import regions
+from dialer.leads.calling_hours import CallingWindow, callable_timezones, is_callable
 from dialer.campaigns import calling_window
-from dialer.dnc import not_on_dnc_list
+from dialer.leads.dnc import not_on_dnc_list
 from dialer.models import (
     AttemptState,
     CallAttempt,
@@ -72,14 +81,52 @@ _LEAD_COLUMNS = (
 )
 
 
-def campaign_timezones(session: Session, campaign_id: int) -> list[str]:
-    """The distinct time zone values of a campaign's waiting leads."""
+def campaign_timezones(session: Session, campaign_id: int) -> list[tuple[str, str | None]]:
+    """The distinct (time zone, rules region) pairs of a campaign's waiting leads
+    (what :func:`claim_leads` takes as ``timezones``)."""
     stmt = (
-        sa.select(Lead.timezone)
+        sa.select(Lead.timezone, Lead.rules_region)
         .where(Lead.campaign_id == campaign_id, Lead.next_attempt_at.is_not(None))
         .distinct()
     )
-    return list(session.scalars(stmt))
+    return [(zone, region) for zone, region in session.execute(stmt)]
+
+
+@dataclasses.dataclass(slots=True)
+class _OpenZone:
+    """The leads of one zone that may be called now: by rules region, its cap."""
+
+    zone: str
+    regions: dict[str | None, int | None] = dataclasses.field(default_factory=dict)
+
+
+def _open_zones(session: Session, campaign: Campaign, groups: Iterable, now: dt.datetime) -> list[_OpenZone]:
+    """For each zone, the rules regions whose narrowed window is open at ``now``."""
+    window = calling_window(campaign)
+    table = regions.load_rules(session)
+    applied: dict[str | None, regions.AppliedRules] = {}
+    callable_now: dict[tuple[str, CallingWindow], bool] = {}
+    zones: dict[str, _OpenZone] = {}
+    for group in groups:
+        zone, region = (group, None) if isinstance(group, str) else group
+        if not zone:
+            continue
+        rules_here = applied.get(region)
+        if rules_here is None:
+            rules_here = applied[region] = regions.applied_rules(window, region, table)
+        if rules_here.window is None:
+            continue
+        key = (zone, rules_here.window)
+        is_open = callable_now.get(key)
+        if is_open is None:
+            try:
+                is_open = is_callable(zone, rules_here.window, now)
+            except ValueError:
+                is_open = False  # an unknown zone is never callable (the loader reports them)
+            callable_now[key] = is_open
+        if is_open:
+            zones.setdefault(zone, _OpenZone(zone)).regions[region] = rules_here.max_calls_24h
+    return [zones[z] for z in sorted(zones)]
 
 
 def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
@@ -88,6 +135,23 @@ def _recently_abandoned(now: dt.datetime) -> sa.ColumnElement[bool]:
         a.phone_e164 == Lead.__table__.c.phone_e164,
         a.ended_at > now - ABANDON_QUIET_PERIOD,
         a.disposition == Disposition.DROPPED.value,
+    )
+
+
+def _recent_calls(now: dt.datetime, capped: list[str]) -> tuple[sa.ColumnElement, sa.ColumnElement]:
+    """For a lead of a capped region: the calls placed to its number over the
+    cap period, in any campaign (an Originate Asterisk refused placed none),
+    and the oldest one's time; not looked up for other leads."""
+    a = CallAttempt.__table__.c
+    where = (
+        a.phone_e164 == _L.phone_e164,
+        a.created_at > now - rules.CALL_CAP_PERIOD,
+        a.response_message.is_(None),
+    )
+    is_capped = _L.rules_region.in_(capped)
+    return (
+        sa.case((is_capped, sa.select(sa.func.count()).where(*where).scalar_subquery()), else_=0),
+        sa.case((is_capped, sa.select(sa.func.min(a.created_at)).where(*where).scalar_subquery())),
     )
 
 
@@ -103,24 +167,38 @@ def claim_leads(
 ) -> list[ClaimedLead]:
     """Lease up to ``limit`` dialable leads of a running campaign, oldest due first.
 
-    ``now`` is naive UTC; ``timezones`` are the campaign's distinct zone values
-    (:func:`campaign_timezones`, which the caller may cache).
+    ``now`` is naive UTC; ``timezones`` are the campaign's distinct (zone,
+    rules region) pairs (:func:`campaign_timezones`, which the caller may
+    cache); a bare zone stands for the leads of that zone with no region.
     """
     if limit <= 0 or campaign.state != "running":
         return []
-    aware_now = now.replace(tzinfo=dt.timezone.utc)
-    open_zones = sorted(callable_timezones(timezones, calling_window(campaign), aware_now))
+    open_zones = _open_zones(session, campaign, timezones, now.replace(tzinfo=dt.timezone.utc))
     if not open_zones:
         return []
     postgres = session.get_bind().dialect.name == "postgresql"
     candidates: list[tuple[dt.datetime, int, int, tuple]] = []
-    for zone in open_zones:
+    deferred: list[dict[str, Any]] = []
+    width = len(_LEAD_COLUMNS)
+    for open_zone in open_zones:
+        allowed = open_zone.regions
+        capped = sorted(r for r, cap in allowed.items() if cap is not None)
+        named = [r for r in allowed if r is not None]
+        # Only the regions known open: a region value not yet in ``timezones``
+        # waits for the caller's next refresh rather than escaping its rules.
+        region_ok = _L.rules_region.in_(named) if named else sa.false()
+        if None in allowed:
+            region_ok = sa.or_(_L.rules_region.is_(None), region_ok)
+        columns: tuple = (*_LEAD_COLUMNS, _L.next_attempt_at)
+        if capped:
+            columns += (_L.rules_region, *_recent_calls(now, capped))
         stmt = (
-            sa.select(*_LEAD_COLUMNS, _L.next_attempt_at)
+            sa.select(*columns)
             .where(
                 _L.campaign_id == campaign.id,
-                _L.timezone == zone,
+                _L.timezone == open_zone.zone,
                 _L.next_attempt_at <= now,
+                region_ok,
                 _L.attempts < campaign.max_attempts,
                 not_on_dnc_list(_L.phone_e164),
                 ~_recently_abandoned(now),
@@ -131,7 +209,21 @@ def claim_leads(
         if postgres:
             stmt = stmt.with_for_update(skip_locked=True, of=Lead.__table__)
         for row in session.execute(stmt):
-            candidates.append((row.next_attempt_at, -row.priority, row.id, tuple(row[:-1])))
+            if capped:
+                cap = allowed.get(row[width + 1])
+                if cap is not None and row[width + 2] >= cap:
+                    # Capped: due again when the oldest call of the period is that old.
+                    deferred.append({"v_id": row.id, "v_due": row[width + 3] + rules.CALL_CAP_PERIOD})
+                    continue
+            candidates.append((row.next_attempt_at, -row.priority, row.id, tuple(row[:width])))
+    if deferred:
+        leads = Lead.__table__
+        session.execute(
+            leads.update()
+            .where(leads.c.id == sa.bindparam("v_id"), leads.c.state.in_(WAITING))
+            .values(next_attempt_at=sa.bindparam("v_due")),
+            deferred,
+        )
     chosen = heapq.nsmallest(limit, candidates)
     if not chosen:
         return []
