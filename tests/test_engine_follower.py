@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import trio
 import trio.testing
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.calls.agents import AgentBoard
 from dialer.calls.tracker import CallTracker, Step
 from dialer.engine.campaign import CampaignRun

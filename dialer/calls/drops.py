@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from dialer.compliance import rules
-from dialer.ami.codec import LocalProtocolError
+from dialer.ami.codec.errors import LocalProtocolError
 from dialer.ami.errors import AMIActionError, AMIError, NotConnected, PermissionDenied
 from dialer.calls.tracker import TrackedCall
 from dialer.config import DEFAULT_DROP_TARGET, DropTarget

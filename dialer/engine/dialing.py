@@ -45,7 +45,7 @@ import trio
 from sqlalchemy.orm import Session
 
 from dialer.leads import hopper
-from dialer.ami.codec import LocalProtocolError
+from dialer.ami.codec.errors import LocalProtocolError
 from dialer.ami.errors import (
     AMIActionError, AMIError, ActionTimeout, ConnectionLost, NotConnected, PermissionDenied,
 )

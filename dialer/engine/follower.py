@@ -32,7 +32,7 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.ami.timestamps import ServerClock
 from dialer.calls import dispositions as disp
 from dialer.calls.agents import AgentBoard

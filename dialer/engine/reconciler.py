@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.ami.errors import AMIActionError, AMIError
 from dialer.ami.pool import AMIPool
 from dialer.calls.agents import AgentBoard
