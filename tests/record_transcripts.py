@@ -321,7 +321,7 @@ def write_index(out: Path = OUT) -> None:
         "  since the TCP connect, `connect_wall_clock_epoch` relates them to `Timestamp:` headers.",
         "",
         "Users: `dialer` is the README's least-privilege user (read system,call,agent,user; write",
-        "originate,system), `admin` may do everything, `limited` reads and writes call only, `monitor`",
+        "originate,system,call), `admin` may do everything, `limited` reads and writes call only, `monitor`",
         "reads call,agent and writes nothing. The carrier's outcome follows the number's last digit",
         "(see `tests/asterisk/extensions.conf`). Answered calls run `dialer-connect`:",
         "`Queue(agents,,,,2)` with 3 agents who talk 4 s.",

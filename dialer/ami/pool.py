@@ -60,7 +60,7 @@ log = logging.getLogger("dialer.ami.pool")
 #: ``Hangup`` also lets ``HangupRequest`` through).
 ENGINE_EVENTS = (
     "OriginateResponse", "Newchannel", "Hangup", "DialBegin", "DialState", "DialEnd",
-    "QueueCallerJoin", "AgentConnect", "QueueMember", "UserEvent", "FullyBooted", "Shutdown",
+    "QueueCallerJoin", "QueueCallerLeave", "AgentConnect", "QueueMember", "UserEvent", "FullyBooted", "Shutdown",
 )
 #: Events the pool itself acts on (readiness), not passed on.
 _READINESS_EVENTS = frozenset({"FullyBooted", "Shutdown"})

@@ -24,7 +24,10 @@ Bounds: one task and one entry of ``_members``/``_unsent`` per call in
 flight, which the pool caps (``max_in_flight`` per connection): a campaign
 places no more than the pool's capacity.
 
-May import: the AMI pool and errors, the call tracker, pacing, hopper, and
+The drop message's safety net (:mod:`dialer.calls.drops`) runs in the same loop:
+an answered call no agent took in time is moved there with AMI ``Redirect``.
+
+May import: the AMI pool and errors, the call tracker and the drop safety net, pacing, hopper, and
 :mod:`.campaign`, :mod:`.database`, :mod:`.settings`, :mod:`.shared`.
 """
 
@@ -49,6 +52,8 @@ from dialer.ami.errors import (
 from dialer.ami.pool import AMIPool, PoolMember
 from dialer.calls.agents import AgentBoard
 from dialer.calls.breaker import SHUTTING_DOWN
+from dialer.calls.drops import DropNet, DropTarget
+from dialer.calls.drops import move as move_to_drop
 from dialer.calls.outcomes import to_datetime
 from dialer.calls.tracker import CallTracker, TrackedCall, Transition
 from dialer.campaigns import render_channel
@@ -125,11 +130,14 @@ class Dialer:
         self._members: dict[str, PoolMember] = {}   # action_id -> connection
         self._unsent: set[TrackedCall] = set()      # waiting for their send slot
         self._hangup_denied: set[str] = set()       # servers that refused Hangup (warned once)
+        self.drop_net = (None if settings.drop_target == "off"
+                         else DropNet(DropTarget.parse(settings.drop_target)))
+        self._redirect_denied: set[str] = set()     # servers that refused Redirect (warned once)
         self._wake = trio.Event()
         self._draining = False
         self._nursery: trio.Nursery | None = None
         self.counters = {"originates": 0, "refused": 0, "lost": 0, "not_sent": 0, "hangups": 0,
-                         "refused_stopping": 0}
+                         "refused_stopping": 0, "drop_redirects": 0}
 
     # -- what the other parts ask ----------------------------------------------------
 
@@ -167,6 +175,7 @@ class Dialer:
                 started = trio.current_time()
                 placed = 0
                 for run in list(self.runs.values()):
+                    self._move_overdue(run)
                     if run.state == CampaignState.RUNNING.value and not self._draining:
                         placed += await self._dial_campaign(run)
                     else:
@@ -372,6 +381,22 @@ class Dialer:
             self._lost(call)
         else:
             self._apply(self.tracker.originated(call.action_id, self.clock.now()))
+
+    # -- the drop message's safety net ------------------------------------------------
+
+    def _move_overdue(self, run: CampaignRun) -> None:
+        if self.drop_net is None or not run.calls:
+            return
+        assert self._nursery is not None
+        for call in self.drop_net.overdue(run.calls, self.clock.now()):
+            if (member := self._members.get(call.action_id)) is not None:
+                self._nursery.start_soon(self._redirect, call, member)
+
+    async def _redirect(self, call: TrackedCall, member: PoolMember) -> None:
+        assert self.drop_net is not None
+        if await move_to_drop(self.pool, member, self.drop_net, call, self.clock.now(),
+                              denied=self._redirect_denied):
+            self.counters["drop_redirects"] += 1
 
     # -- hang-ups ------------------------------------------------------------------------
 

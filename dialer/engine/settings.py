@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from dialer.compliance import rules
+from dialer.calls.drops import DEFAULT_TARGET, DropTarget
 from dialer.calls.outcomes import to_datetime
 from dialer.errors import UserError
 
@@ -52,6 +53,9 @@ class EngineSettings:
     speed: float = 1.0               # engine-clock seconds per real second
     breaker_failures: float = 20     # calls in a row failing at once pause their campaign
     breaker_within: float = 5.0      # a failure this soon after the Originate is "at once"
+    # Where an answered call no agent took in time is moved (AMI Redirect), when the
+    # dialplan did not move it itself: "context,exten,priority", or "off".
+    drop_target: str = DEFAULT_TARGET
 
     @classmethod
     def from_config(cls, table: dict[str, Any], where: str = "[engine]") -> "EngineSettings":
@@ -59,6 +63,14 @@ class EngineSettings:
         for key, value in table.items():
             if key not in {f.name for f in dataclasses.fields(cls)}:
                 raise UserError(f"{where}: unknown setting {key!r}")
+            if key == "drop_target":
+                try:
+                    if value != "off":
+                        DropTarget.parse(value if isinstance(value, str) else "")
+                except ValueError as exc:
+                    raise UserError(f"{where}.{key}: {exc}") from None
+                settings.drop_target = value
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise UserError(f"{where}.{key}: must be a positive number")
             if key == "drop_after" and value > rules.CONNECT_DEADLINE:

@@ -188,6 +188,10 @@ class QueueConfig:
     strategy: str = "rrmemory"
     timeout: float = 15.0
     wrapup: float = 0.0
+    # joinempty = yes: callers join a queue whose members are all paused (no: Queue()
+    # returns at once, JOINEMPTY). The simulator plays leavewhenempty = no and
+    # ringinuse = no (the README's queues.conf).
+    joinempty: bool = False
     agent_talk_time: Distribution = field(default_factory=lambda: Distribution.fixed(20.0))
 
 
@@ -222,6 +226,10 @@ class Scenario:
     # probability opt_out (a UserEvent DialerOptOut, as the README's dialplan sends).
     drop_after: float = 0.0
     opt_out: float = 0.0
+    # The drop message's context (a Redirect there plays it) and how long it lasts
+    # before the dialplan hangs up (seconds; the key press, if any, comes first).
+    drop_context: str = "dialer-drop"
+    drop_message: float = 0.0
     # The last-digit table (digit -> outcome), used when probabilities is None.
     digits: dict[str, Outcome] = field(default_factory=lambda: dict(LAST_DIGIT_TABLE))
     source: str = "<default>"
@@ -263,8 +271,8 @@ def default_scenario() -> Scenario:
 
 _TOP_KEYS = {"seed", "channel_capacity", "connect_context", "outcomes", "ring_time",
              "talk_time", "post_dial_delay", "queue", "users", "drop_after", "opt_out",
-             "carrier"}
-_QUEUE_KEYS = {"name", "agents", "strategy", "timeout", "wrapup", "agent_talk_time"}
+             "carrier", "drop_context", "drop_message"}
+_QUEUE_KEYS = {"name", "agents", "strategy", "timeout", "wrapup", "agent_talk_time", "joinempty"}
 _STRATEGIES = {"rrmemory", "ringall", "leastrecent", "fewestcalls", "random", "linear"}
 
 
@@ -365,11 +373,14 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         kw["seed"] = int(_number(w, None, "seed", data["seed"], integer=True))
     if "channel_capacity" in data:
         kw["channel_capacity"] = int(_number(w, None, "channel_capacity", data["channel_capacity"], integer=True))
-    if "connect_context" in data:
-        v = data["connect_context"]
-        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise w.error(None, "connect_context", f"must be a context name, not {v!r}")
-        kw["connect_context"] = v
+    for key in ("connect_context", "drop_context"):
+        if key in data:
+            v = data[key]
+            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+                raise w.error(None, key, f"must be a context name, not {v!r}")
+            kw[key] = v
+    if "drop_message" in data:
+        kw["drop_message"] = float(_number(w, None, "drop_message", data["drop_message"]))
     if "outcomes" in data:
         o = data["outcomes"]
         if not isinstance(o, dict):
@@ -434,6 +445,10 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
                 qkw[k] = float(_number(w, "queue", k, q[k]))
         if "agent_talk_time" in q:
             qkw["agent_talk_time"] = _distribution(w, "queue", "agent_talk_time", q["agent_talk_time"])
+        if "joinempty" in q:
+            if not isinstance(q["joinempty"], bool):
+                raise w.error("queue", "joinempty", f"must be true or false, not {q['joinempty']!r}")
+            qkw["joinempty"] = q["joinempty"]
         kw["queue"] = QueueConfig(**qkw)
     if "users" in data:
         users = data["users"]
