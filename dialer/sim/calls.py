@@ -953,9 +953,11 @@ class PBX:
             return
         m.paused = paused
         m.paused_reason = reason if paused else ""
+        m.last_pause = int(time.time())
         self.queue.refresh(m)
-        self._ev("QueueMemberPause", "agent", m.status_headers(self.queue.name))
+        self._dsc(f"Queue:{self.queue.name}_pause_{m.interface}", "INUSE" if paused else "NOT_INUSE")
         self._check_available()
+        self._ev("QueueMemberPause", "agent", m.status_headers(self.queue.name))
         self._dispatch_later()
 
     def _outside_call(self, req: OriginateRequest, m: Member) -> None:

@@ -40,13 +40,14 @@ class Member:
     call: "Call | None" = None
     index: int = 0
     paused_reason: str = ""
+    last_pause: int = 0
 
     def status_headers(self, queue: str) -> list[tuple[str, str]]:
         return [
             ("Queue", queue), ("MemberName", self.name), ("Interface", self.interface),
             ("StateInterface", self.interface), ("Membership", "static"), ("Penalty", "0"),
             ("CallsTaken", str(self.calls_taken)), ("LastCall", str(self.last_call)),
-            ("LastPause", "0"), ("LoginTime", str(self.login_time)),
+            ("LastPause", str(self.last_pause)), ("LoginTime", str(self.login_time)),
             ("InCall", "1" if self.in_call else "0"), ("Status", str(self.status)),
             ("Paused", "1" if self.paused else "0"), ("PausedReason", self.paused_reason),
             ("Ringinuse", "0"), ("Wrapuptime", "0"),
@@ -57,7 +58,7 @@ class Member:
             ("Event", "QueueMember"), ("Queue", queue), ("Name", self.name),
             ("Location", self.interface), ("StateInterface", self.interface),
             ("Membership", "static"), ("Penalty", "0"), ("CallsTaken", str(self.calls_taken)),
-            ("LastCall", str(self.last_call)), ("LastPause", "0"),
+            ("LastCall", str(self.last_call)), ("LastPause", str(self.last_pause)),
             ("LoginTime", str(self.login_time)), ("InCall", "1" if self.in_call else "0"),
             ("Status", str(self.status)), ("Paused", "1" if self.paused else "0"),
             ("PausedReason", self.paused_reason), ("Wrapuptime", "0"),

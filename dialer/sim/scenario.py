@@ -15,6 +15,8 @@ A scenario file (TOML) replaces any part of it::
     drop_after = 2                # 0 (default): no drop message; else a caller queued this long
                                   # leaves the queue for the drop message (the dialplan's 2-s Queue())
     opt_out = 0.3                 # share of those callers who press the opt-out key (UserEvent DialerOptOut)
+    drop_context = "dialer-drop"  # a Redirect to this context plays the drop message (with opt_out)
+    drop_message = 0              # seconds the drop message lasts before the dialplan hangs up
 
     [outcomes]                    # probabilities (normalised); omit for the last-digit table
     answered = 0.55
@@ -47,6 +49,8 @@ A scenario file (TOML) replaces any part of it::
                                   # a caller waits until an agent frees, drop_after runs out
                                   # or the called party hangs up
     wrapup = 2                    # seconds an agent stays unavailable after a call
+    joinempty = false             # true: callers join even when every agent is paused (QueuePause);
+                                  # false: Queue() returns at once (JOINEMPTY), as joinempty = no
     agent_talk_time = 20          # number or a distribution table: the agent hangs up after it
 
     [[users]]                     # replaces the default users when present
