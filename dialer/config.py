@@ -227,7 +227,7 @@ _SERVER_KEYS = {
 ENGINE_KEYS = frozenset({
     "poll_interval", "flush_interval", "lease", "drop_after", "stale_after",
     "housekeeping_interval", "stats_interval", "batch_interval", "speed", "db_timeout",
-    "ping_interval", "ping_timeout", "breaker_failures", "breaker_within",
+    "ping_interval", "ping_timeout", "breaker_failures", "breaker_within", "drop_target",
 })
 
 
@@ -238,6 +238,17 @@ def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, 
             close = difflib.get_close_matches(key, sorted(ENGINE_KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _fail(source, line, f"engine.{key}", f"unknown setting{hint}")
+        if key == "drop_target":
+            if value != "off":
+                # Lazy: the calls package pulls in the AMI client, which reading
+                # a config file does not otherwise need.
+                from dialer.calls.drops import DropTarget
+
+                try:
+                    DropTarget.parse(value if isinstance(value, str) else "")
+                except ValueError as exc:
+                    raise _fail(source, line, f"engine.{key}", str(exc)) from None
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise _fail(source, line, f"engine.{key}", "must be a positive number")
     return raw

@@ -181,3 +181,18 @@ def test_bad_sim_drop_settings_name_the_field():
         with pytest.raises(ScenarioError) as e:
             parse_scenario(line + "\n")
         assert field in str(e.value) and "\n" not in str(e.value)
+
+
+def test_drop_target_in_dialer_toml(tmp_path):
+    from dialer.config import ConfigError, load_config
+
+    base = ('[[ami]]\nname = "pbx1"\nhost = "127.0.0.1"\nusername = "dialer"\n'
+            'secret_env = "X"\n\n[engine]\n')
+    good = tmp_path / "good.toml"
+    good.write_text(base + 'drop_target = "my-drop,s,2"\n')
+    load_config(good)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(base + 'drop_target = "my-drop,s,zero"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert str(e.value).startswith(f"{bad}:8: engine.drop_target:") and "\n" not in str(e.value)
