@@ -231,6 +231,9 @@ ENGINE_KEYS = frozenset({
 })
 
 
+_DROP_TARGET = re.compile(r"[^,\s]+(,[^,\s]*(,[1-9][0-9]*)?)?")
+
+
 def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, Any]:
     for key, value in raw.items():
         line = lines.in_table("engine", 1, key)
@@ -239,15 +242,10 @@ def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, 
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _fail(source, line, f"engine.{key}", f"unknown setting{hint}")
         if key == "drop_target":
-            if value != "off":
-                # Lazy: the calls package pulls in the AMI client, which reading
-                # a config file does not otherwise need.
-                from dialer.calls.drops import DropTarget
-
-                try:
-                    DropTarget.parse(value if isinstance(value, str) else "")
-                except ValueError as exc:
-                    raise _fail(source, line, f"engine.{key}", str(exc)) from None
+            # The form dialer.calls.drops.DropTarget reads: context[,exten[,priority]].
+            if value != "off" and not (isinstance(value, str) and _DROP_TARGET.fullmatch(value)):
+                raise _fail(source, line, f"engine.{key}",
+                            f"{value!r}: expected context,exten,priority (e.g. dialer-drop,s,1) or off")
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise _fail(source, line, f"engine.{key}", "must be a positive number")

@@ -5,7 +5,7 @@ The dialplan is meant to do this itself: ``Queue(agents,,,,2)`` gives up after
 an operator's dialplan has no such give-up, a caller nobody takes would wait in
 the queue in silence, against 47 CFR 64.1200(a)(7). The engine then moves each
 answered call still without an agent ``GRACE`` seconds past the connect
-deadline (:data:`dialer.rules.CONNECT_DEADLINE`) to the drop target with
+deadline (:data:`dialer.compliance.rules.CONNECT_DEADLINE`) to the drop target with
 ``Redirect``, once per call.
 
 The grace keeps the net out of the dialplan's way: a call whose own ``Queue()``
