@@ -28,7 +28,7 @@ from dialer.engine.writer import OutcomeWriter
 
 #: the counters of status()["counters"], in the order shown
 COUNTERS = ("opt_outs", "originates", "refused", "lost", "ended", "events", "adopted", "reconciled",
-            "not_sent", "hangups", "hung_up", "refused_stopping", "breaker_trips")
+            "not_sent", "hangups", "hung_up", "refused_stopping", "breaker_trips", "drop_redirects")
 
 
 class Engine:
