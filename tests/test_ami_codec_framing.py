@@ -166,3 +166,26 @@ def test_the_error_stays_raised():
     for _ in range(2):
         with pytest.raises(RemoteProtocolError, match="exceeds the limit of 16"):
             parser.next_event()
+
+
+def test_a_long_message_one_byte_at_a_time_from_a_memoryview():
+    data = b"Event: Big\r\n" + b"".join(b"V: %05d\r\n" % i for i in range(2000)) + b"\r\n"
+    parser = AMIParser(role="server")
+    view = memoryview(data)
+    for k in range(len(data) - 1):
+        parser.receive_data(view[k : k + 1])
+        assert parser.next_event() is NEED_DATA
+    parser.receive_data(view[-1:])
+    message = parser.next_event()
+    assert message.name == "Big" and len(message.get_all("V")) == 2000
+
+
+def test_a_long_line_growing_past_the_limit_raises_before_any_line_end():
+    parser = AMIParser(role="server", max_message_size=10_000)
+    parser.receive_data(b"Action: Ping\r\nData: " + b"x" * 9000)  # a bytearray from here on
+    assert parser.next_event() is NEED_DATA
+    parser.receive_data(b"x" * 500)
+    assert parser.next_event() is NEED_DATA
+    parser.receive_data(b"x" * 600)
+    with pytest.raises(RemoteProtocolError, match="incomplete AMI message exceeds the limit of 10000 bytes"):
+        parser.next_event()

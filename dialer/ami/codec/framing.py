@@ -68,13 +68,19 @@ class Framer:
     def receive(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed the stream."""
         buf = self._buf
+        if type(buf) is bytearray and data and not self.eof:
+            # A long message arriving in pieces: only a line end can end
+            # it, and only a size over the limit is an error before then.
+            end = len(buf)
+            buf += data
+            if buf.find(b"\n", end) >= 0 or len(buf) - self._pos > self.max_message_size:
+                self.pending = True
+            return
         self.pending = True
         if not data or self.eof:
             if data:
                 raise LocalProtocolError("receive_data() after end of stream")
             self.eof = True
-        elif type(buf) is bytearray:
-            buf += data
         elif self._tail is None and type(data) is bytes:
             self._tail = data
         else:

@@ -256,24 +256,25 @@ def _no_order(self: object, other: object) -> bool:
 # The fields of a received message. Only their accessors are used: they read
 # the tuple's own items (not through __getitem__, which is Message's lookup by
 # header name), in C.
-_WireFields = namedtuple("_WireFields", ["raw", "kind", "name", "where", "index"])
+_WireFields = namedtuple("_WireFields", ["raw", "kind", "name", "where", "index", "flat"])
 
 
 class WireMessage(tuple, Message):
-    """A received message: the tuple ``(raw, kind, name, where, index)``.
+    """A received message: the tuple ``(raw, kind, name, where, index, flat)``.
 
     ``raw`` is the bytes as received, without the terminating empty line;
-    ``kind`` and ``name`` come from the first header. Where the message starts in the
+    ``kind`` and ``name`` come from the first header; ``flat`` is
+    ``[key1, value1, ...]`` when the headers were split while framing
+    (``AMIParser(lazy=False)``), else None. Where the message starts in the
     stream is worked out when asked (see :func:`batch_offset`): ``where`` is
     that offset itself (``index`` None) or, for blocks framed together, a list
     they share (their lengths, then the offset of the first) and ``index`` the
     message's place in it.
 
     Built from one tuple of those, in C: the parser maps the class over its
-    blocks. The headers, once split, are cached in the instance dict: ``_f``
-    (``[key1, value1, ...]``, set while framing with ``AMIParser(lazy=False)``),
-    ``_h`` (the pairs), ``_idx`` (the index), ``_output`` (a ``Response:
-    Follows`` body's text).
+    blocks. Splits made later are cached in the instance dict: ``_f`` (the
+    flat list), ``_h`` (the pairs), ``_idx`` (the index), ``_output`` (a
+    ``Response: Follows`` body's text).
     """
 
     raw = _WireFields.raw
@@ -281,6 +282,7 @@ class WireMessage(tuple, Message):
     name = _WireFields.name
     _where = _WireFields.where
     _nth = _WireFields.index
+    flat = _WireFields.flat
 
     @property
     def offset(self) -> int:
@@ -313,14 +315,16 @@ class WireMessage(tuple, Message):
 
     __mul__ = __rmul__ = __add__
 
-    def __getnewargs__(self) -> tuple[tuple[bytes, str, str | None, int, None]]:
+    def __getnewargs__(self) -> tuple[tuple[bytes, str, str | None, int, None, list[str] | None]]:
         # For pickle (iterating a message gives its keys, not its fields).
-        return ((self.raw, self.kind, self.name, self.offset, None),)
+        return ((self.raw, self.kind, self.name, self.offset, None, self.flat),)
 
     def _flat(self) -> list[str]:
-        flat = self._f
+        flat = self.flat
         if flat is None:
-            flat = self.__dict__["_f"] = split_headers(self.raw, self.offset)
+            flat = self._f
+            if flat is None:
+                flat = self.__dict__["_f"] = split_headers(self.raw, self.offset)
         return flat
 
     def _items(self) -> list[tuple[str, str]]:
@@ -334,7 +338,7 @@ class WireMessage(tuple, Message):
         if headers is not None:
             return headers.copy()
         # Not cached: most callers ask once.
-        flat = self._f or split_fast(self.raw) or self._flat()
+        flat = self.flat or self._f or split_fast(self.raw) or self._flat()
         return _pairs(flat)
 
     def _index(self) -> dict[str, str]:
@@ -361,7 +365,7 @@ class WireMessage(tuple, Message):
     def get(self, key: str, default: str | None = None) -> str | None:
         idx = self.__dict__.get("_idx")
         if idx is None:
-            if self._f is None:
+            if self.flat is None and self._f is None:
                 found = self._find(key)
                 if found is not None:
                     return found
@@ -417,8 +421,7 @@ def legacy_message(raw: bytes, offset: int) -> WireMessage:
     if lines and lines[-1] == "":
         lines.pop()
     kind, name = kind_name(*headers[0]) if headers else UNKNOWN
-    message = WireMessage((raw, kind, name, offset, None))
-    message.__dict__["_f"] = [x for pair in headers for x in pair]
+    message = WireMessage((raw, kind, name, offset, None, [x for pair in headers for x in pair]))
     message.__dict__["_h"] = headers
     message.__dict__["_output"] = [line[:-1] if line[-1:] == "\r" else line for line in lines]
     return message

@@ -100,6 +100,8 @@ class AMIParser:
         self.role = role
         self.lazy = lazy
         self._framer = Framer(max_message_size)
+        # receive_data() is the framer's: one call per read, not two.
+        self.receive_data = self._framer.receive
         self._want_banner = role == "client"
         self._legacy = False  # the next block is a Response: Follows block
         self._legacy_ok = role == "client"
@@ -188,7 +190,7 @@ class AMIParser:
                 batch.append(first)
                 if self.lazy:
                     return list(map(WireMessage, zip(
-                        pieces, map(_kind, kns), map(_name, kns), repeat(batch), count()
+                        pieces, map(_kind, kns), map(_name, kns), repeat(batch), count(), repeat(None)
                     )))
                 return self._eager(pieces, kns, batch)
             if self._want_banner:
@@ -218,12 +220,9 @@ class AMIParser:
                             raise
                         del flats[i:]
                         break
-        messages = list(map(WireMessage, zip(
-            pieces[: len(flats)], map(_kind, kns), map(_name, kns), repeat(batch), count()
+        return list(map(WireMessage, zip(
+            pieces, map(_kind, kns), map(_name, kns), repeat(batch), count(), flats
         )))
-        for message, flat in zip(messages, flats):
-            message.__dict__["_f"] = flat
-        return messages
 
     def _resolve(self, pieces: list[bytes], kns: list[tuple[str, str | None] | None]) -> bool:
         """Fill in unknown (kind, name)s; True if the blocks need the careful path."""
@@ -274,7 +273,7 @@ class AMIParser:
                 self._framer.unread([piece, *pieces[i + 1 :]], offset, search_from)
                 break
             kind, name = self._first_line(first)
-            message = WireMessage((piece, kind, name, offset, None))
+            message = WireMessage((piece, kind, name, offset, None, None))
             if not self.lazy:
                 try:
                     message._flat()
