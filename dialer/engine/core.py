@@ -230,8 +230,12 @@ class Engine:
         campaigns = {}
         for run in self.runs.values():
             c = run.campaign
-            ringing = sum(1 for call in run.calls if call.answered_at is None)
-            connected = sum(1 for call in run.calls if call.connected_at is not None)
+            ringing = connected = 0
+            for call in run.calls:  # one pass: this runs 20 times a second
+                if call.answered_at is None:
+                    ringing += 1
+                if call.connected_at is not None:
+                    connected += 1
             if c.queue and c.mode != "unattended":
                 logged_in, free, _ = self.agents.counts(c.queue, now)
                 agents = self.agents.board(c.queue, now)

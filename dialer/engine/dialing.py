@@ -252,12 +252,7 @@ class Dialer:
         wanted = min(run.decision.calls, capacity)
         if wanted <= 0:
             return 0
-        members: list[PoolMember] = []
-        while len(members) < wanted:
-            member = self.pool.assign()
-            if member is None:
-                break
-            members.append(member)
+        members = self.pool.assign_many(wanted)
         if not members:
             return 0
         if now_t - run.timezones_at > 30.0:
@@ -288,10 +283,11 @@ class Dialer:
         except DatabaseBusy as exc:
             log.warning("%s: no leads claimed (%s); trying again", campaign.name, exc)
             attempts = []
-        for member in members[len(attempts):]:
-            self.pool.unassign(member)
+        self.pool.unassign_many(members[len(attempts):])
         if not attempts:
-            run.hopper_empty_until = now_t + 1.0
+            # From now, not from before the claim: a claim that took a second
+            # would otherwise leave the campaign never seen empty.
+            run.hopper_empty_until = trio.current_time() + 1.0
             return 0
         assert self._nursery is not None
         queued_at = self.clock.now()
