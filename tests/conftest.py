@@ -325,3 +325,28 @@ def pytest_runtest_makereport(item, call):
             instances.insert(0, shared)
     for n, instance in enumerate(instances):
         report.sections.append((f"Asterisk log tail ({instance.run_dir})", instance.log_tail()))
+
+
+# The real-Asterisk tier's size and time, said at the end of every run that
+# collected it (setup, call and teardown of each test marked asterisk).
+_TIER: dict[str, dict[str, float | str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "asterisk" not in report.keywords:
+        return
+    entry = _TIER.setdefault(report.nodeid, {"seconds": 0.0, "outcome": "passed"})
+    entry["seconds"] = float(entry["seconds"]) + report.duration
+    if report.skipped:
+        entry["outcome"] = "skipped"
+    elif report.failed:
+        entry["outcome"] = "failed"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TIER:
+        return
+    outcomes = [str(e["outcome"]) for e in _TIER.values()]
+    seconds = sum(float(e["seconds"]) for e in _TIER.values())
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "skipped") if o in outcomes)
+    terminalreporter.write_line(f"real-Asterisk tier: {len(_TIER)} tests ({counts}), {seconds:.0f} s")
