@@ -227,8 +227,11 @@ _SERVER_KEYS = {
 ENGINE_KEYS = frozenset({
     "poll_interval", "flush_interval", "lease", "drop_after", "stale_after",
     "housekeeping_interval", "stats_interval", "batch_interval", "speed", "db_timeout",
-    "ping_interval", "ping_timeout", "breaker_failures", "breaker_within",
+    "ping_interval", "ping_timeout", "breaker_failures", "breaker_within", "drop_target",
 })
+
+
+_DROP_TARGET = re.compile(r"[^,\s]+(,[^,\s]*(,[1-9][0-9]*)?)?")
 
 
 def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, Any]:
@@ -238,6 +241,12 @@ def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, 
             close = difflib.get_close_matches(key, sorted(ENGINE_KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _fail(source, line, f"engine.{key}", f"unknown setting{hint}")
+        if key == "drop_target":
+            # The form dialer.calls.drops.DropTarget reads: context[,exten[,priority]].
+            if value != "off" and not (isinstance(value, str) and _DROP_TARGET.fullmatch(value)):
+                raise _fail(source, line, f"engine.{key}",
+                            f"{value!r}: expected context,exten,priority (e.g. dialer-drop,s,1) or off")
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise _fail(source, line, f"engine.{key}", "must be a positive number")
     return raw

@@ -60,9 +60,19 @@ class DatabaseError(UserError):
     """The database is unreachable, unknown, or not at the expected revision."""
 
 
+class DatabaseBusy(Exception):
+    """The database could not be reached or stayed locked (another writer, a
+    restart): the unit of work did not happen and may be tried again."""
+
+
 class DatabaseTimeout(DatabaseError):
     """The database did not answer within the deadline; the unit of work did not happen
     (or its commit's fate is unknown, when the deadline passed during the commit)."""
+
+
+class DatabaseBusy(Exception):
+    """The database could not be reached or stayed locked (another writer, a
+    restart): the unit of work did not happen and may be tried again."""
 
 
 def timeout_from_env() -> float:

@@ -21,12 +21,13 @@ from typing import Any, TextIO
 import sqlalchemy as sa
 import trio
 
-from dialer import control, db, reports
-from dialer.calling_hours import is_callable
+from dialer import db, reports
+from dialer.campaigns import control
+from dialer.leads.calling_hours import is_callable
 from dialer.campaigns import calling_window, create_campaign
 from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings
-from dialer.leads import import_leads
+from dialer.leads.importer import import_leads
 from dialer.models import Lead
 from dialer.resources import shipped
 from dialer.sim import SimAsterisk
@@ -68,6 +69,7 @@ class _Progress:
         self.bar = None
         self.task = None
         self.printed = -1
+        self.last_line = ""
 
     def __enter__(self) -> "_Progress":
         if self.tty:
@@ -86,7 +88,10 @@ class _Progress:
         if self.bar is not None:
             self.bar.__exit__(*exc)
 
-    def update(self, engine: Engine) -> None:
+    def update(self, engine: Engine, *, final: bool = False) -> None:
+        """Show the calls ended so far: a line per quarter of the leads, and with
+        ``final`` the engine's last word (the campaign's end state) unless that
+        line was just printed."""
         done = engine.counters["ended"]
         status = next(iter(engine.runs.values()), None)
         state = status.state if status is not None else "?"
@@ -95,9 +100,11 @@ class _Progress:
             self.bar.update(self.task, completed=done, description=text)
             return
         quarter = math.floor(4 * done / self.total) if self.total else 4
-        if quarter > self.printed:
+        line = f"  {done}/{self.total} calls ended ({text})\n"
+        if quarter > self.printed or (final and line != self.last_line):
             self.printed = quarter
-            self.out.write(f"  {done}/{self.total} calls ended ({text})\n")
+            self.last_line = line
+            self.out.write(line)
             self.out.flush()
 
     def note(self, text: str) -> None:
@@ -181,7 +188,7 @@ async def run_demo(
                     nursery.start_soon(_pause_and_resume, dialer_engine, total, progress, pause_for, db_thread)
                 with trio.fail_after(math.inf if web is not None else 3600):
                     await dialer_engine.run()
-                progress.update(dialer_engine)
+                progress.update(dialer_engine, final=True)
             if web is not None:
                 await _wait_for_signal(out)
             nursery.cancel_scope.cancel()

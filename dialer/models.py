@@ -24,7 +24,7 @@ i.e. in ``new`` and ``retry``)::
     done       reached a final disposition (no retry rule applies)
     exhausted  ``max_attempts`` reached without a final disposition
     dnc        its number was put on the do-not-call list while the lead was
-               new, retry or claimed (see dialer.dnc)
+               new, retry or claimed (see dialer.leads.dnc)
 
 Call attempt states (each step has its own timestamp column)::
 
@@ -58,7 +58,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from dialer import rules
+from dialer.compliance import rules
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -200,7 +200,7 @@ class Campaign(Base):
     __table_args__ = (
         CheckConstraint(_one_of("state", CampaignState), name="state"),
         CheckConstraint(_one_of("mode", DialMode), name="mode"),
-        # The minimum ring (dialer.rules.MIN_RING; the migrations write its value).
+        # The minimum ring (dialer.compliance.rules.MIN_RING; the migrations write its value).
         CheckConstraint(f"ring_timeout >= {rules.MIN_RING}", name="ring_timeout"),
         CheckConstraint(f"hangup_after = 0 OR hangup_after >= {rules.MIN_RING}", name="hangup_after"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
@@ -229,7 +229,7 @@ class Lead(Base):
     timezone: Mapped[str] = mapped_column(Text)
     # The CSV's state/province column (not the lead's dialing state).
     region: Mapped[str | None] = mapped_column(Text)
-    # The region(s) whose calling rules apply (dialer.regions): ISO 3166 codes
+    # The region(s) whose calling rules apply (dialer.leads.regions): ISO 3166 codes
     # ('US-FL', 'US', 'GB'), '|'-joined and sorted when several; from the CSV's
     # state column and the number. NULL: unknown, only the campaign's rules.
     rules_region: Mapped[str | None] = mapped_column(Text)
@@ -587,7 +587,7 @@ class PacingDecisionRow(Base):
 
 class RegionRuleRow(Base):
     """An operator's calling rules for one region (``dialer rules set``): they
-    replace the shipped rule of that region (:data:`dialer.rules.REGION_RULES`)
+    replace the shipped rule of that region (:data:`dialer.compliance.rules.REGION_RULES`)
     or add one. NULL bounds or cap: none of the region's own."""
 
     __tablename__ = "region_rules"

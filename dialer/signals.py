@@ -6,6 +6,13 @@ a commit. The work asks :meth:`DeferredSignals.received` at the points where it
 can stop cleanly, rolls back, and says so. Outside the main thread (where
 Python cannot install handlers) the block defers nothing and nothing is ever
 received.
+
+A command that ends with such a block (``dialer leads load``) passes
+``to_exit=True``: when the process is the console command
+(:func:`hold_to_exit` was called, as ``dialer.cli.run`` does), the block
+keeps holding signals back until the process exits, since the command has
+already said how it ended; called from Python, the handlers are put back as
+usual.
 """
 
 from __future__ import annotations
@@ -15,10 +22,20 @@ import threading
 
 HELD = (signal.SIGINT, signal.SIGTERM)
 
+_hold_to_exit = False
+
+
+def hold_to_exit() -> None:
+    """Mark this process as the console command: blocks made with ``to_exit=True``
+    keep their handlers to the end."""
+    global _hold_to_exit
+    _hold_to_exit = True
+
 
 class DeferredSignals:
-    def __init__(self, signals: tuple[int, ...] = HELD) -> None:
+    def __init__(self, signals: tuple[int, ...] = HELD, *, to_exit: bool = False) -> None:
         self._signals = signals
+        self._to_exit = to_exit
         self._previous: dict[int, object] = {}
         self.first: int | None = None
         self.count = 0
@@ -42,6 +59,8 @@ class DeferredSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._to_exit and _hold_to_exit:
+            return
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
         self._previous.clear()

@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner  # noqa: E402
+from dialer.ami.codec.message import Banner  # noqa: E402
+from dialer.ami.codec.parser import NEED_DATA, AMIParser  # noqa: E402
 
 
 class Recorder:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import trio
 
-from dialer.ami.codec import CLOSED, NEED_DATA, AMIParser, Message, encode_message
+from dialer.ami.codec.message import Message
+from dialer.ami.codec.parser import CLOSED, NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_message
 
 
 @dataclass

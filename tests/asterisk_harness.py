@@ -29,7 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
 
 CONFIG_DIR = Path(__file__).resolve().parent / "asterisk"
 ENV = "DIALER_TEST_ASTERISK"
@@ -39,6 +40,17 @@ HOW_TO_RUN = (
 )
 DEFAULT_AGENTS = 3
 DEFAULT_AGENT_TALK = 4
+# The drop message's prompts (tests/asterisk/extensions.conf [dialer-drop], the
+# README's names): silent recordings of these lengths (seconds), written as
+# 8 kHz mu-law into the instance's sounds folder (the tarball ships no sounds).
+PROMPTS = {
+    "dialer-this-is-acme-call-back-18005550100": 1.0,
+    "dialer-press-9-to-opt-out": 1.0,
+    "dialer-you-will-not-be-called-again": 0.5,
+}
+# The [agents] queue's settings in tests/asterisk/queues.conf, as set_queue()
+# restores them.
+QUEUE_DEFAULTS = {"wrapuptime": "0", "ringinuse": "no", "joinempty": "no", "leavewhenempty": "no"}
 BOOT_TIMEOUT = 30.0
 
 
@@ -208,8 +220,9 @@ class AsteriskInstance:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix="dast-", dir="/tmp"))
-        for sub in ("etc", "lib", "db", "agi", "cache", "spool", "run", "log", "tls"):
+        for sub in ("etc", "lib", "db", "agi", "cache", "spool", "run", "log", "tls", "data"):
             (self.run_dir / sub).mkdir()
+        self.queue_options = dict(QUEUE_DEFAULTS)
         self.secrets = {user: f"{user}-{secrets.token_hex(8)}" for user in self.USERS}
         self._make_certificate()
         self._pick_ports()
@@ -274,6 +287,7 @@ class AsteriskInstance:
             "TLS_KEY": str(self.tls_key),
             "AGENT_MEMBERS": members,
         }
+        values.update({f"AGENTS_{key.upper()}": value for key, value in self.queue_options.items()})
         values.update({f"{user.upper()}_SECRET": s for user, s in self.secrets.items()})
         etc = self.run_dir / "etc"
         for source in sorted(CONFIG_DIR.glob("*.conf")):
@@ -287,9 +301,22 @@ class AsteriskInstance:
         text = conf.read_text()
         text = text.replace(f"astmoddir => {self.install.prefix}/lib/asterisk/modules",
                             f"astmoddir => {self.install.moddir}")
-        text = text.replace(f"astdatadir => {self.install.prefix}/var/lib/asterisk",
-                            f"astdatadir => {self.install.datadir}")
         conf.write_text(text)
+        self._write_data()
+
+    def _write_data(self) -> None:
+        """The data folder: the install's (XML docs, ...) linked in, plus the drop
+        message's prompts as silence."""
+        data = self.run_dir / "data"
+        if self.install.datadir.is_dir():
+            for entry in self.install.datadir.iterdir():
+                link = data / entry.name
+                if entry.name != "sounds" and not link.exists():
+                    link.symlink_to(entry)
+        sounds = data / "sounds" / "en"
+        sounds.mkdir(parents=True, exist_ok=True)
+        for name, seconds in PROMPTS.items():
+            (sounds / f"{name}.ulaw").write_bytes(b"\xff" * int(8000 * seconds))
 
     # --- life cycle ----------------------------------------------------------
 
@@ -455,6 +482,21 @@ class AsteriskInstance:
         name = "AGENT_TALK" if agent is None else f"AGENT_TALK_{agent}"
         self.action("Setvar", Variable=name, Value=f"{seconds:g}")
 
+    def set_queue(self, **options: str) -> None:
+        """Change settings of the [agents] queue (``wrapuptime="3"``, ``ringinuse="yes"``,
+        ...; the others back to QUEUE_DEFAULTS) and reload app_queue."""
+        unknown = set(options) - set(QUEUE_DEFAULTS)
+        if unknown:
+            raise ValueError(f"not a templated queue setting: {sorted(unknown)}")
+        self.queue_options = {**QUEUE_DEFAULTS, **options}
+        self._write_config()
+        self.action("QueueReload", Queue="agents", Members="yes", Rules="yes", Parameters="yes")
+
+    def pause_agent(self, agent: str, paused: bool = True) -> None:
+        """Pause (or unpause) queue member ``agent`` ("agent2") in every queue."""
+        self.action("QueuePause", Interface=f"Local/{agent}@agents",
+                    Paused="true" if paused else "false", Reason="test")
+
     def db_get(self, family: str, key: str) -> str | None:
         """An AstDB value, or None when there is none."""
         with self.ami() as ami:
@@ -491,6 +533,10 @@ class AsteriskInstance:
         if not self.running:
             self.start()
         self.set_agent_talk(DEFAULT_AGENT_TALK)
+        if self.queue_options != QUEUE_DEFAULTS:
+            self.set_queue()
+        for i in range(1, self.agents + 1):
+            self.pause_agent(f"agent{i}", False)
         for i in range(1, 11):
             self.action("Setvar", Variable=f"AGENT_TALK_agent{i}", Value="")
         self.hangup_all()

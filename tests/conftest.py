@@ -10,6 +10,13 @@ copy (``pg_url``), made ahead of time in a thread and dropped afterwards. Withou
 tests are skipped, except under ``CI=true`` where they fail.
 
 ``db_url`` runs a test on both; ``engine`` and ``sessions`` are built on it.
+``sqlite_sessions`` is the same on SQLite alone, for tests whose subject is not
+the database (the engine against the simulator, a real Asterisk).
+
+Trio tests: ``clock`` is trio's mock clock (a test that takes it runs on it);
+``ami_secret`` puts the simulator's AMI password where
+``tests.engine_harness.server()`` says to read it. Real Asterisk: see the end
+of this file.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import trio
+import trio.testing
 
 from dialer import db
 
@@ -209,6 +218,32 @@ def engine(db_url):
 def sessions(engine):
     """A sessionmaker on ``engine``: ``with sessions.begin() as s: ...``."""
     return db.session_factory(engine)
+
+
+@pytest.fixture
+def sqlite_sessions(sqlite_url):
+    """A sessionmaker on a fresh SQLite file only (``sessions`` runs on both databases)."""
+    eng = db.create_engine(sqlite_url)
+    yield db.session_factory(eng)
+    eng.dispose()
+
+
+# --- Trio and the simulated Asterisk -------------------------------------------
+
+
+@pytest.fixture
+def clock():
+    """trio's mock clock: time stands still while any task can run, then jumps to
+    the next deadline, so timeouts and rates are exact and nothing sleeps for real."""
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def ami_secret(monkeypatch):
+    """The AMI password the simulator accepts, in the variable the test servers name."""
+    from tests.engine_harness import SECRET_ENV
+
+    monkeypatch.setenv(SECRET_ENV, "dialerpass")
 
 
 # --- Real Asterisk (tests marked ``@pytest.mark.asterisk``) --------------------

@@ -8,8 +8,8 @@ from collections import deque
 import sqlalchemy as sa
 import trio
 
-from dialer import control, db
-from dialer.campaigns import create_campaign
+from dialer import db
+from dialer.campaigns import control, create_campaign
 from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings
 from dialer.models import Lead
@@ -94,3 +94,10 @@ __all__ = [
     "BUSINESS_HOURS", "SECRET_ENV", "server", "numbers", "make_campaign", "originates",
     "max_in_window", "new_engine", "lead_dispositions", "control", "db", "trio",
 ]
+
+
+async def start_sim(nursery, **kwargs) -> tuple[SimAsterisk, int]:
+    """A simulated Asterisk serving on a free loopback port in ``nursery``: (sim, port)."""
+    sim = SimAsterisk(**kwargs)
+    port = await nursery.start(sim.serve)
+    return sim, port

@@ -41,7 +41,9 @@ from typing import Any
 import sqlalchemy as sa
 import trio
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message, encode_message
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_message
 from dialer.calls.tracker import CallTracker, TrackedCall
 from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings
@@ -290,28 +292,75 @@ class Dial:
     label: str
 
 
-async def run_script(port: int, secret: str, observer_secret: str, dials: list[Dial], *,
-                     settle: float = 12.0) -> Run:
-    """Send each Originate at its time (ChannelId = its label), watch until ``settle``
-    seconds after the last one; outcomes from the call tracker."""
+@dataclass(frozen=True)
+class Pause:
+    """QueuePause of one agent (as the admin user: the dialer's user has no agent write)."""
+
+    at: float
+    agent: str  # agent1
+    paused: bool = True
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The agent's line in use outside the queue: an Originate straight to the member
+    (it answers and talks AGENT_TALK seconds), as the admin user."""
+
+    at: float
+    agent: str
+
+
+Step = Dial | Pause | Busy
+
+
+def _step_message(step: Step, n: int) -> list[tuple[str, str]]:
+    if isinstance(step, Dial):
+        return [
+            ("Action", "Originate"), ("Channel", f"Local/{step.number}@carrier"),
+            ("Context", "dialer-connect"), ("Exten", "s"), ("Priority", "1"),
+            ("Async", "true"), ("Timeout", "15000"), ("CallerID", '"Fidelity" <15550001000>'),
+            ("ChannelId", step.label), ("OtherChannelId", step.label + "-2"),
+            ("ActionID", "orig-" + step.label)]
+    if isinstance(step, Pause):
+        return [("Action", "QueuePause"), ("Interface", f"Local/{step.agent}@agents"),
+                ("Paused", "true" if step.paused else "false"), ("Reason", "fidelity"),
+                ("ActionID", f"pause-{n}")]
+    return [("Action", "Originate"), ("Channel", f"Local/{step.agent}@agents"),
+            ("Application", "Wait"), ("Data", "30"), ("Async", "true"), ("Timeout", "15000"),
+            ("ActionID", f"busy-{n}")]
+
+
+async def _login(port: int, user: str, secret: str) -> trio.SocketStream:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(encode_message([
+        ("Action", "Login"), ("Username", user), ("Secret", secret), ("Events", "off"),
+        ("ActionID", "script-login")]))
+    return stream
+
+
+async def run_script(port: int, secret: str, observer_secret: str, steps: list[Step], *,
+                     settle: float = 12.0, admin_secret: str | None = None) -> Run:
+    """Send each step at its time (a Dial's Originate has ChannelId = its label), watch
+    until ``settle`` seconds after the last one; outcomes from the call tracker."""
     log = EventLog()
+    dials = [d for d in steps if isinstance(d, Dial)]
     async with trio.open_nursery() as nursery:
         await nursery.start(observe, "127.0.0.1", port, observer_secret, log)
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(encode_message([
-            ("Action", "Login"), ("Username", "dialer"), ("Secret", secret), ("Events", "off"),
-            ("ActionID", "script-login")]))
+        stream = await _login(port, "dialer", secret)
+        admin = None
+        if any(not isinstance(d, Dial) for d in steps):
+            assert admin_secret is not None
+            admin = await _login(port, "admin", admin_secret)
         t0 = trio.current_time()
-        for dial in dials:
-            await trio.sleep_until(t0 + dial.at)
-            await stream.send_all(encode_message([
-                ("Action", "Originate"), ("Channel", f"Local/{dial.number}@carrier"),
-                ("Context", "dialer-connect"), ("Exten", "s"), ("Priority", "1"),
-                ("Async", "true"), ("Timeout", "15000"), ("CallerID", '"Fidelity" <15550001000>'),
-                ("ChannelId", dial.label), ("OtherChannelId", dial.label + "-2"),
-                ("ActionID", "orig-" + dial.label)]))
-        await trio.sleep_until(t0 + max(d.at for d in dials) + settle)
+        for n, step in enumerate(sorted(steps, key=lambda x: x.at)):
+            await trio.sleep_until(t0 + step.at)
+            target = stream if isinstance(step, Dial) else admin
+            assert target is not None
+            await target.send_all(encode_message(_step_message(step, n)))
+        await trio.sleep_until(t0 + max(d.at for d in steps) + settle)
         await trio.aclose_forcefully(stream)
+        if admin is not None:
+            await trio.aclose_forcefully(admin)
         nursery.cancel_scope.cancel()
     tracker = CallTracker()
     calls = {}
@@ -417,6 +466,76 @@ def queue_busy_side_by_side(instance) -> tuple[Run, Run]:
     scenario = sim_scenario(agent_talk_time=Distribution.fixed(QUEUE_BUSY_AGENT_TALK))
     sim = on_sim(run_script, sim_secret("dialer"), sim_secret("dialer"), QUEUE_BUSY,
                  scenario=scenario)
+    return real, sim
+
+
+# --- the queue behaviours the dialer relies on (README's queues.conf) ----------------
+#
+# Every call here is digit 9 (rings 2 s, then stays on the line: only the dialplan or
+# the agent ends it) unless said otherwise; agents talk QUEUE_BUSY_AGENT_TALK (6 s).
+#
+# paused: agent1 and agent2 paused; the long call reaches agent3 (paused members are
+# skipped); "waits" joins while agent3 talks (an agent in a call does not make the
+# queue empty) and is dropped at Queue()'s 2 s; "stays" joins, then agent3 pauses
+# too: leavewhenempty = no keeps it waiting until the 2 s; "joinempty" finds every
+# member paused: joinempty = no, Queue() returns at once (JOINEMPTY), dropped.
+PAUSED = [
+    Pause(0.0, "agent1"), Pause(0.0, "agent2"),
+    Dial(0.2, "15551230109", "long"),
+    Dial(2.0, "15551230119", "waits"),
+    Dial(5.0, "15551230129", "stays"),
+    Pause(7.5, "agent3"),
+    Dial(9.5, "15551230139", "joinempty"),
+]
+
+# wrapuptime (4 s): only agent1 (the others paused). "first" (digit 0: the called
+# party hangs up after 2 s of talk, about 3.5 s in) reaches agent1; "in-wrapup"
+# waits while agent1 wraps up (until about 7.5 s) and is dropped at Queue()'s 2 s
+# (7 s); "after" finds agent1 free again.
+WRAPUP = [
+    Pause(0.0, "agent2"), Pause(0.0, "agent3"),
+    Dial(0.2, "15551230200", "first"),
+    Dial(3.0, "15551230219", "in-wrapup"),
+    Dial(8.5, "15551230220", "after"),
+]
+WRAPUP_SECONDS = 4
+
+# ringinuse = no: agent1 is on a call that did not come from the queue (an Originate
+# straight to its line), the others paused: the queue does not ring an agent whose
+# line is in use, so "inuse" is dropped at Queue()'s 2 s; "free" comes once agent1's
+# call ended (it talks 6 s) and reaches it.
+RINGINUSE = [
+    Pause(0.0, "agent2"), Pause(0.0, "agent3"),
+    Busy(0.2, "agent1"),
+    Dial(0.5, "15551230309", "inuse"),
+    Dial(7.0, "15551230310", "free"),
+]
+
+QUEUE_SCENARIOS = {"paused": PAUSED, "wrapuptime": WRAPUP, "ringinuse": RINGINUSE}
+
+
+def queue_behaviour_side_by_side(instance, name: str) -> tuple[Run, Run]:
+    """One of QUEUE_SCENARIOS on the real Asterisk and on the simulator."""
+    from dialer.sim.scenario import Distribution
+
+    steps = QUEUE_SCENARIOS[name]
+    real_queue: dict[str, str] = {}
+    sim_queue: dict[str, Any] = {"agent_talk_time": Distribution.fixed(QUEUE_BUSY_AGENT_TALK)}
+    if name == "wrapuptime":
+        real_queue["wrapuptime"] = str(WRAPUP_SECONDS)
+        sim_queue["wrapup"] = float(WRAPUP_SECONDS)
+    wait_idle(instance)
+    instance.set_agent_talk(QUEUE_BUSY_AGENT_TALK)
+    if real_queue:
+        instance.set_queue(**real_queue)
+    try:
+        real = on_asterisk(instance, run_script, instance.secrets["dialer"],
+                           instance.secrets["dialer"], steps,
+                           admin_secret=instance.secrets["admin"])
+    finally:
+        instance.reset()
+    sim = on_sim(run_script, sim_secret("dialer"), sim_secret("dialer"), steps,
+                 admin_secret=sim_secret("admin"), scenario=sim_scenario(**sim_queue))
     return real, sim
 
 

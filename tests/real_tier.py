@@ -83,7 +83,7 @@ class EventLog:
         self.error: BaseException | None = None
 
     def _run(self) -> None:
-        from dialer.ami.codec import Banner
+        from dialer.ami.codec.message import Banner
 
         try:
             while not self._stop.is_set():

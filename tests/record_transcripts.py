@@ -242,6 +242,37 @@ SCENARIOS += [
              + [until("OriginateResponse", 20, timeout=60.0), wait(14.0),
                 Step("quiet", 1.0, {"timeout": 30.0}), LOGOFF, CLOSED],
              shows="20 Responses in send order; OriginateResponses in completion order"),
+    Scenario("queuepause", "user admin (Events: agent): QueuePause agent1 on, then off",
+             [login(events="agent"),
+              send("Action: QueuePause\nInterface: Local/agent1@agents\nPaused: true\nReason: break\n"
+                   "ActionID: pause-1", reply=True), until("QueueMemberPause"),
+              send("Action: QueuePause\nInterface: Local/agent1@agents\nPaused: false\n"
+                   "ActionID: pause-2", reply=True), until("QueueMemberPause"), wait(0.3),
+              LOGOFF, CLOSED],
+             user="admin", shows="Interface paused/unpaused successfully; QueueMemberPause with "
+                                 "Paused 1 (PausedReason) then 0"),
+    Scenario("queue-joinempty",
+             "user admin: every agent paused (QueuePause), Async Originate to 15551230000, unpause",
+             [login(events="call,agent")]
+             # (each pause's events waited for: Asterisk sends them from another thread)
+             + [step for i in (1, 2, 3) for step in (
+                 send(f"Action: QueuePause\nInterface: Local/agent{i}@agents\nPaused: true\n"
+                      f"ActionID: pause-{i}", reply=True), until("QueueMemberPause"))]
+             + [send(originate("15551230000", "orig-joinempty")), until("Hangup", 2)]
+             + [step for i in (1, 2, 3) for step in (
+                 send(f"Action: QueuePause\nInterface: Local/agent{i}@agents\nPaused: false\n"
+                      f"ActionID: unpause-{i}", reply=True), until("QueueMemberPause"))]
+             + [wait(0.5), LOGOFF, CLOSED],
+             user="admin", shows="joinempty = no: answered, no QueueCallerJoin, Queue() returns at "
+                                 "once (JOINEMPTY) and the dialplan hangs up"),
+    Scenario("drop-message-opt-out",
+             "Async Originate to 16465550009 into dialer-connect-drop (busy queue, then "
+             "dialer-drop); the called party presses 9",
+             [login(), send(originate("16465550009", "orig-drop", context="dialer-connect-drop",
+                                      extra="Variable: DIALER_ATTEMPT=77\n")),
+              until("UserEvent", timeout=20.0), wait(2.0), LOGOFF, CLOSED],
+             shows="QueueCallerAbandon and QueueCallerLeave after 2 s, then UserEvent DialerOptOut "
+                   "(Attempt, Lead) from the drop message"),
 ]
 
 
@@ -321,7 +352,7 @@ def write_index(out: Path = OUT) -> None:
         "  since the TCP connect, `connect_wall_clock_epoch` relates them to `Timestamp:` headers.",
         "",
         "Users: `dialer` is the README's least-privilege user (read system,call,agent,user; write",
-        "originate,system), `admin` may do everything, `limited` reads and writes call only, `monitor`",
+        "originate,system,call), `admin` may do everything, `limited` reads and writes call only, `monitor`",
         "reads call,agent and writes nothing. The carrier's outcome follows the number's last digit",
         "(see `tests/asterisk/extensions.conf`). Answered calls run `dialer-connect`:",
         "`Queue(agents,,,,2)` with 3 agents who talk 4 s.",

@@ -6,10 +6,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from dialer import abandon, reports, rules
-from dialer.campaigns import create_campaign
+from dialer import reports
+from dialer.compliance import abandon, rules
+from dialer.campaigns import create_campaign, get_campaign
 from dialer.cli.status import collect
-from dialer.engine import _abandon_figures
+from dialer.engine.watcher import abandon_figures as _abandon_figures
 from dialer.models import CallAttempt, Lead
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0)
@@ -98,7 +99,7 @@ def test_pacing_status_report_and_live_state_agree(known):
         report = reports.build_report(s, "spring", now=NOW)
         # --since inside the 30 days: the windows come from their own query.
         recent = reports.build_report(s, "spring", now=NOW, since=NOW - 2 * D)
-        figures = reports.abandon_figures(s, reports.get_campaign(s, "spring"), NOW)
+        figures = reports.abandon_figures(s, get_campaign(s, "spring"), NOW)
     assert engine_figures[:4] == (d30, a30, d24, a24)
     windows = {"rolling_30d": {"dropped": d30, "answered": a30, "rate": 0.375},
                "last_24h": {"dropped": d24, "answered": a24, "rate": 0.25}}
@@ -121,7 +122,8 @@ def test_rate_is_none_without_answered_calls():
 
 
 def test_the_rules_are_what_the_settings_enforce():
-    from dialer import campaigns, hopper, pacing
+    from dialer import campaigns, pacing
+    from dialer.leads import hopper
     from dialer.engine import EngineSettings
 
     assert campaigns.MIN_RING_TIMEOUT == rules.MIN_RING == 15

@@ -12,17 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dialer.ami.codec import (
-    CLOSED,
-    NEED_DATA,
-    AMIParser,
-    Banner,
-    LocalProtocolError,
-    Message,
-    RemoteProtocolError,
-    encode_action,
-    encode_message,
-)
+from dialer.ami.codec.errors import LocalProtocolError, RemoteProtocolError
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import CLOSED, NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_action, encode_message
 
 from tests.transcripts import TRANSCRIPTS
 

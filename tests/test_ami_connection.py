@@ -12,7 +12,7 @@ import pytest
 import trio
 import trustme
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.ami.connection import ConnectionStateChanged, open_ami
 from dialer.ami.errors import (
     ActionTimeout,

@@ -9,17 +9,10 @@ import trio.testing
 
 from dialer.ami.pool import ENGINE_EVENTS, AMIPool, event_filter
 from dialer.sim import SimAsterisk
-from tests.engine_harness import SECRET_ENV, server
+from tests.engine_harness import server
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
 class Running:
@@ -161,6 +154,40 @@ async def test_assign_picks_the_connection_with_most_room_and_respects_max_in_fl
     pool.release(a)
     assert a.in_flight == 5
     assert pool.capacity() == a.room(pool.horizon) + b.room(pool.horizon) == 1 + 1
+
+
+async def test_assign_many_gives_what_assign_one_at_a_time_gives(clock, nursery):
+    import random
+
+    # rate 20, burst 3: room = ceil(20 * 0.25) + 3 = 8 waiting, up to 40 in flight.
+    r = await start(nursery, ("pbx1", 4, 20, 3, 40))
+    pool = r.pool
+    rng = random.Random(7)
+
+    def state():
+        return pool._rr, [(m.queued, m.in_flight) for m in pool.members]
+
+    def restore(saved):
+        pool._rr = saved[0]
+        for m, (queued, in_flight) in zip(pool.members, saved[1]):
+            m.queued, m.in_flight = queued, in_flight
+
+    for _ in range(300):
+        for m in pool.members:
+            m.queued = rng.randint(0, 8)
+            m.in_flight = m.queued + rng.choice([0, 0, rng.randint(0, 40 - m.queued)])
+        pool._rr = rng.randrange(4)
+        count = rng.choice([0, 1, 2, 3, 5, 9, 17, rng.randint(0, 40), 10_000])
+        before = state()
+        one_by_one = []
+        while len(one_by_one) < count and (m := pool.assign()) is not None:
+            one_by_one.append(m)
+        after = state()
+        restore(before)
+        assert pool.assign_many(count) == one_by_one
+        assert state() == after
+        pool.unassign_many(one_by_one)
+        assert [(m.queued, m.in_flight) for m in pool.members] == before[1]
 
 
 async def test_send_slots_follow_the_token_bucket_in_order(clock, nursery):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner
+from dialer.ami.codec.message import Banner
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
 from dialer.ami.recorder import RecordError, load_script, parse_script
 from dialer.cli import main
 from tests.sim_thread import SimThread

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.ami.connection import ConnectionStateChanged, open_ami
 from dialer.ami.errors import AuthenticationError, PermissionDenied
 from dialer.sim.server import SimAsterisk

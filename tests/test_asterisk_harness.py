@@ -42,6 +42,34 @@ def test_readme_dialer_user_is_the_tests_user():
     assert "originate" not in ours["read"] and "command" not in ours["write"]
 
 
+def _context_lines(text: str, name: str) -> list[str]:
+    """The lines of one dialplan context, from its header to the next one (blank lines,
+    trailing spaces and the end of a code block left out)."""
+    out: list[str] = []
+    inside = False
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if line.startswith("[") or line.startswith("```"):
+            inside = line == f"[{name}]"
+            if inside:
+                out.append(line)
+            continue
+        if inside and line:
+            out.append(line)
+    return out
+
+
+def test_readme_drop_message_is_the_tests_dialplan():
+    """The drop message the real tier runs (tests/asterisk/extensions.conf) is the
+    README's, word for word (the prompts are silent recordings of those names)."""
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"### The dialplan it expects.*?```ini\n(.*?)```", readme, re.S).group(1)
+    documented = _context_lines(section, "dialer-drop")
+    ours = _context_lines((ROOT / "tests" / "asterisk" / "extensions.conf").read_text(), "dialer-drop")
+    assert len(documented) > 5 and ours == documented
+    assert any("UserEvent(DialerOptOut," in line for line in ours)
+
+
 @pytest.mark.asterisk
 def test_login_as_readme_user_and_events_arrive(asterisk):
     with asterisk.ami("dialer", events="on") as ami:

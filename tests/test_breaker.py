@@ -14,17 +14,16 @@ import sqlalchemy as sa
 import trio
 import trio.testing
 
-from dialer import control
+from dialer.campaigns import control
 from dialer.calls.breaker import CircuitBreaker, failure_text
 from dialer.calls.tracker import TrackedCall
 from dialer.cli import main
 from dialer.cli import status as status_cli
-from dialer.engine import EngineSettings
 from dialer.models import CallAttempt, Campaign, Lead, SupervisorCommand
 from dialer.sim import SimAsterisk
 from dialer.sim.scenario import DEFAULT_USERS, Scenario, User
 from tests.engine_harness import (
-    BUSINESS_HOURS, SECRET_ENV, lead_dispositions, make_campaign, new_engine, numbers, originates,
+    BUSINESS_HOURS, lead_dispositions, make_campaign, new_engine, numbers, originates,
     server,
 )
 
@@ -35,14 +34,7 @@ BY_DIGIT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
 # ``sessions`` (tests/conftest.py): each test runs on SQLite and on PostgreSQL.
@@ -152,7 +144,7 @@ async def test_a_channel_template_the_server_cannot_dial_pauses_the_campaign_and
         # Paused: nothing more is dialed, and what was in flight has ended.
         await trio.sleep(30)
         sent_while_paused = len(originates(sim))
-        await wait_for(lambda: engine.in_flight() == 0 and not engine._pending)
+        await wait_for(lambda: engine.in_flight() == 0 and not engine.unwritten())
         await trio.sleep(1)
 
         rows = attempts(sessions)
@@ -221,7 +213,7 @@ async def test_a_user_that_may_not_originate_hands_its_leads_back_and_the_campai
         await wait_for(lambda: campaign_state(sessions) == "paused", step=0.05)
         paused_at = trio.current_time()
         await trio.sleep(10)
-        await wait_for(lambda: not engine._pending)
+        await wait_for(lambda: not engine.unwritten())
         nursery.cancel_scope.cancel()
     # One Originate, refused; the pause follows it within a moment.
     assert len(originates(sim)) == 1

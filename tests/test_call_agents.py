@@ -8,7 +8,7 @@ recordings show them. Times are plain numbers: the board takes ``now``.
 
 from __future__ import annotations
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.calls.agents import AgentBoard
 from tests.transcripts import read_messages
 

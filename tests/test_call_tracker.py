@@ -228,7 +228,7 @@ def test_duplicate_registration_is_refused():
 
 
 def test_steps_stay_in_order_when_event_times_are_asterisks_and_the_response_is_read_late():
-    from dialer.ami.codec import Message
+    from dialer.ami.codec.message import Message
 
     def event(name, **headers):
         return Message([("Event", name)] + list(headers.items()))

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from dialer.calling_hours import (
+from dialer.leads.calling_hours import (
     CallingWindow,
     callable_timezones,
     is_callable,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import io
@@ -15,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from dialer import campaigns
-from dialer.calling_hours import CallingWindow
+from dialer.leads.calling_hours import CallingWindow
 from dialer.campaigns import SETTINGS, SettingError
 from dialer.cli import main
 from dialer.errors import UserError
@@ -309,24 +308,6 @@ def test_campaign_show_formats(sqlite_url):
     # one name for the default everywhere: 'text' is no format
     status, out, err = run_cli("campaign", "show", "spring", "--format", "text", "--db", sqlite_url)
     assert status == 2 and "invalid choice: 'text'" in err
-
-
-def test_every_data_command_takes_the_shared_format_names():
-    from dialer.cli import FORMATS, build_parser
-
-    parser = build_parser()
-    argv = {
-        ("campaign", "list"): [], ("campaign", "show"): ["x"], ("status",): [], ("report",): ["x"],
-        ("ami", "events"): [],
-    }
-    for words, rest in argv.items():
-        sub = parser
-        for w in words:
-            sub = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices[w]
-        fmt = next(a for a in sub._actions if a.dest == "format")
-        assert set(fmt.choices) <= set(FORMATS) and "table" in fmt.choices and "json" in fmt.choices or \
-            words == ("ami", "events"), words
-        assert list(fmt.choices) == [f for f in FORMATS if f in fmt.choices]
 
 
 @pytest.mark.parametrize(

@@ -166,7 +166,7 @@ async def test_engine_stops_dialing_keeps_outcomes_and_writes_them_when_the_serv
             assert len(originates(sim)) == sent < len(phones)
             # Calls in flight went on to their end; their outcomes are kept, not dropped.
             assert dialer.counters["ended"] > ended_before
-            kept = len(dialer._pending)
+            kept = dialer.unwritten()
             assert kept > 0
             await trio.to_thread.run_sync(cluster.resume)
             with trio.fail_after(120):

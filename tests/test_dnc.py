@@ -1,4 +1,4 @@
-"""The do-not-call list: ``dialer dnc add|load|check`` and :mod:`dialer.dnc`."""
+"""The do-not-call list: ``dialer dnc add|load|check`` and :mod:`dialer.leads.dnc`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dialer import campaigns, dnc
+from dialer import campaigns
+from dialer.leads import dnc
 from dialer.cli import main
 from dialer.errors import UserError
-from dialer.leads import LeadFileError, import_leads
+from dialer.leads.importer import LeadFileError, import_leads
 from dialer.models import DncNumber, Lead
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_leads.csv"

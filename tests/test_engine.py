@@ -7,12 +7,11 @@ import sqlalchemy as sa
 import trio
 import trio.testing
 
-from dialer import control
+from dialer.campaigns import control
 from dialer.models import CallAttempt, Campaign, EngineStatus, Lead, SupervisorCommand
-from dialer.sim import SimAsterisk
 from tests.engine_harness import (
-    BUSINESS_HOURS, SECRET_ENV, lead_dispositions, make_campaign, max_in_window, new_engine,
-    numbers, originates, server,
+    BUSINESS_HOURS, lead_dispositions, make_campaign, max_in_window, new_engine,
+    numbers, originates, server, start_sim,
 )
 
 ANSWERED = {"connected", "dropped"}
@@ -23,36 +22,14 @@ BY_DIGIT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sessions(sqlite_url):
-    from dialer import db
-
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
-
-
-async def start_sim(nursery, **kwargs):
-    sim = SimAsterisk(**kwargs)
-    port = await nursery.start(sim.serve)
-    return sim, port
-
-
-async def run_until_done(sessions, *, scenario=None, epoch=BUSINESS_HOURS, timeout=3600, **engine_kwargs):
+async def run_until_done(sqlite_sessions, *, scenario=None, epoch=BUSINESS_HOURS, timeout=3600, **engine_kwargs):
     """One engine against a fresh simulator until its campaigns are done: (sim, engine)."""
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery, scenario=scenario)
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=epoch, **engine_kwargs)
+        engine = new_engine(sqlite_sessions, [server(port)], until_done=True, epoch=epoch, **engine_kwargs)
         with trio.fail_after(timeout):
             await engine.run()
         nursery.cancel_scope.cancel()
@@ -64,12 +41,12 @@ def actions(sim, name):
     return [m for items in sim.received.values() for _, m in items if m.name == name]
 
 
-async def test_campaign_runs_to_completion_with_each_outcome(clock, sessions):
+async def test_campaign_runs_to_completion_with_each_outcome(clock, sqlite_sessions):
     phones = numbers(40)
-    make_campaign(sessions, phones=phones, mode="progressive", max_concurrent=10)
-    sim, engine = await run_until_done(sessions)
+    make_campaign(sqlite_sessions, phones=phones, mode="progressive", max_concurrent=10)
+    sim, engine = await run_until_done(sqlite_sessions)
 
-    leads = lead_dispositions(sessions)
+    leads = lead_dispositions(sqlite_sessions)
     assert len(leads) == 40
     for phone, (state, disposition) in leads.items():
         assert disposition in BY_DIGIT[phone[-1]], (phone, disposition)
@@ -77,7 +54,7 @@ async def test_campaign_runs_to_completion_with_each_outcome(clock, sessions):
     # every number was dialed exactly once
     dialed = [m.get("Channel") for _, _, m in originates(sim)]
     assert sorted(dialed) == sorted(f"Local/{p[1:]}@carrier" for p in phones)
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         assert s.scalar(sa.select(Campaign.state)) == "done"
         attempts = list(s.scalars(sa.select(CallAttempt)))
         assert len(attempts) == 40
@@ -89,7 +66,7 @@ async def test_campaign_runs_to_completion_with_each_outcome(clock, sessions):
                 assert a.connected_at is not None and a.time_to_agent <= 2.0
     # progressive with 3 agents: never more calls in flight than free agents allow
     assert sim.statistics()["calls_peak"] <= 10
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         status = s.get(EngineStatus, engine.engine_id).data
     assert status["counters"]["originates"] == 40
     assert status["campaigns"]["spring"]["placed"] == 40
@@ -98,13 +75,13 @@ async def test_campaign_runs_to_completion_with_each_outcome(clock, sessions):
     assert sum(c["reader"] for c in status["connections"]) == 1
 
 
-async def test_rate_cap_per_connection_is_never_exceeded(clock, sessions):
-    make_campaign(sessions, phones=numbers(300), mode="unattended", queue=None,
+async def test_rate_cap_per_connection_is_never_exceeded(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(300), mode="unattended", queue=None,
                   max_concurrent=1000)
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery)
         engine = new_engine(
-            sessions, [server(port, connections=3, rate=10, burst=3)],
+            sqlite_sessions, [server(port, connections=3, rate=10, burst=3)],
             until_done=True, epoch=BUSINESS_HOURS,
         )
         with trio.fail_after(3600):
@@ -123,36 +100,36 @@ async def test_rate_cap_per_connection_is_never_exceeded(clock, sessions):
     assert 9.0 <= last - first <= 11.0
 
 
-async def test_pause_resume_and_stop_from_the_database(clock, sessions):
-    make_campaign(sessions, phones=numbers(200), mode="unattended", queue=None,
+async def test_pause_resume_and_stop_from_the_database(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(200), mode="unattended", queue=None,
                   max_concurrent=1000)
     now = dt.datetime(2026, 11, 25, 16, 0)
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port, connections=1, rate=10, burst=1)],
+        engine = new_engine(sqlite_sessions, [server(port, connections=1, rate=10, burst=1)],
                             epoch=BUSINESS_HOURS)
         await nursery.start(engine.run)
         await trio.sleep(3)
-        with sessions.begin() as s:
+        with sqlite_sessions.begin() as s:
             control.issue(s, "spring", "pause", reason="lunch", issued_by="sup@host", now=now)
         await trio.sleep(1.0)  # the engine acts within a second
         paused_at = len(originates(sim))
         await trio.sleep(10)
         assert len(originates(sim)) == paused_at
         assert 25 <= paused_at <= 45
-        with sessions.begin() as s:
+        with sqlite_sessions.begin() as s:
             control.issue(s, "spring", "resume", issued_by="sup@host", now=now)
         await trio.sleep(3)
         resumed = len(originates(sim))
         assert resumed > paused_at + 15
-        with sessions.begin() as s:
+        with sqlite_sessions.begin() as s:
             control.issue(s, "spring", "stop", reason="done for today", issued_by="sup@host", now=now)
         await trio.sleep(1.0)
         stopped_at = len(originates(sim))
         await trio.sleep(60)  # every call in flight ends meanwhile
         assert len(originates(sim)) == stopped_at
         nursery.cancel_scope.cancel()
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         assert s.scalar(sa.select(Campaign.state)) == "stopped"
         commands = s.execute(
             sa.select(SupervisorCommand.command, SupervisorCommand.reason, SupervisorCommand.issued_by)
@@ -168,12 +145,12 @@ async def test_pause_resume_and_stop_from_the_database(clock, sessions):
         assert s.scalar(sa.select(sa.func.count()).where(Lead.state == "claimed")) == 0
 
 
-async def test_dropped_connection_keeps_dialing_on_the_others_and_resends_nothing(clock, sessions):
+async def test_dropped_connection_keeps_dialing_on_the_others_and_resends_nothing(clock, sqlite_sessions):
     phones = numbers(200)
-    make_campaign(sessions, phones=phones, mode="unattended", queue=None, max_concurrent=1000)
+    make_campaign(sqlite_sessions, phones=phones, mode="unattended", queue=None, max_concurrent=1000)
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port, connections=2, rate=10, burst=1)],
+        engine = new_engine(sqlite_sessions, [server(port, connections=2, rate=10, burst=1)],
                             until_done=True, epoch=BUSINESS_HOURS)
 
         async def break_one():
@@ -188,8 +165,8 @@ async def test_dropped_connection_keeps_dialing_on_the_others_and_resends_nothin
         nursery.cancel_scope.cancel()
     dialed = [m.get("Channel") for _, _, m in originates(sim)]
     assert len(dialed) == len(set(dialed))  # nothing dialed twice
-    leads = lead_dispositions(sessions)
-    with sessions.begin() as s:
+    leads = lead_dispositions(sqlite_sessions)
+    with sqlite_sessions.begin() as s:
         per_lead = s.execute(sa.select(CallAttempt.lead_id, sa.func.count()).group_by(CallAttempt.lead_id)).all()
     assert len(per_lead) == 200 and {n for _, n in per_lead} == {1}
     # An Originate cut off with the connection may never have reached Asterisk:
@@ -219,14 +196,14 @@ def test_business_zone_is_inside_the_window_at_every_hour():
         assert 11 <= local.hour <= 13, (hour, local)
 
 
-async def test_predictive_campaign_runs_against_the_simulator(clock, sessions):
+async def test_predictive_campaign_runs_against_the_simulator(clock, sqlite_sessions):
     phones = numbers(120)
-    make_campaign(sessions, phones=phones, mode="predictive", max_concurrent=50)
+    make_campaign(sqlite_sessions, phones=phones, mode="predictive", max_concurrent=50)
     levels = []
-    sim, engine = await run_until_done(sessions, on_progress=lambda e: levels.append(
+    sim, engine = await run_until_done(sqlite_sessions, on_progress=lambda e: levels.append(
         e.runs[next(iter(e.runs))].decision.dial_level if e.runs[next(iter(e.runs))].decision else 0
     ))
-    leads = lead_dispositions(sessions)
+    leads = lead_dispositions(sqlite_sessions)
     assert all(d in BY_DIGIT[p[-1]] for p, (_, d) in leads.items())
     assert len(originates(sim)) == 120
     # hangup_after is off by default: no call is cut short.
@@ -258,14 +235,14 @@ agent_talk_time = 60
 """
 
 
-async def test_predictive_hangs_up_unneeded_calls_only_after_they_rang_long_enough(clock, sessions):
+async def test_predictive_hangs_up_unneeded_calls_only_after_they_rang_long_enough(clock, sqlite_sessions):
     from dialer.sim.scenario import parse_scenario
 
-    make_campaign(sessions, phones=numbers(150), mode="predictive", max_concurrent=40,
+    make_campaign(sqlite_sessions, phones=numbers(150), mode="predictive", max_concurrent=40,
                   ring_timeout=40, hangup_after=15, retry_delays={})
-    sim, engine = await run_until_done(sessions, scenario=parse_scenario(HANGUP_SCENARIO), timeout=7200)
+    sim, engine = await run_until_done(sqlite_sessions, scenario=parse_scenario(HANGUP_SCENARIO), timeout=7200)
     hangups = actions(sim, "Hangup")
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         attempts = s.scalars(sa.select(CallAttempt)).all()
         rows = [(a.disposition, a.cause, a.ringing_at, a.ended_at, a.answered_at) for a in attempts]
         marked = sorted(a.id for a in attempts if a.hangup_at is not None)
@@ -292,7 +269,7 @@ async def test_predictive_hangs_up_unneeded_calls_only_after_they_rang_long_enou
 
 
 async def test_a_hangup_the_ami_user_may_not_send_is_tried_once_per_call_and_reported_once(
-        clock, sessions, caplog):
+        clock, sqlite_sessions, caplog):
     from dialer.sim.scenario import parse_scenario
 
     users = """
@@ -302,52 +279,52 @@ secret = "dialerpass"
 read = ["system", "call", "agent", "user", "dialplan", "originate", "reporting"]
 write = ["originate", "reporting"]
 """
-    make_campaign(sessions, phones=numbers(60), mode="predictive", max_concurrent=40,
+    make_campaign(sqlite_sessions, phones=numbers(60), mode="predictive", max_concurrent=40,
                   ring_timeout=40, hangup_after=15, retry_delays={})
-    sim, engine = await run_until_done(sessions, scenario=parse_scenario(HANGUP_SCENARIO + users),
+    sim, engine = await run_until_done(sqlite_sessions, scenario=parse_scenario(HANGUP_SCENARIO + users),
                                        timeout=7200)
     tried = [m.get("Channel") for m in actions(sim, "Hangup")]
     assert tried and len(tried) == len(set(tried))
     assert engine.counters["hangups"] == engine.counters["hung_up"] == 0
     assert caplog.text.count("ringing calls cannot be cut") == 1
     assert "Permission denied" in caplog.text and "write = system" in caplog.text
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         assert s.scalar(sa.select(sa.func.count()).where(CallAttempt.hangup_at.is_not(None))) == 0
         assert s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_(None))) == 0
 
 
-async def test_sample_leads_each_get_the_outcome_of_their_last_digit(clock, sessions):
+async def test_sample_leads_each_get_the_outcome_of_their_last_digit(clock, sqlite_sessions):
     from pathlib import Path
 
     from dialer.leads.importer import import_leads
 
     sample = Path(__file__).resolve().parents[1] / "sample_leads.csv"
-    make_campaign(sessions, mode="progressive", max_concurrent=30)
+    make_campaign(sqlite_sessions, mode="progressive", max_concurrent=30)
     loaded_at = dt.datetime(2026, 11, 25, 18, 0)
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         result = import_leads(s, "spring", sample, now=loaded_at)
     assert result.loaded == 200
     # 19:00 UTC on a Wednesday: 14:00 in New York, 09:00 in Honolulu.
     epoch = dt.datetime(2026, 11, 25, 19, 0, tzinfo=dt.UTC).timestamp()
-    sim, engine = await run_until_done(sessions, epoch=epoch, timeout=7200)
-    leads = lead_dispositions(sessions)
+    sim, engine = await run_until_done(sqlite_sessions, epoch=epoch, timeout=7200)
+    leads = lead_dispositions(sqlite_sessions)
     assert len(leads) == 200
     for phone, (state, disposition) in leads.items():
         assert disposition in BY_DIGIT[phone[-1]], (phone, disposition)
     assert len(originates(sim)) == 200
 
 
-async def test_a_locked_database_delays_outcomes_but_loses_none(clock, sessions, sqlite_url, caplog):
+async def test_a_locked_database_delays_outcomes_but_loses_none(clock, sqlite_sessions, sqlite_url, caplog):
     """Another writer holds SQLite's lock for a while (a long lead load): the
     engine keeps following its calls and writes every outcome afterwards."""
     import sqlite3
 
     phones = numbers(60)
-    make_campaign(sessions, phones=phones, mode="unattended", queue=None, max_concurrent=100)
+    make_campaign(sqlite_sessions, phones=phones, mode="unattended", queue=None, max_concurrent=100)
     path = sqlite_url.removeprefix("sqlite:///")
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port, connections=1, rate=10, burst=2)],
+        engine = new_engine(sqlite_sessions, [server(port, connections=1, rate=10, burst=2)],
                             until_done=True, epoch=BUSINESS_HOURS)
         from dialer import db as dbmod
 
@@ -372,22 +349,22 @@ async def test_a_locked_database_delays_outcomes_but_loses_none(clock, sessions,
     blocker.close()
     assert engine.counters["ended"] == 60
     assert "database is locked" in caplog.text and "trying again" in caplog.text
-    leads = lead_dispositions(sessions)
+    leads = lead_dispositions(sqlite_sessions)
     assert len(leads) == 60
     assert all(state in ("done", "exhausted") for state, _ in leads.values())
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         assert s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_(None))) == 0
         assert s.scalar(sa.select(sa.func.count()).select_from(CallAttempt)) == 60
 
 
-async def test_outcomes_left_at_a_stop_wait_out_a_locked_database(clock, sessions, sqlite_url, caplog):
+async def test_outcomes_left_at_a_stop_wait_out_a_locked_database(clock, sqlite_sessions, sqlite_url, caplog):
     """The engine is stopped while another writer holds SQLite's lock: its
     last outcomes are written once the lock is gone, not dropped."""
     import sqlite3
 
     from dialer import db as dbmod
 
-    make_campaign(sessions, phones=numbers(60), mode="unattended", queue=None, max_concurrent=100)
+    make_campaign(sqlite_sessions, phones=numbers(60), mode="unattended", queue=None, max_concurrent=100)
     path = sqlite_url.removeprefix("sqlite:///")
     impatient = dbmod.create_engine(sqlite_url)
     sa.event.listen(impatient, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout = 10"))
@@ -399,7 +376,7 @@ async def test_outcomes_left_at_a_stop_wait_out_a_locked_database(clock, session
 
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port, connections=1, rate=10, burst=2)], epoch=BUSINESS_HOURS)
+        engine = new_engine(sqlite_sessions, [server(port, connections=1, rate=10, burst=2)], epoch=BUSINESS_HOURS)
         engine.sessions = dbmod.session_factory(impatient)
         with trio.move_on_after(30):
             async with trio.open_nursery() as inner:
@@ -411,28 +388,28 @@ async def test_outcomes_left_at_a_stop_wait_out_a_locked_database(clock, session
     impatient.dispose()
     blocker.close()
     assert "outcomes not written yet" in caplog.text
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         ended = s.scalar(sa.select(sa.func.count()).where(CallAttempt.ended_at.is_not(None)))
     assert ended == engine.counters["ended"] > 0
 
 
-async def test_the_final_flush_gives_up_after_a_bounded_time(clock, sessions, sqlite_url, caplog, monkeypatch):
+async def test_the_final_flush_gives_up_after_a_bounded_time(clock, sqlite_sessions, sqlite_url, caplog, monkeypatch):
     """The database stays locked after the stop: the engine returns within
     FINAL_FLUSH_SECONDS, however many tries it would have left, and says what
     it could not write."""
     import sqlite3
 
     from dialer import db as dbmod
-    from dialer import engine as engine_module
+    from dialer.engine import writer as engine_module
 
     monkeypatch.setattr(engine_module, "FINAL_FLUSH_TRIES", 1000)
-    make_campaign(sessions, phones=numbers(60), mode="unattended", queue=None, max_concurrent=100)
+    make_campaign(sqlite_sessions, phones=numbers(60), mode="unattended", queue=None, max_concurrent=100)
     impatient = dbmod.create_engine(sqlite_url)
     sa.event.listen(impatient, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout = 10"))
     blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port, connections=1, rate=10, burst=2)], epoch=BUSINESS_HOURS)
+        engine = new_engine(sqlite_sessions, [server(port, connections=1, rate=10, burst=2)], epoch=BUSINESS_HOURS)
         engine.sessions = dbmod.session_factory(impatient)
         with trio.move_on_after(600) as scope:
             async with trio.open_nursery() as inner:

@@ -10,36 +10,20 @@ import trio.testing
 from dialer.engine import Engine, EngineSettings
 from dialer.models import CallAttempt, Lead
 from dialer.sim import SimAsterisk
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, numbers, originates, server
+from tests.engine_harness import BUSINESS_HOURS, make_campaign, numbers, originates, server
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sessions(sqlite_url):
-    from dialer import db
-
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
-
-
-async def test_a_stall_is_noticed_and_nothing_is_sent_twice(clock, sessions):
+async def test_a_stall_is_noticed_and_nothing_is_sent_twice(clock, sqlite_sessions):
     phones = numbers(120)
-    make_campaign(sessions, phones=phones, mode="unattended", queue=None, max_concurrent=100)
+    make_campaign(sqlite_sessions, phones=phones, mode="unattended", queue=None, max_concurrent=100)
     settings = EngineSettings(lease=60.0, ping_interval=2.0, ping_timeout=2.0, stale_after=5.0)
     async with trio.open_nursery() as nursery:
         sim = SimAsterisk(scenario=None)
         port = await nursery.start(sim.serve)
-        engine = Engine(sessions, [server(port, connections=1, rate=5.0, burst=1)], settings=settings,
+        engine = Engine(sqlite_sessions, [server(port, connections=1, rate=5.0, burst=1)], settings=settings,
                         db_thread=False, epoch=BUSINESS_HOURS, until_done=True)
         done = trio.Event()
 
@@ -69,7 +53,7 @@ async def test_a_stall_is_noticed_and_nothing_is_sent_twice(clock, sessions):
     assert engine.pool.statistics()[0]["reconnects"] >= 1
     dialed = [m.get("Channel") for _, _, m in originates(sim)]
     assert len(dialed) == len(set(dialed))  # never sent twice
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         per_lead = s.execute(sa.select(CallAttempt.lead_id, sa.func.count()).group_by(CallAttempt.lead_id)).all()
         states = set(s.scalars(sa.select(Lead.state)))
     assert len(per_lead) == 120 and {n for _, n in per_lead} == {1}

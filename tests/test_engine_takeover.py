@@ -6,19 +6,17 @@ that the lock is free and adopts the calls without waiting out the lease.
 Under trio's mock clock, against the simulated Asterisk.
 """
 
-import datetime as dt
 
 import pytest
 import sqlalchemy as sa
 import trio
 import trio.testing
 
-from dialer import liveness
 from dialer.engine import Engine, EngineSettings
 from dialer.errors import UserError
 from dialer.models import CallAttempt, Lead
 from dialer.sim import SimAsterisk
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, numbers, originates, server
+from tests.engine_harness import BUSINESS_HOURS, make_campaign, numbers, originates, server
 
 LEASE = 60.0
 # Unattended: every answered call is connected.
@@ -26,33 +24,17 @@ BY_DIGIT = {"0": "connected", "1": "connected", "2": "connected", "3": "connecte
             "5": "congestion", "6": "no_answer", "7": "connected", "8": "invalid_number", "9": "connected"}
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sessions(sqlite_url):
-    from dialer import db
-
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
-
-
-def make_engine(sessions, port, **kwargs):
+def make_engine(sqlite_sessions, port, **kwargs):
     settings = EngineSettings(lease=LEASE, housekeeping_interval=5.0)
-    return Engine(sessions, [server(port)], settings=settings, db_thread=False,
+    return Engine(sqlite_sessions, [server(port)], settings=settings, db_thread=False,
                   epoch=BUSINESS_HOURS, **kwargs)
 
 
-def open_attempts(sessions):
-    with sessions.begin() as s:
+def open_attempts(sqlite_sessions):
+    with sqlite_sessions.begin() as s:
         return s.execute(sa.select(CallAttempt.id, Lead.lease_owner).join(Lead, Lead.id == CallAttempt.lead_id)
                          .where(CallAttempt.ended_at.is_(None))).all()
 
@@ -67,19 +49,19 @@ async def run_for(engine, seconds):
 
 
 @pytest.mark.parametrize("same_name", [True, False], ids=["same-engine-id", "another-engine"])
-async def test_restart_adopts_the_dead_runs_calls_at_once(clock, sessions, same_name):
+async def test_restart_adopts_the_dead_runs_calls_at_once(clock, sqlite_sessions, same_name):
     phones = numbers(30)
     # Long talks: the calls are still up when the first engine dies.
-    make_campaign(sessions, phones=phones, mode="unattended", queue=None, max_concurrent=10)
+    make_campaign(sqlite_sessions, phones=phones, mode="unattended", queue=None, max_concurrent=10)
     async with trio.open_nursery() as nursery:
         sim = SimAsterisk(scenario=None)
         port = await nursery.start(sim.serve)
-        first = make_engine(sessions, port, engine_id="pbx-a")
+        first = make_engine(sqlite_sessions, port, engine_id="pbx-a")
         await run_for(first, 3.0)
-        left = open_attempts(sessions)
+        left = open_attempts(sqlite_sessions)
         assert left and {owner for _, owner in left} == {first.lease_owner}
 
-        second = make_engine(sessions, port, engine_id="pbx-a" if same_name else "pbx-b",
+        second = make_engine(sqlite_sessions, port, engine_id="pbx-a" if same_name else "pbx-b",
                              until_done=True)
         assert second.lease_owner != first.lease_owner
         adopted_after = None
@@ -99,7 +81,7 @@ async def test_restart_adopts_the_dead_runs_calls_at_once(clock, sessions, same_
     assert second.counters["adopted"] == len(left)
     dialed = [m.get("Channel") for _, _, m in originates(sim)]
     assert sorted(dialed) == sorted(f"Local/{p[1:]}@carrier" for p in phones)  # each once
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         rows = s.execute(sa.select(CallAttempt.id, CallAttempt.phone_e164, CallAttempt.disposition,
                                    CallAttempt.estimated)).all()
         states = set(s.scalars(sa.select(Lead.state)))
@@ -115,17 +97,17 @@ async def test_restart_adopts_the_dead_runs_calls_at_once(clock, sessions, same_
             assert estimated is None
 
 
-async def test_a_live_engines_name_is_refused_and_its_leases_left_alone(clock, sessions):
-    make_campaign(sessions, phones=numbers(30), mode="unattended", queue=None, max_concurrent=10)
+async def test_a_live_engines_name_is_refused_and_its_leases_left_alone(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(30), mode="unattended", queue=None, max_concurrent=10)
     async with trio.open_nursery() as nursery:
         sim = SimAsterisk(scenario=None)
         port = await nursery.start(sim.serve)
-        first = make_engine(sessions, port, engine_id="pbx-a")
+        first = make_engine(sqlite_sessions, port, engine_id="pbx-a")
         await nursery.start(first.run)
         await trio.sleep(2.0)
         with pytest.raises(UserError, match="'pbx-a' is already running"):
-            await make_engine(sessions, port, engine_id="pbx-a").run()
-        other = make_engine(sessions, port, engine_id="pbx-b")
+            await make_engine(sqlite_sessions, port, engine_id="pbx-a").run()
+        other = make_engine(sqlite_sessions, port, engine_id="pbx-b")
         await nursery.start(other.run)
         await trio.sleep(10.0)  # two housekeeping rounds
         assert other.counters["adopted"] == 0  # pbx-a is alive: its calls stay its own

@@ -7,11 +7,12 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from dialer import hopper
+from dialer.leads import hopper
 from dialer.calls.outcomes import RetryRules, record, to_datetime
 from dialer.calls.tracker import CallTracker, TrackedCall
 from dialer.campaigns import create_campaign
-from dialer.engine import _abandon_figures, _parse_hangup_record
+from dialer.engine.reconciler import parse_hangup_record as _parse_hangup_record
+from dialer.engine.watcher import abandon_figures as _abandon_figures
 from dialer.models import CallAttempt, Lead
 
 NOW = dt.datetime(2026, 11, 25, 15, 0)  # 10:00 in New York
@@ -132,7 +133,7 @@ def test_a_call_whose_hangups_were_seen_ends_with_them_when_only_its_result_was_
     cid, lid, aid, call = setup(sessions)
     tracker = CallTracker()
     tracker.add(call)
-    from dialer.ami.codec import Message
+    from dialer.ami.codec.message import Message
     for name, headers in [
         ("Newchannel", [("Uniqueid", "c1"), ("Linkedid", "c1"), ("Channel", "Local/1@carrier-1;1")]),
         ("Newchannel", [("Uniqueid", "c2"), ("Linkedid", "c1"), ("Channel", "Local/1@carrier-1;2")]),

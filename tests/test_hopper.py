@@ -5,12 +5,12 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from dialer import hopper
+from dialer.leads import hopper
 from dialer.calls import dispositions as d
 from dialer.calls.outcomes import RetryRules, next_lead_state, record
 from dialer.calls.tracker import CallTracker, TrackedCall
 from dialer.campaigns import create_campaign
-from dialer.dnc import add_dnc
+from dialer.leads.dnc import add_dnc
 from dialer.models import CallAttempt, Lead
 
 # A Wednesday, 15:00 UTC: 10:00 in New York, 07:00 in Los Angeles.

@@ -1,6 +1,5 @@
 """The live_state rows an engine publishes per campaign: on change and at least four times a second."""
 
-import pytest
 import sqlalchemy as sa
 import trio
 import trio.testing
@@ -8,11 +7,6 @@ import trio.testing
 from dialer.models import LiveState
 from dialer.sim import SimAsterisk
 from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, new_engine, numbers, server
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 async def test_live_state_rows_of_a_running_engine(clock, sqlite_url, monkeypatch):

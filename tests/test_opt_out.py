@@ -7,27 +7,11 @@ import trio.testing
 
 from dialer.models import CallAttempt, DncNumber, Lead
 from dialer.sim.scenario import ScenarioError, parse_scenario
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, new_engine, numbers, server
-from tests.test_engine import start_sim
+from tests.engine_harness import BUSINESS_HOURS, make_campaign, new_engine, numbers, server
+from tests.engine_harness import start_sim
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sessions(sqlite_url):
-    from dialer import db
-
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
 # Every call is answered; one agent on a 10-minute call, so every call placed
@@ -54,10 +38,10 @@ agent_talk_time = 600
 """
 
 
-async def run(sessions, text):
+async def run(sqlite_sessions, text):
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery, scenario=parse_scenario(text))
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
+        engine = new_engine(sqlite_sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
         with trio.fail_after(7200):
             await engine.run()
         nursery.cancel_scope.cancel()
@@ -65,14 +49,14 @@ async def run(sessions, text):
 
 
 @pytest.mark.parametrize("opt_out", [1.0, 0.0])
-async def test_opt_out_key_puts_dropped_numbers_on_the_dnc_list(clock, sessions, opt_out):
+async def test_opt_out_key_puts_dropped_numbers_on_the_dnc_list(clock, sqlite_sessions, opt_out):
     phones = numbers(6)
-    make_campaign(sessions, phones=phones, mode="progressive", dial_ratio=6.0,
+    make_campaign(sqlite_sessions, phones=phones, mode="progressive", dial_ratio=6.0,
                   max_dial_level=6.0, max_concurrent=6)
     # The same numbers waiting in another campaign: they become dnc as `dnc add` makes them.
-    make_campaign(sessions, "autumn", phones=phones, state="stopped")
-    engine = await run(sessions, scenario(opt_out))
-    with sessions.begin() as s:
+    make_campaign(sqlite_sessions, "autumn", phones=phones, state="stopped")
+    engine = await run(sqlite_sessions, scenario(opt_out))
+    with sqlite_sessions.begin() as s:
         dropped = set(s.scalars(
             sa.select(Lead.phone_e164).join(CallAttempt, CallAttempt.lead_id == Lead.id)
             .where(CallAttempt.disposition == "dropped")))

@@ -12,53 +12,37 @@ import trio.testing
 
 from dialer.cli import main
 from dialer.models import CallAttempt, LiveState, PacingDecisionRow, PacingEstimate
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, new_engine, numbers, server
-from tests.test_engine import originates, start_sim
+from tests.engine_harness import BUSINESS_HOURS, make_campaign, new_engine, numbers, server
+from tests.engine_harness import originates, start_sim
 
 
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
+pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
 
 
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sessions(sqlite_url):
-    from dialer import db
-
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
-
-
-async def run(sessions, **kwargs):
+async def run(sqlite_sessions, **kwargs):
     async with trio.open_nursery() as nursery:
         sim, port = await start_sim(nursery)
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS, **kwargs)
+        engine = new_engine(sqlite_sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS, **kwargs)
         with trio.fail_after(7200):
             await engine.run()
         nursery.cancel_scope.cancel()
     return sim, engine
 
 
-def abandon(sessions):
-    with sessions.begin() as s:
+def abandon(sqlite_sessions):
+    with sqlite_sessions.begin() as s:
         answered = s.scalar(sa.select(sa.func.count()).where(CallAttempt.answered_at.is_not(None)))
         dropped = s.scalar(sa.select(sa.func.count()).where(CallAttempt.disposition == "dropped"))
     return dropped, answered
 
 
-async def test_a_new_predictive_campaign_starts_inside_the_abandon_limit(clock, sessions):
+async def test_a_new_predictive_campaign_starts_inside_the_abandon_limit(clock, sqlite_sessions):
     # The README's flow against `dialer sim`: its 3 agents, a new predictive
     # campaign with no history, 200 leads of which 120 answer.
-    make_campaign(sessions, phones=numbers(200), mode="predictive", max_concurrent=60)
+    make_campaign(sqlite_sessions, phones=numbers(200), mode="predictive", max_concurrent=60)
     seen = []
-    sim, engine = await run(sessions, on_progress=lambda e: seen.append(abandon(sessions)))
-    dropped, answered = abandon(sessions)
+    sim, engine = await run(sqlite_sessions, on_progress=lambda e: seen.append(abandon(sqlite_sessions)))
+    dropped, answered = abandon(sqlite_sessions)
     assert answered == 120
     assert dropped / answered <= 0.03
     # Never over the target on the way either (taken over at least the 100
@@ -69,8 +53,8 @@ async def test_a_new_predictive_campaign_starts_inside_the_abandon_limit(clock, 
     assert run_.placed == 200
 
 
-async def test_the_decision_inputs_are_in_the_live_state_and_the_decisions_log(clock, sessions, sqlite_url):
-    make_campaign(sessions, phones=numbers(60), mode="predictive", max_concurrent=30)
+async def test_the_decision_inputs_are_in_the_live_state_and_the_decisions_log(clock, sqlite_sessions, sqlite_url):
+    make_campaign(sqlite_sessions, phones=numbers(60), mode="predictive", max_concurrent=30)
     views = []
 
     def look(engine):
@@ -78,7 +62,7 @@ async def test_the_decision_inputs_are_in_the_live_state_and_the_decisions_log(c
         if view is not None:
             views.append(view)
 
-    sim, engine = await run(sessions, on_progress=look)
+    sim, engine = await run(sqlite_sessions, on_progress=look)
     assert views
     view = views[-1]
     for key in ("agents_logged_in", "agents_free", "agents_expected", "ringing", "waiting", "answer_rate",
@@ -87,7 +71,7 @@ async def test_the_decision_inputs_are_in_the_live_state_and_the_decisions_log(c
         assert key in view, key
     assert view["engines"] == 1 and view["agents_logged_in"] == 3
     assert any(v["calls"] > 0 for v in views)
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         doc = s.scalars(sa.select(LiveState.data)).one()
         assert doc["pacing"]["agents_logged_in"] == 3
         rows = s.scalars(sa.select(PacingDecisionRow).order_by(PacingDecisionRow.at)).all()
@@ -123,11 +107,11 @@ async def test_the_decision_inputs_are_in_the_live_state_and_the_decisions_log(c
     assert "--decisions" in err.getvalue()
 
 
-async def test_learnt_estimates_are_saved_and_read_back_at_a_restart(clock, sessions):
-    make_campaign(sessions, phones=numbers(80), mode="predictive", max_concurrent=30)
-    sim, first = await run(sessions)
+async def test_learnt_estimates_are_saved_and_read_back_at_a_restart(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(80), mode="predictive", max_concurrent=30)
+    sim, first = await run(sqlite_sessions)
     learnt = next(iter(first.runs.values())).estimator
-    with sessions.begin() as s:
+    with sqlite_sessions.begin() as s:
         saved = s.scalars(sa.select(PacingEstimate)).one()
         assert saved.engine_id == first.engine_id
         assert len(saved.data["attempts"]) == 80
@@ -140,7 +124,7 @@ async def test_learnt_estimates_are_saved_and_read_back_at_a_restart(clock, sess
         s.add_all(Lead(campaign_id=c.id, phone_e164=p, timezone="America/New_York", state="new",
                        next_attempt_at=dt.datetime(2026, 1, 1)) for p in numbers(20, prefix="+1212556"))
     at_start = []
-    sim, second = await run(sessions, on_progress=lambda e: at_start.append(
+    sim, second = await run(sqlite_sessions, on_progress=lambda e: at_start.append(
         next(iter(e.runs.values())).estimator.attempts) if not at_start else None)
     # Before its own first call ended, the new engine knew the 80 calls.
     assert at_start[0] >= 80
@@ -150,7 +134,7 @@ async def test_learnt_estimates_are_saved_and_read_back_at_a_restart(clock, sess
 
 
 def test_engines_deal_shares_in_an_order_all_of_them_reckon_alike():
-    from dialer.engine import _engine_order
+    from dialer.engine.shared import engine_order as _engine_order
 
     others = {"b": {}, "c": {}}
     # The same order whichever engine works it out, turned by one place a second.
@@ -162,7 +146,7 @@ def test_engines_deal_shares_in_an_order_all_of_them_reckon_alike():
 
 
 def test_other_engines_count_only_while_dialing_the_campaign_and_readable():
-    from dialer.engine import _other_engines
+    from dialer.engine.shared import other_engines as _other_engines
 
     share = {"ringing": [1.5, 20.0], "waiting": 1, "in_flight": 5}
     rows = {
@@ -176,7 +160,7 @@ def test_other_engines_count_only_while_dialing_the_campaign_and_readable():
 
 
 def test_other_engines_calls_are_aged_and_their_expected_calls_counted_until_seen():
-    from dialer.engine import shared_figures
+    from dialer.engine.shared import shared_figures
 
     others = {"b": {"wall": 100.0, "speed": 2.0, "ringing": [1.0, 10.0], "waiting": 1, "in_flight": 4}}
     # This engine's decisions: at 99.5 (before b's row: b's row shows those

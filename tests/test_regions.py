@@ -8,14 +8,15 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from dialer import hopper, regions, rules
-from dialer.calling_hours import CallingWindow
+from dialer.compliance import rules
+from dialer.leads import hopper, regions
+from dialer.leads.calling_hours import CallingWindow
 from dialer.campaigns import create_campaign
 from dialer.cli import main
 from dialer.leads.importer import import_leads
 from dialer.leads.phones import PhoneNormalizer, lead_region, region_of_text
 from dialer.models import CallAttempt, Lead, RegionRuleRow
-from dialer.rules import RegionRule
+from dialer.compliance.rules import RegionRule
 
 T = dt.time
 NY, CHICAGO = "America/New_York", "America/Chicago"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import trio
 
-from dialer.ami.codec import RemoteProtocolError
+from dialer.ami.codec.errors import RemoteProtocolError
 from dialer.sim import SimAsterisk
-from tests.test_sim_server import Client, start
+from tests.sim_harness import Client, start
 
 
 async def closed(c: Client) -> bool:

@@ -33,7 +33,8 @@ import pytest
 import trio
 import trio.testing
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, Message
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
 from dialer.sim import SimAsterisk
 from dialer.sim.scenario import Distribution
 from tests import fidelity
@@ -117,7 +118,7 @@ async def replay(sim: SimAsterisk, port: int, meta: dict, *, linger: float = 3.0
 # --- normalisation ----------------------------------------------------------------
 
 # Values that depend on the wall clock or on elapsed time.
-TIME_KEYS = {"challenge", "timestamp", "uptime", "lastreload", "logintime", "lastcall", "duration", "seconds"}
+TIME_KEYS = {"challenge", "timestamp", "uptime", "lastreload", "logintime", "lastcall", "lastpause", "duration", "seconds"}
 # Values that count what the recording server did before the recording.
 HISTORY_KEYS = {"callstaken"}
 HISTORY_BY_EVENT = {
@@ -454,6 +455,10 @@ NOT_REPLAYABLE = {
                                "second queue busy; the same situation on the agents queue is "
                                "held side by side in tests/test_sim_vs_asterisk.py",
     "originate-burst-20": "compared call by call in test_burst_of_twenty_originates",
+    "drop-message-opt-out": "the busy queue again (dialer-connect-drop), and the carrier's "
+                            "key press; the drop message and its opt-out are tested against "
+                            "the real Asterisk in tests/test_real_drop_message.py and against "
+                            "the simulator in tests/test_opt_out.py and test_drop_redirect.py",
 }
 
 

@@ -28,3 +28,18 @@ def test_queue_with_every_agent_busy(asterisk):
                              "drop": "dropped", "waits": "connected"}
     differences = fidelity.compare_runs(real, sim)
     assert differences == [], "\n".join(map(str, differences))
+
+
+QUEUE_OUTCOMES = {
+    "paused": {"long": "connected", "waits": "dropped", "stays": "dropped", "joinempty": "dropped"},
+    "wrapuptime": {"first": "connected", "in-wrapup": "dropped", "after": "connected"},
+    "ringinuse": {"inuse": "dropped", "free": "connected"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(QUEUE_OUTCOMES))
+def test_queue_behaviours_the_dialer_relies_on(asterisk, name):
+    real, sim = fidelity.queue_behaviour_side_by_side(asterisk, name)
+    assert real.outcomes == QUEUE_OUTCOMES[name]
+    differences = fidelity.compare_runs(real, sim)
+    assert differences == [], "\n".join(map(str, differences))

@@ -12,10 +12,10 @@ import trio.testing
 
 from dialer.cli import main
 from dialer.cli.status import watch
-from dialer.status import collect, render
+from dialer.reports.status import collect, render
 from dialer.models import CallAttempt, EngineStatus, Lead, utcnow
 from dialer.sim import SimAsterisk
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, new_engine, numbers, server
+from tests.engine_harness import BUSINESS_HOURS, make_campaign, new_engine, numbers, server
 
 
 def run_cli(*argv):
@@ -149,17 +149,7 @@ def test_watch_on_a_terminal_redraws_in_place():
     assert "\x1b[" in text  # cursor movement: redrawn in place
 
 
-@pytest.fixture
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-async def test_status_of_a_running_engine(clock, sqlite_url, _secret):
+async def test_status_of_a_running_engine(clock, sqlite_url, ami_secret):
     """The engine's own engine_status row, read while it dials."""
     from dialer import db
 

@@ -18,7 +18,8 @@ import pytest
 import trio
 import trustme
 
-from dialer import control, db
+from dialer import db
+from dialer.campaigns import control
 from dialer.cli import main
 from dialer.models import utcnow
 from dialer.web.server import Bind, check_exposure, parse_bind, serve

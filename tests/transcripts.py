@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner
+from dialer.ami.codec.message import Banner
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
 
 TRANSCRIPTS = Path(__file__).resolve().parent / "transcripts"
 

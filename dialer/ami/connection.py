@@ -66,16 +66,10 @@ from typing import Any, AsyncIterator, Callable, Iterable
 
 import trio
 
-from dialer.ami.codec import (
-    CLOSED,
-    NEED_DATA,
-    AMIParser,
-    Banner,
-    LocalProtocolError,
-    Message,
-    RemoteProtocolError,
-    encode_action,
-)
+from dialer.ami.codec.errors import LocalProtocolError, RemoteProtocolError
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import CLOSED, NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_action
 from dialer.ami.errors import (
     SHUTTING_DOWN,
     ActionTimeout,
@@ -261,6 +255,8 @@ class AMIConnection:
         self._stats = AMIStatistics()
         self._write_lock = trio.StrictFIFOLock()
         self._pending: dict[str, _Pending] = {}
+        # The list actions among them: only their ActionIDs are looked for in events.
+        self._pending_lists: dict[str, _Pending] = {}
         self._subscribers: list[_Subscriber] = []
         self._batch_subscribers: list[_Subscriber] = []
         self._stream: trio.abc.Stream | None = None
@@ -278,6 +274,8 @@ class AMIConnection:
         self.booted = False
         self.shutting_down = False
         self.connected_since = 0.0
+        #: trio time of the last response to an action (of the login, at first)
+        self.last_response_at = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -340,7 +338,7 @@ class AMIConnection:
         Raises :class:`AMIActionError` (:class:`PermissionDenied` for
         ``Permission denied``) on ``Response: Error``; :class:`NotConnected`,
         :class:`ConnectionLost`, :class:`ActionTimeout` as described in
-        :mod:`dialer.ami.errors`; :class:`~dialer.ami.codec.LocalProtocolError`
+        :mod:`dialer.ami.errors`; :class:`~dialer.ami.codec.errors.LocalProtocolError`
         for a header that cannot be sent (nothing is sent then).
         """
         pending = await self._send(name, headers, action_id, timeout, is_list=False, on_sent=on_sent)
@@ -387,6 +385,8 @@ class AMIConnection:
         pending = _Pending(name, is_list)
         generation = self._generation
         self._pending[aid] = pending
+        if is_list:
+            self._pending_lists[aid] = pending
         sent = False
         try:
             with trio.fail_after(timeout):
@@ -426,6 +426,8 @@ class AMIConnection:
         finally:
             if self._pending.get(aid) is pending:
                 del self._pending[aid]
+            if is_list and self._pending_lists.get(aid) is pending:
+                del self._pending_lists[aid]
         if pending.error is not None:
             raise pending.error
         response = pending.response
@@ -768,6 +770,7 @@ class AMIConnection:
         self._drop_reason = None
         self._last_rx = trio.current_time()
         self.connected_since = self._last_rx
+        self.last_response_at = self._last_rx
         self.booted = False
         self.shutting_down = False
         self._connected = True
@@ -806,6 +809,7 @@ class AMIConnection:
             self._set_state()
             lost = list(self._pending.items())
             self._pending.clear()
+            self._pending_lists.clear()
             for aid, pending in lost:
                 self._stats.actions_lost += 1
                 pending.error = ConnectionLost(
@@ -872,10 +876,11 @@ class AMIConnection:
                 self.booted = True
             elif name == "Shutdown":
                 self.shutting_down = True
-            if self._pending:
+            if self._pending_lists:
+                # (Not for every event: finding its ActionID costs a header search.)
                 aid = message.action_id
-                pending = self._pending.get(aid) if aid is not None else None
-                if pending is not None and pending.is_list and not pending.done_list:
+                pending = self._pending_lists.get(aid) if aid is not None else None
+                if pending is not None and not pending.done_list:
                     if (message.get("EventList") or "").lower() == "complete":
                         pending.done_list = True
                         if pending.response is not None:
@@ -886,6 +891,7 @@ class AMIConnection:
             return True
         if kind == "response":
             stats.responses_in += 1
+            self.last_response_at = trio.current_time()
             aid = message.action_id
             pending = self._pending.get(aid) if aid is not None else None
             if pending is None or pending.response is not None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from dialer.errors import UserError
 
 if TYPE_CHECKING:
-    from dialer.ami.codec import Message
+    from dialer.ami.codec.message import Message
 
 
 #: What Asterisk answers to every action, logins included, once a stop has begun.

@@ -48,7 +48,7 @@ from typing import Any
 
 import trio
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.ami.connection import AMIConnection, ConnectionStateChanged, open_ami
 from dialer.ami.errors import AMIError, NotConnected, PermissionDenied
 from dialer.ami.ratelimit import RateLimiter
@@ -60,7 +60,7 @@ log = logging.getLogger("dialer.ami.pool")
 #: ``Hangup`` also lets ``HangupRequest`` through).
 ENGINE_EVENTS = (
     "OriginateResponse", "Newchannel", "Hangup", "DialBegin", "DialState", "DialEnd",
-    "QueueCallerJoin", "AgentConnect", "QueueMember", "UserEvent", "FullyBooted", "Shutdown",
+    "QueueCallerJoin", "QueueCallerLeave", "AgentConnect", "QueueMember", "UserEvent", "FullyBooted", "Shutdown",
 )
 #: Events the pool itself acts on (readiness), not passed on.
 _READINESS_EVENTS = frozenset({"FullyBooted", "Shutdown"})
@@ -99,9 +99,18 @@ class PoolMember:
 
     def stalled(self, now: float, after: float) -> bool:
         """Whether an Originate has waited more than ``after`` seconds for its
-        answer: the server may have stopped reading (it is stalled), so no
-        more go this way until it answers or the connection is made again."""
-        return bool(self.unanswered) and now - min(self.unanswered.values()) > after
+        answer while no answer at all came: the server may have stopped
+        reading (it is stalled), so no more go this way until it answers or
+        the connection is made again. (A server that answers, if slowly,
+        works through what it was sent: Originates pipelined faster than
+        it takes them may wait longer than ``after`` in its queue.)"""
+        if not self.unanswered:
+            return False
+        # The oldest first: entered as they are sent.
+        if now - next(iter(self.unanswered.values())) <= after:
+            return False
+        ami = self.ami
+        return ami is None or now - ami.last_response_at > after
 
     def room(self, horizon: float) -> int:
         """How many more calls may wait here: what the cap lets out within
@@ -231,6 +240,66 @@ class AMIPool:
         best.queued += 1
         return best
 
+    def assign_many(self, count: int) -> list[PoolMember]:
+        """``count`` calls of :meth:`assign` at once, stopping at the first
+        None: the same connections in the same order, worked out per level of
+        room rather than per call (a campaign with the caps lifted asks for
+        tens of thousands at a time)."""
+        n = len(self.members)
+        # Whether a connection is usable does not change while calls are
+        # assigned (nothing here awaits), and each assignment takes exactly
+        # one from the room of its connection.
+        rooms = {}
+        for i, member in enumerate(self.members):
+            if self.usable(member):
+                room = member.room(self.horizon)
+                if room > 0:
+                    rooms[i] = room
+        out: list[PoolMember] = []
+        taken = dict.fromkeys(rooms, 0)
+        rr = self._rr
+        while count > 0 and rooms:
+            level = max(rooms.values())
+            top = sorted((i for i, room in rooms.items() if room == level), key=lambda i: (i - rr) % n)
+            lower = max((room for room in rooms.values() if room < level), default=0)
+            order = [self.members[i] for i in top]
+            # Whole rounds over the connections with the most room, in turn
+            # from the last one assigned, then part of a round.
+            rounds = min(count // len(top), level - lower)
+            if rounds:
+                out += order * rounds
+                count -= rounds * len(top)
+                for i in top:
+                    rooms[i] -= rounds
+                    taken[i] += rounds
+                rr = (top[-1] + 1) % n
+            else:
+                out += order[:count]
+                for i in top[:count]:
+                    rooms[i] -= 1
+                    taken[i] += 1
+                rr = (top[count - 1] + 1) % n
+                count = 0
+            rooms = {i: room for i, room in rooms.items() if room > 0}
+        if not out:
+            return out
+        self._rr = rr
+        for i, n_taken in taken.items():
+            self.members[i].in_flight += n_taken
+            self.members[i].queued += n_taken
+        return out
+
+    def unassign_many(self, members: Sequence[PoolMember]) -> None:
+        """:meth:`unassign` for each of ``members``."""
+        if not members:
+            return
+        for member in self.members:
+            count = members.count(member)  # by identity, and a pool has few members
+            if count:
+                member.queued -= count
+                member.in_flight = max(0, member.in_flight - count)
+        self._notify()
+
     def unassign(self, member: PoolMember) -> None:
         """Undo :meth:`assign` for a call that will not be sent."""
         member.queued -= 1
@@ -241,6 +310,63 @@ class AMIPool:
         if member.in_flight > 0:
             member.in_flight -= 1
         self._notify()
+
+    def not_queued(self, member: PoolMember) -> None:
+        """A call assigned to ``member`` will not wait for a send slot after
+        all; it stays counted in flight until :meth:`release`."""
+        member.queued -= 1
+
+    def not_sent(self, member: PoolMember) -> None:
+        """A call whose send slot came never left: not counted as sent, and
+        its place on ``member`` is free again."""
+        member.originates_sent -= 1
+        self.release(member)
+
+    def check_sendable(self, member: PoolMember) -> None:
+        """Raise NotConnected unless an Originate may go out on ``member`` now:
+        it is up and may Originate, no Originate there has waited
+        ``stall_after`` seconds for its answer, and its server takes calls."""
+        if member.ami is None or not member.up or member.originate_denied:
+            raise NotConnected(f"{member.name}: not connected")
+        if member.stalled(trio.current_time(), self.stall_after):
+            raise NotConnected(f"{member.name}: an Originate has waited"
+                               f" {self.stall_after:g} s for its answer")
+        if not self.accepting(member.server):
+            raise NotConnected(f"{member.server}: shutting down or not fully booted")
+
+    async def originate(self, member: PoolMember, headers: list[tuple[str, str]], *, action_id: str,
+                        on_sent: Callable[[], None]) -> Message:
+        """Send an Originate on ``member`` (after :meth:`check_sendable`) and
+        wait for its answer; it counts as unanswered meanwhile (see
+        :meth:`PoolMember.stalled`)."""
+        assert member.ami is not None
+        member.unanswered[action_id] = trio.current_time()
+        try:
+            return await member.ami.action("Originate", headers, action_id=action_id, on_sent=on_sent)
+        finally:
+            member.unanswered.pop(action_id, None)
+
+    async def action(self, member: PoolMember, name: str, headers: list[tuple[str, str]]) -> Message:
+        """Send one action on ``member`` (NotConnected if it is down)."""
+        if member.ami is None or not member.up:
+            raise NotConnected(f"{member.name}: not connected")
+        return await member.ami.action(name, headers)
+
+    def note_failure(self, member: PoolMember) -> None:
+        """An Originate on ``member`` failed (refused, timed out, lost)."""
+        member.failures += 1
+
+    def deny_originate(self, member: PoolMember) -> bool:
+        """The AMI user of ``member`` may not Originate: no more calls go
+        there. Whether this is news (the first refusal)."""
+        if member.originate_denied:
+            return False
+        member.originate_denied = True
+        return True
+
+    def all_denied(self) -> bool:
+        """Whether no connection of the pool may Originate."""
+        return all(m.originate_denied for m in self.members)
 
     def member(self, name: str) -> PoolMember | None:
         for m in self.members:

@@ -49,7 +49,10 @@ from typing import Any
 
 import trio
 
-from dialer.ami.codec import NEED_DATA, AMIParser, Banner, LocalProtocolError, Message, encode_message
+from dialer.ami.codec.errors import LocalProtocolError
+from dialer.ami.codec.message import Banner, Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_message
 from dialer.errors import UserError
 
 __all__ = ["Recording", "RecordError", "Step", "load_script", "parse_script", "record"]

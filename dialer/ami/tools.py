@@ -24,7 +24,8 @@ from typing import Any
 
 import trio
 
-from dialer.ami.codec import LocalProtocolError, Message
+from dialer.ami.codec.errors import LocalProtocolError
+from dialer.ami.codec.message import Message
 from dialer.ami.connection import ConnectionStateChanged, next_action_id, open_ami
 from dialer.ami.errors import AMIError
 from dialer.config import AMIServerConfig

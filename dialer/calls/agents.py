@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 
 _NOT_IN_USE = 1
 _UNAVAILABLE = frozenset({4, 5})  # invalid, unavailable: not logged in

@@ -9,7 +9,7 @@ route, a ringing call hung up by the dialer), so the cause decides there.
 
 from __future__ import annotations
 
-from dialer import rules
+from dialer.compliance import rules
 from dialer.models import Disposition
 
 # The documented set lives in dialer.models.Disposition; these are its values.

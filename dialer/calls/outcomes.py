@@ -7,13 +7,14 @@ campaign's retry rules (:func:`next_lead_state`). Steps only ever fill empty
 columns, so replaying a batch changes nothing. An attempt that is not
 ``charged`` (Asterisk refused its Originate before any channel existed, or the
 campaign's circuit breaker took it back) hands its lead back due at once, with
-the attempt not counted (:func:`dialer.hopper.hand_back`).
+the attempt not counted (:func:`dialer.leads.hopper.hand_back`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from dialer.calls.tracker import Step, TrackedCall, Transition
 from dialer.campaigns import ABANDONED_REDIAL_DELAY
-from dialer.hopper import hand_back
+from dialer.leads.hopper import hand_back
 from dialer.models import AttemptState, CallAttempt, CallEvent, Disposition, Lead, LeadState
 
 STEP_COLUMN = {
@@ -87,6 +88,7 @@ _ATTEMPT_FIELDS = (
 _LATEST_FIELDS = ("estimated",)
 
 
+@functools.cache
 def _attempt_update() -> sa.Update:
     table = CallAttempt.__table__
     values: dict[str, Any] = {
@@ -98,6 +100,9 @@ def _attempt_update() -> sa.Update:
     values["state"] = sa.bindparam("v_state")
     values["charged"] = sa.and_(table.c.charged, sa.bindparam("v_charged", type_=sa.Boolean()))
     return table.update().where(table.c.id == sa.bindparam("v_id")).values(values)
+
+
+_CALL_EVENTS = CallEvent.__table__
 
 
 @dataclasses.dataclass(slots=True)
@@ -153,13 +158,14 @@ def record(
         params.append(row)
     session.execute(_attempt_update(), params)
 
+    # The header pairs go as they are: JSON writes a tuple as a list.
     logged = [
         {"attempt_id": e.attempt_id, "received_at": to_datetime(e.at), "event": e.name[:64],
-         "data": [list(kv) for kv in e.headers]}
+         "data": e.headers}
         for e in events
     ]
     if logged:
-        session.execute(sa.insert(CallEvent), logged)
+        session.execute(_CALL_EVENTS.insert(), logged)
 
     ended_calls = [
         call for attempt_id, call in latest.items()

@@ -30,7 +30,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from dialer import rules
+from dialer.compliance import rules
 from dialer.calls import dispositions as d
 
 
@@ -100,6 +100,11 @@ class TrackedCall:
     response_message: str | None = None
     #: whether the attempt counts against the lead's max_attempts
     charged: bool = True
+    #: when the caller left the queue (QueueCallerLeave: to an agent, or the
+    #: dialplan's Queue() gave up)
+    queue_left_at: float | None = None
+    #: when the engine sent Redirect to the drop message (dialer.calls.drops)
+    redirected_at: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -291,6 +296,14 @@ class CallTracker:
         call.queue_joined_at = at
         return [Transition(call, Step.QUEUE_JOINED, at, event.name)]
 
+    def _on_queue_leave(self, event, at: float) -> list[Transition]:
+        call = self._call_for(event)
+        if call is None or call.ended or event.get("Uniqueid") != call.channel_id:
+            return []
+        if call.queue_left_at is None:
+            call.queue_left_at = self._seen(call, at)
+        return []
+
     def _on_agent_connect(self, event, at: float) -> list[Transition]:
         call = self._call_for(event)
         if call is None or call.ended or call.connected_at is not None:
@@ -330,6 +343,7 @@ class CallTracker:
         "DialState": _on_dial,
         "DialEnd": _on_dial,
         "QueueCallerJoin": _on_queue_join,
+        "QueueCallerLeave": _on_queue_leave,
         "AgentConnect": _on_agent_connect,
         "Hangup": _on_hangup,
     }

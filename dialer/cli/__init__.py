@@ -11,9 +11,13 @@ calls the library, which it imports inside the handler, so that ``dialer
 errors) to one line on stderr and a non-zero exit status; tracebacks only
 appear under ``--debug``.
 
-Every command that prints data takes ``--format`` (:func:`add_format`) with
-the same names where they apply: ``table`` (the default), ``json`` (one
-document), ``csv`` (tabular data) and ``jsonl`` (streams, one JSON object a line).
+Every command that prints data takes ``--format`` (:func:`add_format`, in
+:mod:`.options`) with the same names where they apply: ``table`` (the
+default), ``json`` (one document), ``csv`` (tabular data) and ``jsonl``
+(streams, one JSON object a line).
+
+May import: any part of dialer (the library inside the handlers). Nothing
+else imports it but ``dialer/__main__.py``.
 """
 
 from __future__ import annotations
@@ -22,95 +26,36 @@ import argparse
 import os
 import re
 import sys
-from typing import Callable, Sequence, TextIO
+from typing import Sequence, TextIO
 
+from dialer.cli import ami, campaign, db, demo, dnc, leads, report, rules, sim, status, web
+from dialer.cli import run as engine
+from dialer.cli.options import (
+    DEFAULT_CONFIG,
+    DEFAULT_DB_URL,
+    FORMATS,
+    ArgumentError,
+    Parser,
+    add_format,
+    common_options,
+)
 from dialer.errors import UserError
 
-DEFAULT_CONFIG = "dialer.toml"
-DEFAULT_DB_URL = "sqlite:///dialer.db"
+__all__ = ["COMMANDS", "FORMATS", "ArgumentError", "add_format", "build_parser", "main", "run"]
 
-FORMATS = ("table", "json", "csv", "jsonl")
-
-
-class ArgumentError(UserError):
-    exit_status = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of printing and exiting.
-
-    ``build`` (optional) adds the parser's arguments when it is first used,
-    for arguments that need a library module: listing the commands in
-    ``dialer --help`` then imports nothing but this package.
-    """
-
-    def __init__(self, *args, build: Callable[[argparse.ArgumentParser], None] | None = None, **kw):
-        super().__init__(*args, **kw)
-        self._build = build
-
-    def _built(self) -> None:
-        build, self._build = self._build, None
-        if build is not None:
-            build(self)
-
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        self._built()
-        return super().parse_known_args(args, namespace)
-
-    def format_help(self) -> str:
-        self._built()
-        return super().format_help()
-
-    def format_usage(self) -> str:
-        self._built()
-        return super().format_usage()
-
-    def error(self, message: str):  # type: ignore[override]
-        where = self.prog.partition(" ")[2]
-        raise ArgumentError(f"{where}: {message}" if where else message)
-
-
-def add_format(parser: argparse.ArgumentParser, choices: Sequence[str], *, default: str | None = "table",
-               help: str | None = None) -> None:
-    """``--format`` with the shared names (a subset of :data:`FORMATS`, in that order)."""
-    unknown = set(choices) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"--format: {sorted(unknown)} are not among {FORMATS}")
-    names = [f for f in FORMATS if f in choices]
-    parser.add_argument(
-        "--format", choices=names, default=default,
-        help=help or f"output format: {', '.join(names)} (default {default})",
-    )
-
-
-def _common_options() -> argparse.ArgumentParser:
-    # Global options are accepted before or after the subcommand; SUPPRESS keeps
-    # a subcommand's parser from overwriting a value given before it.
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--config", metavar="FILE", default=argparse.SUPPRESS,
-        help=f"configuration file (default ./{DEFAULT_CONFIG})",
-    )
-    common.add_argument(
-        "--db", metavar="URL", default=argparse.SUPPRESS,
-        help="database URL (default $DIALER_DB, else sqlite:///dialer.db)",
-    )
-    common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS,
-        help="show tracebacks",
-    )
-    return common
+#: The command groups, in the order ``dialer --help`` lists them.
+COMMANDS = (db, campaign, leads, dnc, rules, engine, sim, ami, report, status, demo, web)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common_options()
-    parser = _Parser(
+    common = common_options()
+    parser = Parser(
         prog="dialer",
         description="A rate-limited predictive dialing orchestrator for Asterisk.",
         parents=[common],
     )
     subparsers = parser.add_subparsers(
-        dest="command", metavar="COMMAND", parser_class=_Parser, required=True
+        dest="command", metavar="COMMAND", parser_class=Parser, required=True
     )
     for module in COMMANDS:
         module.register(subparsers, common)
@@ -185,17 +130,12 @@ def main(
         return 0
 
 
-# The command groups, in the order ``dialer --help`` lists them (imported here,
-# after the helpers they use).
-from dialer.cli import ami, campaign, db, demo, dnc, leads, report, rules, sim, status, web  # noqa: E402
-from dialer.cli import run as engine  # noqa: E402
-
-COMMANDS = (db, campaign, leads, dnc, rules, engine, sim, ami, report, status, demo, web)
-
-
 def run() -> None:
     """Console-script entry point (defined after the import of ``dialer.cli.run``,
     which would otherwise take this name)."""
+    from dialer.signals import hold_to_exit
+
+    hold_to_exit()
     status = main()
     # The command is over and has said how it ended: a signal during the
     # interpreter's shutdown must not turn that into a traceback or another status.

@@ -17,7 +17,7 @@ from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
+    from dialer.cli.options import add_format
 
     parser = subparsers.add_parser(
         "ami", parents=[common], help="talk to an Asterisk server over AMI",

@@ -16,7 +16,7 @@ SUPERVISOR_COMMANDS = (
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
+    from dialer.cli.options import add_format
 
     parser = subparsers.add_parser(
         "campaign", parents=[common], help="create campaigns, change and show their settings",
@@ -156,7 +156,7 @@ def show(args, out, err) -> int:
 
 
 def supervise(args, out, err) -> int:
-    from dialer import control
+    from dialer.campaigns import control
     from dialer.errors import UserError
     from dialer.models import utcnow
 

@@ -37,7 +37,7 @@ def register(subparsers, common) -> None:
 
 
 def add(args, out, err) -> int:
-    from dialer import dnc
+    from dialer.leads import dnc
     from dialer.audit import cli_actor
 
     with unit_of_work(args) as session:
@@ -49,7 +49,8 @@ def add(args, out, err) -> int:
 
 
 def load(args, out, err) -> int:
-    from dialer import audit, dnc
+    from dialer import audit
+    from dialer.leads import dnc
     from dialer.audit import cli_actor
 
     with unit_of_work(args, bounded=False) as session:  # as 'leads load'
@@ -60,7 +61,7 @@ def load(args, out, err) -> int:
 
 
 def check(args, out, err) -> int:
-    from dialer import dnc
+    from dialer.leads import dnc
 
     number = dnc.normalize_number(args.number, args.region)
     with unit_of_work(args) as session:

@@ -72,7 +72,7 @@ def _progress_bar(err, total: int):
 def load(args, out, err) -> int:
     from dialer.signals import DeferredSignals
 
-    with DeferredSignals() as signals:
+    with DeferredSignals(to_exit=True) as signals:
         from dialer import audit
         from dialer.leads.importer import LoadInterrupted, load_leads, read_header
 

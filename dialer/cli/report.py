@@ -7,7 +7,7 @@ from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
+    from dialer.cli.options import add_format
 
     p = subparsers.add_parser(
         "report", parents=[common], help="report a campaign's figures from the database",
@@ -23,13 +23,13 @@ def register(subparsers, common) -> None:
                    " offset), or a span back from now: 90m, 24h, 7d (or -24h)")
     add_format(p, ("table", "json", "csv", "jsonl"), default=None,
                help="table (default), json (one document) or csv (one section,key,metric,value"
-                    " row per figure); with --attempts: csv (default), json (one array) or jsonl"
-                    " (one attempt a line)")
+                    " row per figure); with --attempts or --decisions: csv (default), json (one array)"
+                    " or jsonl (one row a line)")
     p.add_argument("--attempts", action="store_true",
                    help="export one row per call attempt (csv, json or jsonl)")
     p.add_argument("--decisions", action="store_true",
                    help="export the pacing decisions log: one row per engine and second of dialing"
-                   " (csv, or json)")
+                   " (csv, json or jsonl)")
     p.set_defaults(handler=report)
 
 
@@ -42,7 +42,7 @@ def report(args, out, err) -> int:
     fmt = args.format
     if args.decisions:
         if fmt == "table" or args.attempts:
-            raise reports.ReportOptionError("--decisions exports csv or json, on its own")
+            raise reports.ReportOptionError("--decisions exports csv, json or jsonl, on its own")
         with unit_of_work(args) as session:
             reports.export_decisions(session, args.name, out, fmt=fmt or "csv", since=since)
         return 0

@@ -1,13 +1,12 @@
-"""``dialer rules``: calling rules per region (see :mod:`dialer.regions`)."""
+"""``dialer rules``: calling rules per region (see :mod:`dialer.leads.regions`)."""
 
 from __future__ import annotations
 
 from dialer.cli.db import unit_of_work
+from dialer.cli.options import add_format
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
-
     parser = subparsers.add_parser(
         "rules", parents=[common], help="calling rules per region (US state, country)",
         description="Calling hours and a cap on calls per number per 24 hours, per region"
@@ -43,7 +42,8 @@ def _cap(value) -> str:
 
 
 def show(args, out, err) -> int:
-    from dialer import campaigns, output, regions
+    from dialer import campaigns, output
+    from dialer.leads import regions
 
     with unit_of_work(args) as session:
         if args.campaign:
@@ -75,7 +75,7 @@ def show(args, out, err) -> int:
 
 
 def set_(args, out, err) -> int:
-    from dialer import regions
+    from dialer.leads import regions
     from dialer.audit import cli_actor
 
     with unit_of_work(args) as session:
@@ -86,7 +86,7 @@ def set_(args, out, err) -> int:
 
 
 def unset(args, out, err) -> int:
-    from dialer import regions
+    from dialer.leads import regions
     from dialer.audit import cli_actor
 
     with unit_of_work(args) as session:

@@ -1,4 +1,4 @@
-"""``dialer status``: what the campaigns are doing now (see :mod:`dialer.status`)."""
+"""``dialer status``: what the campaigns are doing now (see :mod:`dialer.reports.status`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dialer.errors import UserError
 
 
 def register(subparsers, common) -> None:
-    from dialer.cli import add_format
+    from dialer.cli.options import add_format
 
     p = subparsers.add_parser(
         "status", parents=[common], help="show what the campaigns are doing now",
@@ -33,17 +33,17 @@ def register(subparsers, common) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    # collect() and render() moved to dialer.status; still found here.
+    # collect() and render() moved to dialer.reports.status; still found here.
     if name in ("collect", "render", "LIVE_WITHIN", "LEFT_STATES"):
-        import dialer.status
+        import dialer.reports.status
 
-        return getattr(dialer.status, name)
+        return getattr(dialer.reports.status, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def snapshot(args) -> str:
     from dialer import output
-    from dialer import status as live
+    from dialer.reports import status as live
     from dialer.models import utcnow
 
     buf = io.StringIO()

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from dialer.cli.db import unit_of_work
+from dialer.cli.options import add_format
 from dialer.errors import UserError
 
 ROLES = ("viewer", "supervisor", "admin")
@@ -38,6 +39,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--replace", action="store_true", help="set a new password and role for an existing user")
     p.set_defaults(handler=user_add)
     p = usub.add_parser("list", parents=[common], help="list users")
+    add_format(p, ("table", "json", "csv"))
     p.set_defaults(handler=user_list)
     p = usub.add_parser("disable", parents=[common], help="disable a user and end their sessions")
     p.add_argument("name", metavar="NAME")
@@ -50,6 +52,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--role", required=True, choices=ROLES)
     p.set_defaults(handler=token_add)
     p = tsub.add_parser("list", parents=[common], help="list tokens")
+    add_format(p, ("table", "json", "csv"))
     p.set_defaults(handler=token_list)
     p = tsub.add_parser("revoke", parents=[common], help="revoke a token")
     p.add_argument("name", metavar="NAME")
@@ -86,11 +89,22 @@ def user_list(args, out, err) -> int:
 
     with unit_of_work(args) as session:
         rows = [(u.name, u.role, "disabled" if u.disabled_at else "active") for u in auth.list_users(session)]
-    if not rows:
+    if not rows and args.format == "table":
         out.write("no users (add one with 'dialer web user add NAME --role admin')\n")
-    for name, role, state in rows:
-        out.write(f"{name}  {role}  {state}\n")
+        return 0
+    _write_rows(("name", "role", "state"), rows, args.format, out)
     return 0
+
+
+def _write_rows(header: tuple[str, ...], rows: list[tuple], fmt: str, out) -> None:
+    from dialer import output
+
+    if fmt == "json":
+        output.write_json([dict(zip(header, row)) for row in rows], out)
+    elif fmt == "csv":
+        output.write_csv(header, rows, out)
+    else:
+        output.write_table(header, rows, out)
 
 
 def user_disable(args, out, err) -> int:
@@ -119,12 +133,14 @@ def token_list(args, out, err) -> int:
 
     with unit_of_work(args) as session:
         rows = [(t.name, t.role, "revoked" if t.revoked_at else "active",
-                 t.last_used_at.isoformat(timespec="seconds") + "Z" if t.last_used_at else "never used")
+                 t.last_used_at.isoformat(timespec="seconds") + "Z" if t.last_used_at else None)
                 for t in auth.list_tokens(session)]
-    for row in rows:
-        out.write("  ".join(row) + "\n")
-    if not rows:
+    if not rows and args.format == "table":
         out.write("no tokens\n")
+        return 0
+    if args.format == "table":
+        rows = [(*row[:3], row[3] or "never used") for row in rows]
+    _write_rows(("name", "role", "state", "last_used_at"), rows, args.format, out)
     return 0
 
 

@@ -1,16 +1,15 @@
-"""Leads in: phone normalisation (:mod:`.phones`) and CSV import (:mod:`.importer`)."""
+"""Leads in, and out to the dialer: everything about the numbers to call.
 
-from dialer.leads.importer import ImportResult, LeadFileError, import_leads, read_header
-from dialer.leads.phones import InvalidPhone, InvalidTimezone, Phone, PhoneNormalizer, normalize_timezone
+``phones`` normalises numbers to E.164 and finds their time zones; ``importer``
+loads a CSV of leads into a campaign, reading the file through ``leadfile``
+(header, encoding, rejects file) and writing through ``loadsql`` (the bulk
+statements); ``dnc`` keeps the do-not-call list;
+``calling_hours`` says when a lead may be called in its own local time and
+``regions`` which calling rules its region adds (the stricter wins);
+``hopper`` claims the leads that are due, atomically and under a lease, and
+hands them back.
 
-__all__ = [
-    "ImportResult",
-    "InvalidPhone",
-    "InvalidTimezone",
-    "LeadFileError",
-    "Phone",
-    "PhoneNormalizer",
-    "import_leads",
-    "normalize_timezone",
-    "read_header",
-]
+May import: dialer.errors, dialer.models, dialer.db, dialer.audit,
+dialer.compliance, dialer.campaigns. Nothing of AMI, the engine, pacing, the
+call following or the consoles.
+"""

@@ -12,15 +12,12 @@ before is touched.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import datetime as dt
-import io
 import json
 import operator
 import os
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +30,16 @@ from sqlalchemy.orm import Session
 
 from dialer.campaigns import get_campaign
 from dialer.errors import UserError
+from dialer.leads.leadfile import (
+    BAD_CHARS,
+    FIELD_LIMIT,
+    LeadFileError,
+    UNDECODABLE,
+    Rejects,
+    open_text,
+    read_header,
+)
+from dialer.leads.loadsql import LoadStatements
 from dialer.leads.phones import (
     InvalidPhone,
     InvalidTimezone,
@@ -40,48 +47,13 @@ from dialer.leads.phones import (
     lead_region,
     normalize_timezone,
 )
-from dialer.models import Campaign, DncNumber, Lead, LeadState, utcnow
+from dialer.models import Campaign, utcnow
 
 __all__ = ["ImportResult", "LeadFileError", "LoadInterrupted", "import_leads", "load_leads", "read_header"]
 
 BATCH_SIZE = 5000
-# Bytes looked at before anything is written, to refuse what is not CSV text.
-SNIFF_BYTES = 64 * 1024
-# SQLite page cache during a load, KiB.
-SQLITE_CACHE_KIB = 64 * 1024
-# Largest field accepted (csv's default is 128 KiB).
-FIELD_LIMIT = 64 * 1024
 
-# Header name (lower case, '_' for spaces and '-') -> lead column.
-KNOWN_COLUMNS = {
-    "phone": "phone",
-    "phone_number": "phone",
-    "first_name": "first_name",
-    "firstname": "first_name",
-    "last_name": "last_name",
-    "lastname": "last_name",
-    "timezone": "timezone",
-    "time_zone": "timezone",
-    "tz": "timezone",
-    "state": "region",
-    "region": "region",
-    "province": "region",
-    "postal_code": "postal_code",
-    "postcode": "postal_code",
-    "zip": "postal_code",
-    "zip_code": "postal_code",
-    "zipcode": "postal_code",
-    "priority": "priority",
-}
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
-
-# Control characters, and the stand-ins of bytes that are not UTF-8.
-_BAD_CHARS = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
-
-
-class LeadFileError(UserError):
-    """The lead file as a whole is refused (before anything was written)."""
 
 
 class LoadInterrupted(Exception):
@@ -121,314 +93,10 @@ class ImportResult:
         return text + rate
 
 
-@dataclass(frozen=True)
-class Header:
-    names: list[str]
-    delimiter: str
-    # lead column -> index in the row
-    columns: dict[str, int]
-    # (header name, index) of every other column, kept as custom fields
-    custom: list[tuple[str, int]]
-    # how the file is decoded: UTF-8 (a byte-order mark skipped), or UTF-16 with
-    # its byte-order mark (what spreadsheets save as "Unicode text")
-    encoding: str = "utf-8-sig"
-
-
-def _normal_name(name: str) -> str:
-    return re.sub(r"[\s\-]+", "_", name.strip().lower())
-
-
-def read_sample(path: str | os.PathLike, source: str, expected: str) -> bytes:
-    """The first SNIFF_BYTES of a file; LeadFileError naming ``source`` when it
-    cannot be read (``expected`` says what a directory was taken for)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(SNIFF_BYTES)
-    except FileNotFoundError:
-        raise LeadFileError(f"{source}: no such file") from None
-    except IsADirectoryError:
-        raise LeadFileError(f"{source}: is a directory, not {expected}") from None
-    except OSError as exc:
-        raise LeadFileError(f"{source}: cannot read: {exc.strerror or exc}") from None
-
-
-def read_header(path: str | os.PathLike, source: str | None = None) -> Header:
-    """Check that ``path`` is a CSV lead file and read its header; refuses with LeadFileError."""
-    source = source or str(path)
-    return parse_header(read_sample(path, source, "a CSV file"), source)
-
-
-def parse_header(sample: bytes, source: str) -> Header:
-    """Check the first bytes of a file and read its CSV header (see :func:`read_header`)."""
-    if not sample.strip():
-        raise LeadFileError(f"{source}: empty file, expected a CSV header row with a 'phone' column")
-    encoding = "utf-8-sig"
-    if sample.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        # Only the header line is read from the sample (cut anywhere): the rows
-        # are decoded strictly as they are read.
-        encoding = "utf-16"
-        sample = sample[: len(sample) & ~1].decode("utf-16", "replace").encode("utf-8")
-    if b"\x00" in sample:
-        if _looks_utf16(sample):
-            raise LeadFileError(f"{source}: UTF-16 text without a byte-order mark; save it as"
-                                " CSV UTF-8 (or as Unicode text, which has the mark)")
-        raise LeadFileError(f"{source}: not a CSV file (binary data)")
-    if sample.startswith(codecs.BOM_UTF8):
-        sample = sample[len(codecs.BOM_UTF8):]
-    first = re.split(rb"\r\n|\r|\n", sample, maxsplit=1)[0]
-    try:
-        line = first.decode("utf-8")
-    except UnicodeDecodeError:
-        raise LeadFileError(f"{source}: line 1: not a CSV file (not UTF-8 text)") from None
-    delimiter = ","
-    if "," not in line:
-        for candidate in (";", "\t", "|"):
-            if candidate in line:
-                delimiter = candidate
-                break
-    try:
-        names = next(csv.reader([line], delimiter=delimiter, strict=True))
-    except (csv.Error, StopIteration) as exc:
-        raise LeadFileError(f"{source}: line 1: not a CSV header ({exc})") from None
-    names = [n.strip() for n in names]
-    columns: dict[str, int] = {}
-    custom: list[tuple[str, int]] = []
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if not name:
-            raise LeadFileError(f"{source}: line 1: column {i + 1} has no name")
-        if _BAD_CHARS.search(name):
-            raise LeadFileError(f"{source}: line 1: column {i + 1} name contains a control character")
-        key = name.lower()
-        if key in seen:
-            raise LeadFileError(f"{source}: line 1: column {name!r} appears twice")
-        seen[key] = i
-        target = KNOWN_COLUMNS.get(_normal_name(name))
-        if target is None:
-            custom.append((name, i))
-        elif target in columns:
-            other = names[columns[target]]
-            raise LeadFileError(f"{source}: line 1: columns {other!r} and {name!r} both give {target}")
-        else:
-            columns[target] = i
-    if "phone" not in columns:
-        shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
-        raise LeadFileError(f"{source}: line 1: no 'phone' column (header: {shown})")
-    return Header(names, delimiter, columns, custom, encoding)
-
-
-def _looks_utf16(sample: bytes) -> bool:
-    """Text in UTF-16 has a NUL in every other byte of its ASCII characters."""
-    head = sample[:4096]
-    return len(head) >= 4 and (head[1::2].count(0) > len(head) // 4 or head[0::2].count(0) > len(head) // 4)
-
-
-def open_text(raw, header: Header) -> io.TextIOWrapper:
-    """The file's text as the CSV reader reads it (see :attr:`Header.encoding`)."""
-    if header.encoding == "utf-16":
-        return io.TextIOWrapper(raw, encoding="utf-16", errors="strict", newline="")
-    # Undecodable bytes become lone surrogates: the row is rejected, naming the field.
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-
-
-class _Rejects:
-    """The rejects file: line, reason, then the row as read. Opened at the first reject."""
-
-    def __init__(self, target: str | os.PathLike | TextIO | None, header: list[str]) -> None:
-        self.target = target
-        self.header = header
-        self._file: TextIO | None = None
-        self._writer = None
-        self._owned = False
-
-    @property
-    def path(self) -> str | None:
-        if self.target is None or not isinstance(self.target, (str, os.PathLike)):
-            return None
-        return str(self.target)
-
-    def write(self, rejects: list[tuple[int, str, list[str]]]) -> None:
-        if not rejects or self.target is None:
-            return
-        if self._writer is None:
-            if isinstance(self.target, (str, os.PathLike)):
-                try:
-                    # Undecodable bytes are written back as they were read.
-                    self._file = open(self.target, "w", encoding="utf-8", errors="surrogateescape", newline="")
-                except OSError as exc:
-                    raise UserError(f"--rejects {self.target}: cannot write: {exc.strerror or exc}") from None
-                self._owned = True
-            else:
-                self._file = self.target
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(["line", "reason", *self.header])
-        rejects.sort(key=lambda r: r[0])
-        self._writer.writerows([line, reason, *row] for line, reason, row in rejects)
-
-    def close(self, *, failed: bool) -> None:
-        if self._owned and self._file is not None:
-            self._file.close()
-            if failed:
-                try:
-                    os.unlink(self.target)
-                except OSError:
-                    pass
-
-
-_INSERT_COLUMNS = (
-    "campaign_id", "phone_e164", "first_name", "last_name", "timezone", "region",
-    "rules_region", "postal_code", "state", "priority", "attempts", "next_attempt_at", "custom",
-    "source_file", "source_line", "created_at",
-)
-# What varies per lead, in the order of a row tuple (and of the COPY columns).
-_ROW_COLUMNS = (
-    "phone_e164", "first_name", "last_name", "timezone", "region", "rules_region", "postal_code",
-    "priority", "custom", "source_line",
-)
-
-
 # Size of the filter of numbers stored by a load into an empty campaign: 2**26
 # bits (8 MiB); with a million numbers about 1.5 % of lookups are needed.
 _SEEN_BITS = 1 << 26
 _SEEN_MASK = _SEEN_BITS - 1
-
-# PostgreSQL staging table: one column per item of a row tuple.
-_PG_STAGING_TABLE = "dialer_lead_load"
-_PG_STAGING = (
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_STAGING_TABLE} (phone text, first_name text,"
-    " last_name text, timezone text, region text, rules_region text, postal_code text,"
-    " priority int, custom text,"
-    " line int) ON COMMIT DROP"
-)
-_PG_COPY = (
-    f"COPY {_PG_STAGING_TABLE} (phone, first_name, last_name, timezone, region, rules_region,"
-    " postal_code,"
-    " priority, custom, line) FROM STDIN"
-)
-_PG_INSERT = (
-    f"INSERT INTO {Lead.__tablename__} ({', '.join(_INSERT_COLUMNS)})"
-    " SELECT %s, phone, first_name, last_name, timezone, region, rules_region, postal_code,"
-    " %s, priority, 0, %s, custom::jsonb, %s, line, %s"
-    f" FROM {_PG_STAGING_TABLE} ORDER BY line"
-    " ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
-)
-
-
-def _sqlite_literal(value: Any) -> str:
-    """A SQL literal for SQLite: an integer, or a string with its quotes doubled."""
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise UserError(f"{value!r}: contains a NUL character")
-        return "'" + value.replace("'", "''") + "'"
-    raise TypeError(f"no SQLite literal for {value!r}")
-
-
-class _Sql:
-    """The load's statements, in the driver's own parameter style.
-
-    The hot path skips SQLAlchemy's per-row parameter processing: values are
-    given as tuples already in the form the driver stores (timestamps through
-    the dialect's own DateTime processor, JSON as text).
-    """
-
-    def __init__(self, conn, campaign_id: int, load_time: dt.datetime, source: str) -> None:
-        dialect = conn.dialect
-        if dialect.name not in ("sqlite", "postgresql"):  # pragma: no cover
-            raise UserError(f"unsupported database {dialect.name!r}")
-        self.conn = conn
-        self.campaign_id = campaign_id
-        self.sqlite = dialect.name == "sqlite"
-        mark = "?" if self.sqlite else "%s"
-        process = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
-        # The load time as the driver stores it, and as it reads it back.
-        self.load_time = process(load_time) if process else load_time
-        self._mark = mark
-        self._source = source
-        if self.sqlite:
-            # The values shared by every lead of the load are written into the
-            # statement once (as quoted literals) instead of bound per row.
-            constants = {
-                "campaign_id": int(campaign_id),
-                "state": LeadState.NEW.value,
-                "attempts": 0,
-                "next_attempt_at": self.load_time,
-                "source_file": source,
-                "created_at": self.load_time,
-            }
-            values = [
-                _sqlite_literal(constants[c]) if c in constants else "?" for c in _INSERT_COLUMNS
-            ]
-            self.insert = (
-                f"INSERT INTO {Lead.__tablename__} ({', '.join(_INSERT_COLUMNS)})"
-                f" VALUES ({', '.join(values)})"
-                " ON CONFLICT (campaign_id, phone_e164) DO NOTHING"
-            )
-        self._pg_staging = False
-        self._cache_size = None
-        if self.sqlite:
-            # A bigger page cache for the load keeps the unique index's pages in
-            # memory while numbers arrive in random order (bounded: 64 MiB).
-            self._cache_size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
-            conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-
-    def close(self) -> None:
-        if self._cache_size is not None:
-            self.conn.exec_driver_sql(f"PRAGMA cache_size = {int(self._cache_size)}")
-
-    def _in(self, phones: list[str]) -> tuple[str, Any]:
-        if self.sqlite:
-            return f"IN ({', '.join(['?'] * len(phones))})", tuple(phones)
-        return "= ANY(%s)", (phones,)
-
-    def campaign_has_leads(self) -> bool:
-        sql = f"SELECT 1 FROM {Lead.__tablename__} WHERE campaign_id = {self._mark} LIMIT 1"
-        return self.conn.exec_driver_sql(sql, (self.campaign_id,)).first() is not None
-
-    def dnc_list_empty(self) -> bool:
-        sql = f"SELECT 1 FROM {DncNumber.__tablename__} LIMIT 1"
-        return self.conn.exec_driver_sql(sql).first() is None
-
-    def dnc(self, phones: list[str]) -> set[str]:
-        if not phones:
-            return set()
-        clause, params = self._in(phones)
-        sql = f"SELECT phone_e164 FROM {DncNumber.__tablename__} WHERE phone_e164 {clause}"
-        return {row[0] for row in self.conn.exec_driver_sql(sql, params)}
-
-    def existing(self, phones: list[str]) -> dict[str, tuple[Any, Any, Any]]:
-        if not phones:
-            return {}
-        clause, params = self._in(phones)
-        sql = (
-            f"SELECT phone_e164, source_file, source_line, created_at FROM {Lead.__tablename__}"
-            f" WHERE campaign_id = {self._mark} AND phone_e164 {clause}"
-        )
-        params = (self.campaign_id, *params)
-        return {row[0]: (row[1], row[2], row[3]) for row in self.conn.exec_driver_sql(sql, params)}
-
-    def insert_rows(self, rows: list[tuple]) -> None:
-        if self.sqlite:
-            self.conn.exec_driver_sql(self.insert, rows)
-            return
-        # PostgreSQL: COPY the batch into a temporary table, then one INSERT …
-        # SELECT with ON CONFLICT (a row-by-row executemany costs a server
-        # round of bind/execute per lead; COPY's rows are formatted in C).
-        raw = self.conn.connection.driver_connection
-        with raw.cursor() as cur:
-            if not self._pg_staging:
-                cur.execute(_PG_STAGING)
-                self._pg_staging = True
-            with cur.copy(_PG_COPY) as copy:
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
-            cur.execute(
-                _PG_INSERT,
-                (self.campaign_id, LeadState.NEW.value, self.load_time, self._source, self.load_time),
-            )
-            cur.execute(f"TRUNCATE {_PG_STAGING_TABLE}")
 
 
 def import_leads(
@@ -471,9 +139,9 @@ def import_leads(
     load_time = (now or utcnow()).replace(tzinfo=None)
 
     result = ImportResult(campaign=campaign.name, source=source)
-    rejects_out = _Rejects(rejects, header.names)
+    rejects_out = Rejects(rejects, header.names)
     result.rejects_path = rejects_out.path
-    sql = _Sql(session.connection(), campaign.id, load_time, source)
+    sql = LoadStatements(session.connection(), campaign.id, load_time, source)
     total_bytes = os.path.getsize(path)
     failed = True
     try:
@@ -632,7 +300,7 @@ class _Load:
         prio_i = cols.get("priority")
         custom = header.custom
         normalize = self.normalizer.normalize
-        bad_chars = _BAD_CHARS.search
+        bad_chars = BAD_CHARS.search
         counts = self.parse_counts
         # phone -> (line, row values for the insert, raw row)
         batch: dict[str, tuple[int, tuple, list[str]]] = {}
@@ -723,7 +391,7 @@ class _Load:
                     reject("duplicate", this_line, f"duplicate: same number {e164} as line {earlier[0]}", row)
                     continue
                 region_text = (row[region_i].strip() or None) if region_i is not None else None
-                # In the order of _ROW_COLUMNS.
+                # In the order of ROW_COLUMNS.
                 batch[e164] = (this_line, (
                     e164,
                     (row[first_i].strip() or None) if first_i is not None else None,
@@ -743,9 +411,9 @@ class _Load:
 
     def _bad_char_reason(self, row: list[str]) -> str:
         for name, value in zip(self.header.names, row):
-            if _UNDECODABLE.search(value):
+            if UNDECODABLE.search(value):
                 return f"{name}: not valid UTF-8 text"
-            m = _BAD_CHARS.search(value)
+            m = BAD_CHARS.search(value)
             if m:
                 return f"{name}: contains control character {m.group()!r}"
         return "contains a control character"  # pragma: no cover - the search found one

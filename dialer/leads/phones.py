@@ -12,7 +12,7 @@ prefix), so a cached answer is the answer phonenumbers gives for the whole
 number. Everything else goes through ``phonenumbers.parse``.
 
 Each number also gets the region whose calling rules apply to it
-(:mod:`dialer.regions`): an ISO 3166 code, a subdivision (``US-FL``,
+(:mod:`dialer.leads.regions`): an ISO 3166 code, a subdivision (``US-FL``,
 ``CA-ON``) when the area code belongs to one, else its country (``US`` for a
 toll-free number, ``GB``). A NANP area code's state or province comes from
 phonenumbers' own geocoding data ("Florida", "Miami, FL"), through a table

@@ -4,6 +4,11 @@
     port = await nursery.start(sim.serve, "127.0.0.1", 0)
 
 or ``port = await nursery.start(functools.partial(serve_sim, port=0))``.
+
+It speaks AMI with the client's own codec. May import: dialer.ami.codec,
+dialer.errors. Never the database layer (dialer.db, dialer.models), the
+engine, or the AMI client: it is a stand-in for Asterisk, not a part of the
+dialer.
 """
 
 from dialer.sim.calls import Channel, OriginateRequest

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 import trio
 
-from dialer.ami.codec import Message
+from dialer.ami.codec.message import Message
 from dialer.sim.calls import Channel, OriginateRequest
-from dialer.sim.server import ALL_CLASSES, CLASS_BIT, class_mask
+from dialer.sim.scenario import ALL_CLASSES, CLASS_BIT, class_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from dialer.sim.server import Session, SimAsterisk
@@ -34,6 +34,7 @@ AUTHORITY: dict[str, int] = {
     "command": CLASS_BIT["command"],
     "queuestatus": 0,
     "queuesummary": 0,
+    "queuepause": CLASS_BIT["agent"],
     "userevent": CLASS_BIT["user"],
 }
 
@@ -476,6 +477,23 @@ def _queuesummary(sim, s, msg) -> None:
            + [("EventList", "Complete"), ("ListItems", str(n))])
 
 
+def _queuepause(sim, s, msg) -> None:
+    interface = msg.get("Interface") or ""
+    if not interface:
+        s.respond(msg, "Error", [("Message", "Need 'Interface' parameter.")])
+        return
+    q = sim.pbx.queue
+    want = msg.get("Queue")
+    member = q.member(interface)
+    if member is None or (want and want != q.name):
+        s.respond(msg, "Error", [("Message", "Interface not found")])
+        return
+    paused = (msg.get("Paused") or "").strip().lower() in ("1", "true", "yes", "on")
+    s.respond(msg, "Success", [("Message", "Interface paused successfully" if paused
+                                else "Interface unpaused successfully")])
+    sim.pbx.pause(member, paused, msg.get("Reason") or "")
+
+
 def _ess(n: int) -> str:
     return "" if n == 1 else "s"
 
@@ -541,10 +559,11 @@ HANDLERS: dict[str, Handler] = {
     "coreshowchannels": _coreshowchannels,
     "queuestatus": _queuestatus,
     "queuesummary": _queuesummary,
+    "queuepause": _queuepause,
     "command": _command,
     "listcommands": _listcommands,
 }
 _NAMES = ("Ping", "Events", "Filter", "UserEvent", "Originate", "Hangup", "Redirect", "Status",
-          "CoreShowChannels", "QueueStatus", "QueueSummary", "Command", "ListCommands")
+          "CoreShowChannels", "QueueStatus", "QueueSummary", "QueuePause", "Command", "ListCommands")
 
 __all__ = ["dispatch", "parse_callerid", "EventFilter", "AUTHORITY", "HANDLERS"]

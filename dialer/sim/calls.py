@@ -297,6 +297,10 @@ class PBX:
         data = data.split("/", 1)[0]
         number, _, context = data.partition("@")
         context = context or "default"
+        member = self.queue.member(f"Local/{number}@{context}")
+        if member is not None and context == member.context:
+            self._outside_call(req, member)
+            return
         self.call_seq += 1
         call = Call(self.call_seq, req, number, context, LAST_DIGIT_TABLE["0"])
         call.created = self.sim.clock()
@@ -512,6 +516,12 @@ class PBX:
 
     def _queue_join(self, call: Call) -> None:
         q = self.queue
+        if not q.config.joinempty and q.empty():
+            # joinempty = no and every member paused: Queue() returns at once
+            # (QUEUESTATUS=JOINEMPTY) without a QueueCallerJoin; the dialplan goes on.
+            call.state = "answered"
+            self._after_queue(call)
+            return
         call.state = "queued"
         call.join_at = self.sim.clock()
         q.waiting.append(call)
@@ -766,6 +776,12 @@ class PBX:
             self._end_call(call)
 
     def _abandon(self, call: Call, now: float, cause: int) -> None:
+        self._leave_unanswered(call, now)
+        self._hangup_lead(call, cause)
+
+    def _leave_unanswered(self, call: Call, now: float) -> None:
+        """The caller leaves the queue without an agent (Queue() gave up, the caller
+        hung up, or a Redirect took it away): QueueCallerAbandon, QueueCallerLeave."""
         q = self.queue
         ch1 = call.ch1
         wait_ms = int(round((now - call.join_at) * 1000))
@@ -787,6 +803,14 @@ class PBX:
         self._ev("QueueCallerLeave", "agent", ch1.headers() + [
             ("Queue", q.name), ("Position", str(pos)), ("Count", str(len(q.waiting)))])
         self._varset(ch1, "QUEUEPOSITION", str(pos))
+        call.state = "answered"
+        self._dispatch_later()
+
+    def _hangup_lead(self, call: Call, cause: int) -> None:
+        """The dialplan hangs up the originated leg (after Queue() or the drop message)."""
+        if call.state == "ended":
+            return
+        ch1 = call.ch1
         ch2_up = call.ch2.name in self.channels
         self._hangup_request(ch1, cause, soft=True)
         if ch2_up:
@@ -800,18 +824,27 @@ class PBX:
         self._dsc(call.device, "NOT_INUSE")
         self._dsc(call.device, "NOT_INUSE")
         self._end_call(call)
-        self._dispatch_later()
 
     def _drop_message(self, call: Call) -> None:
-        """No agent took the call in time: the drop message, maybe an opt-out key press."""
+        """Queue()'s own timeout ran out (drop_after): the caller leaves the queue."""
         if call.state != "queued":
             return
+        self._leave_unanswered(call, self.sim.clock())
+        self._after_queue(call)
+
+    def _after_queue(self, call: Call) -> None:
+        """Queue() returned without an agent: the drop message (the README's
+        dialer-drop), maybe an opt-out key press, then the dialplan hangs up."""
+        call.state = "drop"
         if self.rng.random() < self.scenario.opt_out:
             self._ev("UserEvent", "user", call.ch1.headers() + [
                 ("UserEvent", "DialerOptOut"),
                 ("Attempt", call.variables.get("DIALER_ATTEMPT", "")),
                 ("Lead", call.variables.get("DIALER_LEAD", ""))])
-        self._abandon(call, self.sim.clock(), 16)
+        if self.scenario.drop_message > 0:
+            self._later(call, self.scenario.drop_message, self._hangup_lead, call, 16)
+        else:
+            self._hangup_lead(call, 16)
 
     def _agent_hangup(self, call: Call, cause: int = 16, from_dialplan: bool = True) -> None:
         """The agent hangs up first: the caller's Queue() ends, then the lead's leg."""
@@ -878,12 +911,8 @@ class PBX:
         q = self.queue
         now = self.sim.clock()
         if call.state == "queued":
-            pos = self._leave_queue(call)
-            if not q.waiting:
-                self._dsc(f"Queue:{q.name}", "NOT_INUSE")
-            self._ev("QueueCallerLeave", "agent", call.ch1.headers() + [
-                ("Queue", q.name), ("Position", str(pos)), ("Count", str(len(q.waiting)))])
-            self._dispatch_later()
+            # As a real Asterisk reports a caller taken out of Queue(): abandoned, left.
+            self._leave_unanswered(call, now)
         elif call.state == "bridged":
             a1, a2 = call.a1, call.a2
             assert a1 is not None and a2 is not None
@@ -909,9 +938,54 @@ class PBX:
         if context == self.scenario.connect_context and exten == "s":
             self._newexten(target, priority, "Queue", f"{q.name},r")
             self._queue_join(call)
+        elif context == self.scenario.drop_context:
+            call.cancel_timers()
+            self._newexten(target, priority, "Playback", "drop message")
+            self._after_queue(call)
         else:
             self._newexten(target, priority, "Wait", "3600")
             call.state = "app"
+
+    def pause(self, m: Member, paused: bool, reason: str = "") -> None:
+        """QueuePause: a paused member is offered no call (one it has goes on);
+        waiting callers stay (leavewhenempty = no)."""
+        if m.paused == paused:
+            return
+        m.paused = paused
+        m.paused_reason = reason if paused else ""
+        m.last_pause = int(time.time())
+        self.queue.refresh(m)
+        self._dsc(f"Queue:{self.queue.name}_pause_{m.interface}", "INUSE" if paused else "NOT_INUSE")
+        self._check_available()
+        self._ev("QueueMemberPause", "agent", m.status_headers(self.queue.name))
+        self._dispatch_later()
+
+    def _outside_call(self, req: OriginateRequest, m: Member) -> None:
+        """An Originate straight to a member's line: it answers and talks the queue's
+        agent talk time, its line in use meanwhile (ringinuse = no: the queue does not
+        ring it). Only what concerns the member is reported."""
+        m.outside = True
+        self.queue.refresh(m)
+        m.status = DEVICE_INUSE
+        self._dsc(m.interface, "INUSE")
+        self._qms(m)
+        self._check_available()
+        ok = Call(0, req, m.exten, m.context, LAST_DIGIT_TABLE["0"])
+        ok.ch1 = Channel(f"{m.interface}-{self.local_seq:08x};1", req.channel_id or self._uid(),
+                         "", 6, m.context, m.exten, self.sim.clock(), ok, "1")
+        self.local_seq += 1
+        self._originate_response(ok, True, 4)
+        talk = self.queue.config.agent_talk_time.sample(self.rng)
+        self.sim.call_later(talk, self._outside_done, m)
+
+    def _outside_done(self, m: Member) -> None:
+        m.outside = False
+        m.status = DEVICE_NOT_INUSE
+        self._dsc(m.interface, "NOT_INUSE")
+        self._qms(m)
+        self.queue.refresh(m)
+        self._check_available()
+        self._dispatch_later()
 
     def drop_all(self) -> None:
         """Forget every call without events (a restart that loses calls in progress)."""

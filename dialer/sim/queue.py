@@ -34,18 +34,23 @@ class Member:
     status: int = DEVICE_NOT_INUSE
     in_call: bool = False
     busy: bool = False  # ringing, talking or wrapping up
+    paused: bool = False  # QueuePause: offered no call (a call it has goes on)
+    outside: bool = False  # its line is in use by a call that did not come from the queue
     wrapup_until: float = 0.0
     call: "Call | None" = None
     index: int = 0
+    paused_reason: str = ""
+    last_pause: int = 0
 
     def status_headers(self, queue: str) -> list[tuple[str, str]]:
         return [
             ("Queue", queue), ("MemberName", self.name), ("Interface", self.interface),
             ("StateInterface", self.interface), ("Membership", "static"), ("Penalty", "0"),
             ("CallsTaken", str(self.calls_taken)), ("LastCall", str(self.last_call)),
-            ("LastPause", "0"), ("LoginTime", str(self.login_time)),
+            ("LastPause", str(self.last_pause)), ("LoginTime", str(self.login_time)),
             ("InCall", "1" if self.in_call else "0"), ("Status", str(self.status)),
-            ("Paused", "0"), ("PausedReason", ""), ("Ringinuse", "0"), ("Wrapuptime", "0"),
+            ("Paused", "1" if self.paused else "0"), ("PausedReason", self.paused_reason),
+            ("Ringinuse", "0"), ("Wrapuptime", "0"),
         ]
 
     def list_headers(self, queue: str, action_id: str | None) -> list[tuple[str, str]]:
@@ -53,10 +58,10 @@ class Member:
             ("Event", "QueueMember"), ("Queue", queue), ("Name", self.name),
             ("Location", self.interface), ("StateInterface", self.interface),
             ("Membership", "static"), ("Penalty", "0"), ("CallsTaken", str(self.calls_taken)),
-            ("LastCall", str(self.last_call)), ("LastPause", "0"),
+            ("LastCall", str(self.last_call)), ("LastPause", str(self.last_pause)),
             ("LoginTime", str(self.login_time)), ("InCall", "1" if self.in_call else "0"),
-            ("Status", str(self.status)), ("Paused", "0"), ("PausedReason", ""),
-            ("Wrapuptime", "0"),
+            ("Status", str(self.status)), ("Paused", "1" if self.paused else "0"),
+            ("PausedReason", self.paused_reason), ("Wrapuptime", "0"),
         ]
         if action_id is not None:
             h.append(("ActionID", action_id))
@@ -98,15 +103,37 @@ class QueueState:
             del self.free[i]
 
     def make_free(self, m: Member) -> None:
-        """``m`` can take a call again (after its wrap-up)."""
+        """``m`` can take a call again (after its wrap-up), unless paused or its line
+        is in use outside the queue (ringinuse = no)."""
         m.busy = False
+        self.refresh(m)
+
+    def refresh(self, m: Member) -> None:
+        """Put ``m`` in the free list or take it out, as its state says."""
         i = bisect.bisect_left(self.free, m.index)
-        if i == len(self.free) or self.free[i] != m.index:
+        listed = i < len(self.free) and self.free[i] == m.index
+        offered = not (m.busy or m.paused or m.outside)
+        if offered and not listed:
             self.free.insert(i, m.index)
+        elif listed and not offered:
+            del self.free[i]
+
+    def empty(self) -> bool:
+        """No member could ever take a caller as ``joinempty = no`` sees it: every one
+        paused (the simulator's members are never invalid or unavailable; one on a
+        call or in wrap-up still counts)."""
+        return all(m.paused for m in self.members)
+
+    def member(self, interface: str) -> Member | None:
+        for m in self.members:
+            if m.interface == interface or m.name == interface:
+                return m
+        return None
 
     def reset(self) -> None:
         for m in self.members:
-            m.busy = m.in_call = False
+            m.busy = m.in_call = m.paused = m.outside = False
+            m.paused_reason = ""
             m.status = DEVICE_NOT_INUSE
             m.call = None
             m.wrapup_until = 0.0

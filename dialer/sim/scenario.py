@@ -15,6 +15,8 @@ A scenario file (TOML) replaces any part of it::
     drop_after = 2                # 0 (default): no drop message; else a caller queued this long
                                   # leaves the queue for the drop message (the dialplan's 2-s Queue())
     opt_out = 0.3                 # share of those callers who press the opt-out key (UserEvent DialerOptOut)
+    drop_context = "dialer-drop"  # a Redirect to this context plays the drop message (with opt_out)
+    drop_message = 0              # seconds the drop message lasts before the dialplan hangs up
 
     [outcomes]                    # probabilities (normalised); omit for the last-digit table
     answered = 0.55
@@ -47,6 +49,8 @@ A scenario file (TOML) replaces any part of it::
                                   # a caller waits until an agent frees, drop_after runs out
                                   # or the called party hangs up
     wrapup = 2                    # seconds an agent stays unavailable after a call
+    joinempty = false             # true: callers join even when every agent is paused (QueuePause);
+                                  # false: Queue() returns at once (JOINEMPTY), as joinempty = no
     agent_talk_time = 20          # number or a distribution table: the agent hangs up after it
 
     [[users]]                     # replaces the default users when present
@@ -83,6 +87,10 @@ __all__ = [
     "load_scenario",
     "parse_scenario",
     "CLASS_NAMES",
+    "CLASS_BIT",
+    "ALL_CLASSES",
+    "PRIVILEGE",
+    "class_mask",
 ]
 
 # AMI permission classes (manager.c), in the order Asterisk prints them.
@@ -91,6 +99,17 @@ CLASS_NAMES = (
     "dtmf", "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc",
     "test", "security", "message",
 )
+CLASS_BIT = {name: 1 << i for i, name in enumerate(CLASS_NAMES)}
+ALL_CLASSES = (1 << len(CLASS_NAMES)) - 1
+PRIVILEGE = {name: f"{name},all" for name in CLASS_NAMES}
+
+
+def class_mask(names) -> int:
+    """The bit mask of these permission class names (unknown names add nothing)."""
+    mask = 0
+    for n in names:
+        mask |= CLASS_BIT.get(n.lower(), 0)
+    return mask
 
 OUTCOME_KINDS = ("answered", "busy", "congestion", "noanswer", "invalid")
 
@@ -173,6 +192,10 @@ class QueueConfig:
     strategy: str = "rrmemory"
     timeout: float = 15.0
     wrapup: float = 0.0
+    # joinempty = yes: callers join a queue whose members are all paused (no: Queue()
+    # returns at once, JOINEMPTY). The simulator plays leavewhenempty = no and
+    # ringinuse = no (the README's queues.conf).
+    joinempty: bool = False
     agent_talk_time: Distribution = field(default_factory=lambda: Distribution.fixed(20.0))
 
 
@@ -207,6 +230,10 @@ class Scenario:
     # probability opt_out (a UserEvent DialerOptOut, as the README's dialplan sends).
     drop_after: float = 0.0
     opt_out: float = 0.0
+    # The drop message's context (a Redirect there plays it) and how long it lasts
+    # before the dialplan hangs up (seconds; the key press, if any, comes first).
+    drop_context: str = "dialer-drop"
+    drop_message: float = 0.0
     # The last-digit table (digit -> outcome), used when probabilities is None.
     digits: dict[str, Outcome] = field(default_factory=lambda: dict(LAST_DIGIT_TABLE))
     source: str = "<default>"
@@ -248,8 +275,8 @@ def default_scenario() -> Scenario:
 
 _TOP_KEYS = {"seed", "channel_capacity", "connect_context", "outcomes", "ring_time",
              "talk_time", "post_dial_delay", "queue", "users", "drop_after", "opt_out",
-             "carrier"}
-_QUEUE_KEYS = {"name", "agents", "strategy", "timeout", "wrapup", "agent_talk_time"}
+             "carrier", "drop_context", "drop_message"}
+_QUEUE_KEYS = {"name", "agents", "strategy", "timeout", "wrapup", "agent_talk_time", "joinempty"}
 _STRATEGIES = {"rrmemory", "ringall", "leastrecent", "fewestcalls", "random", "linear"}
 
 
@@ -350,11 +377,14 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
         kw["seed"] = int(_number(w, None, "seed", data["seed"], integer=True))
     if "channel_capacity" in data:
         kw["channel_capacity"] = int(_number(w, None, "channel_capacity", data["channel_capacity"], integer=True))
-    if "connect_context" in data:
-        v = data["connect_context"]
-        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise w.error(None, "connect_context", f"must be a context name, not {v!r}")
-        kw["connect_context"] = v
+    for key in ("connect_context", "drop_context"):
+        if key in data:
+            v = data[key]
+            if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
+                raise w.error(None, key, f"must be a context name, not {v!r}")
+            kw[key] = v
+    if "drop_message" in data:
+        kw["drop_message"] = float(_number(w, None, "drop_message", data["drop_message"]))
     if "outcomes" in data:
         o = data["outcomes"]
         if not isinstance(o, dict):
@@ -419,6 +449,10 @@ def parse_scenario(text: str, path: str = "<scenario>") -> Scenario:
                 qkw[k] = float(_number(w, "queue", k, q[k]))
         if "agent_talk_time" in q:
             qkw["agent_talk_time"] = _distribution(w, "queue", "agent_talk_time", q["agent_talk_time"])
+        if "joinempty" in q:
+            if not isinstance(q["joinempty"], bool):
+                raise w.error("queue", "joinempty", f"must be true or false, not {q['joinempty']!r}")
+            qkw["joinempty"] = q["joinempty"]
         kw["queue"] = QueueConfig(**qkw)
     if "users" in data:
         users = data["users"]

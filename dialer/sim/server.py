@@ -28,30 +28,18 @@ from typing import Any, Callable
 
 import trio
 
-from dialer.ami.codec import (
-    NEED_DATA,
-    AMIParser,
-    Message,
-    RemoteProtocolError,
-    encode_message,
-)
+from dialer.ami.codec.errors import RemoteProtocolError
+from dialer.ami.codec.message import Message
+from dialer.ami.codec.parser import NEED_DATA, AMIParser
+from dialer.ami.codec.serialize import encode_message
 from dialer.sim.calls import PBX
 from dialer.sim.faults import FaultsMixin
-from dialer.sim.scenario import CLASS_NAMES, Scenario, User, default_scenario
+from dialer.sim.actions import dispatch
+from dialer.sim.scenario import ALL_CLASSES, CLASS_BIT, PRIVILEGE, Scenario, User, default_scenario
 
 __all__ = ["SimAsterisk", "Session", "serve_sim", "BANNER"]
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
-CLASS_BIT = {name: 1 << i for i, name in enumerate(CLASS_NAMES)}
-ALL_CLASSES = (1 << len(CLASS_NAMES)) - 1
-PRIVILEGE = {name: f"{name},all" for name in CLASS_NAMES}
-
-
-def class_mask(names) -> int:
-    mask = 0
-    for n in names:
-        mask |= CLASS_BIT.get(n.lower(), 0)
-    return mask
 
 
 class Timer:
@@ -432,12 +420,7 @@ class SimAsterisk(FaultsMixin):
     # --- actions -------------------------------------------------------------------
 
     async def _dispatch_action(self, s: Session, msg: Message) -> None:
-        global _dispatch
-        if _dispatch is None:
-            from dialer.sim.actions import dispatch as _d
-
-            _dispatch = _d
-        await _dispatch(self, s, msg)
+        await dispatch(self, s, msg)
 
     # --- introspection -------------------------------------------------------------
 
@@ -477,7 +460,6 @@ class SimAsterisk(FaultsMixin):
         }
 
 
-_dispatch = None
 
 
 def _filters_allow(filters: list, name: str, headers: list[tuple[str, str]], text: str) -> bool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
+
+from flood_server import flood_server, serve  # noqa: E402
 
 NAIVE = r'''
 import socket, sys
@@ -74,44 +75,6 @@ print(total, "total")
 '''
 
 
-def serve(port_file: str, events: int) -> None:
-    """The flooding server (its own process): one client at a time, flooded until it leaves."""
-    from bench_ami_parse import make_stream
-
-    stream = make_stream(events)
-    banner, body = stream.split(b"\r\n", 1)
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    Path(port_file).write_text(str(listener.getsockname()[1]))
-    while True:
-        conn, _ = listener.accept()
-        with conn:
-            try:
-                conn.sendall(banner + b"\r\n")
-                buf = b""
-                while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-                if buf.startswith(b"QUIT"):
-                    return
-                if not buf:
-                    continue
-                aid = b""
-                for line in buf.split(b"\r\n"):
-                    if line.lower().startswith(b"actionid:"):
-                        aid = line.split(b":", 1)[1].strip()
-                conn.sendall(b"Response: Success\r\nActionID: " + aid
-                             + b"\r\nMessage: Authentication accepted\r\n\r\n")
-                while True:
-                    conn.sendall(body)
-            except OSError:
-                pass  # the client has what it wanted and left
-
-
 def timed(argv: list[str], env: dict[str, str], stdout=subprocess.PIPE) -> tuple[float, str]:
     t0 = time.perf_counter()
     proc = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, env=env, text=True, timeout=600)
@@ -126,76 +89,59 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--stream", type=int, default=100_000, help="distinct events the server repeats")
-    ap.add_argument("--serve", metavar="PORT_FILE", help=argparse.SUPPRESS)
+    ap.add_argument("--port-file", help=argparse.SUPPRESS)  # set: be the flood server (flood_server.py)
     opts = ap.parse_args()
-    if opts.serve:
-        serve(opts.serve, opts.stream)
+    if opts.port_file:
+        serve(opts.port_file, opts.stream, repeat=True)
         return
     python = sys.executable
     dialer = [python, "-m", "dialer"]
     tmp = Path(tempfile.mkdtemp(prefix="bench_ami_cli."))
-    port_file = tmp / "port"
-    server = subprocess.Popen([python, __file__, "--serve", str(port_file), "--stream", str(opts.stream)])
     try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists() or not port_file.read_text():
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("flood server did not start")
-            time.sleep(0.05)
-        port = int(port_file.read_text())
-        config = tmp / "dialer.toml"
-        config.write_text(f'[[ami]]\nname = "flood"\nhost = "127.0.0.1"\nport = {port}\n'
-                          'username = "bench"\nsecret_env = "BENCH_AMI_SECRET"\n')
-        env = dict(os.environ, BENCH_AMI_SECRET="bench", PYTHONPATH=str(ROOT))
-        n = str(opts.events)
-        events = [*dialer, "--config", str(config), "ami", "events", "--count", n]
-        modes = {
-            "naive": [python, "-c", NAIVE, str(port), n],
-            "dialer_stats": [*events, "--stats"],
-            "dialer_print": events,
-            "dialer_jsonl": [*events, "--format", "jsonl"],
-            "startup_trio": [python, "-c", "import trio"],
-            "startup_help": [*dialer, "--help"],
-            "startup_ami_events_help": [*dialer, "ami", "events", "--help"],
-            "startup_ami_events_1": [*dialer, "--config", str(config), "ami", "events", "--count", "1",
-                                     "--stats"],
-        }
-        results: dict[str, list[float]] = {m: [] for m in modes}
-        devnull = open(os.devnull, "w")
-        for run in range(opts.runs):
-            order = list(modes) if run % 2 == 0 else list(reversed(modes))
-            for mode in order:
-                printing = mode in ("dialer_print", "dialer_jsonl")
-                wall, out = timed(modes[mode], env, stdout=devnull if printing else subprocess.PIPE)
-                if mode in ("naive", "dialer_stats"):
-                    last = out.strip().splitlines()[-1].split()
-                    if int(last[0]) != opts.events:
-                        raise SystemExit(f"{mode}: counted {last[0]} events, not {opts.events}")
-                results[mode].append(wall)
-                row = {"run": run, "mode": mode, "seconds": round(wall, 3)}
-                if not mode.startswith("startup"):
-                    row["events_per_s"] = round(opts.events / wall)
-                print(json.dumps(row), flush=True)
-        med = {m: statistics.median(v) for m, v in results.items()}
-        summary = {"summary": "median", "runs": opts.runs, "events": opts.events}
-        for mode, seconds in med.items():
-            summary[f"{mode}_s"] = round(seconds, 3)
-        for mode in ("dialer_stats", "dialer_print", "dialer_jsonl"):
-            summary[f"{mode}_vs_naive"] = round(med["naive"] / med[mode], 2)
-        for mode in ("startup_help", "startup_ami_events_help", "startup_ami_events_1"):
-            summary[f"{mode}_vs_trio"] = round(med[mode] / med["startup_trio"], 2)
-        print(json.dumps(summary), flush=True)
+        with flood_server(__file__, ["--stream", str(opts.stream)]) as port:
+            config = tmp / "dialer.toml"
+            config.write_text(f'[[ami]]\nname = "flood"\nhost = "127.0.0.1"\nport = {port}\n'
+                              'username = "bench"\nsecret_env = "BENCH_AMI_SECRET"\n')
+            env = dict(os.environ, BENCH_AMI_SECRET="bench", PYTHONPATH=str(ROOT))
+            n = str(opts.events)
+            events = [*dialer, "--config", str(config), "ami", "events", "--count", n]
+            modes = {
+                "naive": [python, "-c", NAIVE, str(port), n],
+                "dialer_stats": [*events, "--stats"],
+                "dialer_print": events,
+                "dialer_jsonl": [*events, "--format", "jsonl"],
+                "startup_trio": [python, "-c", "import trio"],
+                "startup_help": [*dialer, "--help"],
+                "startup_ami_events_help": [*dialer, "ami", "events", "--help"],
+                "startup_ami_events_1": [*dialer, "--config", str(config), "ami", "events", "--count", "1",
+                                         "--stats"],
+            }
+            results: dict[str, list[float]] = {m: [] for m in modes}
+            devnull = open(os.devnull, "w")
+            for run in range(opts.runs):
+                order = list(modes) if run % 2 == 0 else list(reversed(modes))
+                for mode in order:
+                    printing = mode in ("dialer_print", "dialer_jsonl")
+                    wall, out = timed(modes[mode], env, stdout=devnull if printing else subprocess.PIPE)
+                    if mode in ("naive", "dialer_stats"):
+                        last = out.strip().splitlines()[-1].split()
+                        if int(last[0]) != opts.events:
+                            raise SystemExit(f"{mode}: counted {last[0]} events, not {opts.events}")
+                    results[mode].append(wall)
+                    row = {"run": run, "mode": mode, "seconds": round(wall, 3)}
+                    if not mode.startswith("startup"):
+                        row["events_per_s"] = round(opts.events / wall)
+                    print(json.dumps(row), flush=True)
+            med = {m: statistics.median(v) for m, v in results.items()}
+            summary = {"summary": "median", "runs": opts.runs, "events": opts.events}
+            for mode, seconds in med.items():
+                summary[f"{mode}_s"] = round(seconds, 3)
+            for mode in ("dialer_stats", "dialer_print", "dialer_jsonl"):
+                summary[f"{mode}_vs_naive"] = round(med["naive"] / med[mode], 2)
+            for mode in ("startup_help", "startup_ami_events_help", "startup_ami_events_1"):
+                summary[f"{mode}_vs_trio"] = round(med[mode] / med["startup_trio"], 2)
+            print(json.dumps(summary), flush=True)
     finally:
-        try:
-            with socket.create_connection(("127.0.0.1", int(port_file.read_text())), timeout=5) as s:
-                s.recv(100)
-                s.sendall(b"QUIT\r\n\r\n")
-        except (OSError, ValueError):
-            pass
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()

@@ -1,6 +1,6 @@
 """End to end over loopback TCP: a trio client receiving a flood of AMI events.
 
-Usage: .venv/bin/python tests/bench/bench_ami_flood.py [--runs N] [--events N]
+Usage: .venv/bin/python tests/bench/bench_ami_flood.py [--runs N] [--events N] [--baseline PATH]
 
 A server in a separate process logs the client in and then writes a
 realistic event mix (the one of bench_ami_parse.py) as fast as the socket
@@ -16,72 +16,32 @@ takes it. Modes, each run in the same process one after the other:
 Prints one JSON object per run and mode (events/s, MB/s, client CPU seconds
 and CPU microseconds per event, from ``time.process_time`` of the client
 process only), then the medians.
+
+With ``--baseline PATH`` (a source tree of an older commit) each run is made
+once with this tree's client and codec and once with the baseline's,
+alternately, each in a fresh process; the summary gives both medians and their
+ratio (see ``baseline.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
+from baseline import compare, tree_root  # noqa: E402
+
+sys.path.insert(0, str(tree_root()))
 
 import trio  # noqa: E402
 
-from bench_ami_parse import make_stream  # noqa: E402
 from dialer.ami.connection import open_ami  # noqa: E402
-
-
-def serve(port_file: str, events: int) -> None:
-    """The flooding server (runs in its own process): one client per mode and run."""
-    stream = make_stream(events)
-    banner, body = stream.split(b"\r\n", 1)
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    Path(port_file).write_text(str(listener.getsockname()[1]))
-    while True:
-        conn, _ = listener.accept()
-        with conn:
-            conn.sendall(banner + b"\r\n")
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-            if not buf:
-                continue
-            if buf.startswith(b"QUIT"):
-                return
-            aid = b""
-            for line in buf.split(b"\r\n"):
-                if line.lower().startswith(b"actionid:"):
-                    aid = line.split(b":", 1)[1].strip()
-            conn.sendall(
-                b"Response: Success\r\nActionID: " + aid
-                + b"\r\nMessage: Authentication accepted\r\n\r\n"
-            )
-            conn.sendall(body)
-            conn.settimeout(30)
-            try:
-                rest = conn.recv(65536)  # Logoff, or the client closing
-                if rest:
-                    aid = b""
-                    for line in rest.split(b"\r\n"):
-                        if line.lower().startswith(b"actionid:"):
-                            aid = line.split(b":", 1)[1].strip()
-                    conn.sendall(b"Response: Goodbye\r\nActionID: " + aid + b"\r\n\r\n")
-            except OSError:
-                pass
+from flood_server import flood_server, serve  # noqa: E402
 
 
 async def run_open_ami(port: int, events: int) -> tuple[float, float, int]:
@@ -170,24 +130,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--serve", metavar="PORT_FILE", help=argparse.SUPPRESS)
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="source tree of an older commit to compare with, in the same run")
+    ap.add_argument("--first-run", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--port-file", help=argparse.SUPPRESS)  # set: be the flood server (flood_server.py)
     opts = ap.parse_args()
-    if opts.serve:
-        serve(opts.serve, opts.events)
+    if opts.port_file:
+        serve(opts.port_file, opts.events, repeat=False)
         return
-    port_file = Path(f"/tmp/bench_ami_flood.{time.time_ns()}.port")
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port_file), "--events", str(opts.events)]
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not port_file.exists() or not port_file.read_text():
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("flood server did not start")
-            time.sleep(0.05)
-        port = int(port_file.read_text())
+    if opts.baseline:
+        compare(__file__, ["--runs", "1", "--events", str(opts.events)], opts.baseline,
+                opts.runs, ["events_per_s", "cpu_us_per_event"])
+        return
+    with flood_server(__file__, ["--events", str(opts.events)]) as port:
         results: dict[str, list[dict]] = {m: [] for m in MODES}
-        for run in range(opts.runs):
+        for run in range(opts.first_run, opts.first_run + opts.runs):
             for mode, fn in MODES.items():
                 wall, cpu, received = trio.run(fn, port, opts.events)
                 row = {
@@ -209,18 +166,6 @@ def main() -> None:
                 summary[f"{mode}_events_per_s"] / summary["naive_trio_events_per_s"], 2
             )
         print(json.dumps(summary), flush=True)
-    finally:
-        try:
-            with socket.create_connection(("127.0.0.1", int(port_file.read_text())), timeout=5) as s:
-                s.recv(100)
-                s.sendall(b"QUIT\r\n\r\n")
-        except (OSError, ValueError):
-            pass
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        port_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """AMI parse throughput: dialer.ami.codec against the naive split loop, in the same run.
 
 Usage: .venv/bin/python tests/bench/bench_ami_parse.py [--runs N] [--messages N] [--worst-mb N]
+           [--baseline PATH]
 
 Prints one JSON object per line: one per run and mode, then a summary with the
 medians. Rates are per CPU second of this process (``time.process_time``), so
@@ -19,6 +20,12 @@ of 15-30 header lines), fed in random chunks of 1-8192 bytes. Modes:
 * ``codec_eager``: ``AMIParser(lazy=False)``: headers parsed inside next_event
 
 Then the worst case: one message of ``--worst-mb`` MB delivered one byte at a time.
+
+With ``--baseline PATH`` (a source tree of an older commit, e.g. from
+``git archive``) each run is made once with this tree's codec and once with
+the baseline's, alternately, each in a fresh process; the summary gives the
+medians of both and their ratio (see ``baseline.py``); the worst case is run
+once per run and tree.
 """
 
 from __future__ import annotations
@@ -31,9 +38,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import compare, tree_root  # noqa: E402
 
-from dialer.ami.codec import NEED_DATA, AMIParser, encode_message  # noqa: E402
+sys.path.insert(0, str(tree_root()))
+
+# Through the package's front, so that a baseline tree with another module
+# layout runs too.
+from dialer.ami import NEED_DATA, AMIParser, encode_message  # noqa: E402
 
 
 def make_stream(n: int, seed: int = 1) -> bytes:
@@ -218,11 +230,20 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--worst-mb", type=float, default=2.0)
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="source tree of an older commit to compare with, in the same run")
+    ap.add_argument("--first-run", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--worst-runs", type=int, default=3, help=argparse.SUPPRESS)
     opts = ap.parse_args()
+    if opts.baseline:
+        compare(__file__, ["--runs", "1", "--messages", str(opts.messages),
+                           "--worst-mb", str(opts.worst_mb), "--worst-runs", "1"],
+                opts.baseline, opts.runs, ["msgs_per_cpu_s", "mb_per_cpu_s", "cpu_seconds"])
+        return
     data = make_stream(opts.messages)
     results: dict[str, list[float]] = {m: [] for m in MODES}
     mbs: dict[str, list[float]] = {m: [] for m in MODES}
-    for run in range(opts.runs):
+    for run in range(opts.first_run, opts.first_run + opts.runs):
         chunks = chunked(data, run)
         order = list(MODES)
         random.Random(run).shuffle(order)
@@ -250,9 +271,11 @@ def main() -> None:
         for base in ("naive_str_dict", "naive_split_dict", "naive_split_name"):
             summary[f"{ours}_vs_{base}"] = round(med[ours] / med[base], 2)
     print(json.dumps(summary), flush=True)
-    worst = [worst_case(opts.worst_mb) for _ in range(3)]
+    if opts.worst_mb <= 0:
+        return
+    worst = [worst_case(opts.worst_mb) for _ in range(opts.worst_runs)]
     for w in worst:
-        print(json.dumps(w), flush=True)
+        print(json.dumps({"run": opts.first_run, **w}), flush=True)
     print(json.dumps({"summary": "worst_case_median", "bytes": worst[0]["bytes"],
                       "seconds": statistics.median(w["seconds"] for w in worst),
                       "cpu_seconds": statistics.median(w["cpu_seconds"] for w in worst)}),

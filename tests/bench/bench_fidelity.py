@@ -9,6 +9,14 @@ tests/fidelity.py on it and on ``dialer sim`` (tests/asterisk/sim.toml):
   dialed by the engine;
 * ``queue-busy``: every agent busy, one caller dropped after Queue()'s 2 s,
   one who keeps waiting and reaches an agent.
+* ``queue-paused``: paused members are not offered calls; a caller joins while
+  the only unpaused agent talks; leavewhenempty = no keeps a waiting caller when
+  the last agent pauses; joinempty = no turns a caller away from a queue whose
+  members are all paused;
+* ``queue-wrapuptime``: a caller waiting while the only agent wraps up (4 s) is
+  dropped, the next one reaches it;
+* ``queue-ringinuse``: an agent whose line is in use outside the queue is not
+  rung (ringinuse = no).
 
 Prints one JSON object per scenario and run: the leads compared, the events
 each side sent, and every difference found (outcome per lead; event names per
@@ -49,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
                     "campaign": lambda: fidelity.campaign_side_by_side(instance, Path(folder)),
                     "queue-busy": lambda: fidelity.queue_busy_side_by_side(instance),
                 }
+                for queue_case in fidelity.QUEUE_SCENARIOS:
+                    scenarios[f"queue-{queue_case}"] = (
+                        lambda q=queue_case: fidelity.queue_behaviour_side_by_side(instance, q))
                 for name, side_by_side in scenarios.items():
                     real, sim = side_by_side()
                     differences = fidelity.compare_runs(real, sim)

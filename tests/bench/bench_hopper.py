@@ -33,7 +33,8 @@ sys.path.insert(0, str(HERE))
 
 import sqlalchemy as sa  # noqa: E402
 
-from dialer import db, hopper  # noqa: E402
+from dialer import db  # noqa: E402
+from dialer.leads import hopper  # noqa: E402
 from dialer.campaigns import create_campaign  # noqa: E402
 from dialer.models import Campaign, Lead  # noqa: E402
 

@@ -160,7 +160,7 @@ def _proc_status_mb(field: str) -> float:
 def child(db_url: str, path: str, rejects: str) -> None:
     from dialer import db
     from dialer.campaigns import create_campaign
-    from dialer.leads import import_leads
+    from dialer.leads.importer import import_leads
 
     engine = db.create_engine(db_url)
     db.upgrade(engine)

@@ -40,7 +40,7 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from dialer.ami.codec import encode_message  # noqa: E402
+from dialer.ami.codec.serialize import encode_message  # noqa: E402
 from dialer.sim import SimAsterisk, parse_scenario  # noqa: E402
 
 READER = r"""

@@ -5,7 +5,7 @@ A lead is dialable now when its campaign is running, it waits in state
 its calling window is open in its own time zone, its number is not on the
 do-not-call list, and no call to its number was abandoned in the last 72
 hours. The calling window is the campaign's narrowed by the rules of the
-lead's region (:mod:`dialer.regions`), and where a region caps the calls to
+lead's region (:mod:`dialer.leads.regions`), and where a region caps the calls to
 a number per 24 hours, a lead whose number had that many calls (in any
 campaign) is not claimed: its next attempt moves to when the oldest of those
 calls is 24 hours old, so later claims do not step over it again. Claiming moves it to ``claimed`` with this engine's name and a lease;
@@ -41,10 +41,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import regions, rules
-from dialer.calling_hours import CallingWindow, is_callable
+from dialer.compliance import rules
+from dialer.leads import regions
+from dialer.leads.calling_hours import CallingWindow, callable_timezones, is_callable
 from dialer.campaigns import calling_window
-from dialer.dnc import not_on_dnc_list
+from dialer.leads.dnc import not_on_dnc_list
 from dialer.models import (
     AttemptState,
     CallAttempt,

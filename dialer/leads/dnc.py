@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from dialer.errors import UserError
-from dialer.leads.importer import LeadFileError, open_text, parse_header, read_sample
+from dialer.leads.leadfile import LeadFileError, open_text, parse_header, read_sample
 from dialer.leads.phones import InvalidPhone, PhoneNormalizer
 from dialer.models import DncNumber, Lead, LeadState, utcnow
 

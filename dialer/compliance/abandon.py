@@ -2,7 +2,7 @@
 
 *Answered* calls are the ended attempts that were answered (``answered_at``
 set); *abandoned* ones are those among them whose disposition is ``dropped``
-(no agent within :data:`dialer.rules.CONNECT_DEADLINE`). The rate is
+(no agent within :data:`dialer.compliance.rules.CONNECT_DEADLINE`). The rate is
 abandoned / answered. A :class:`Window` picks the attempts by the time they
 ended: the rolling 30 days and 24 hours the rules measure over
 (:func:`rolling`), an hour of the day (:func:`hour`), or, unbounded, the
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import rules
+from dialer.compliance import rules
 from dialer.models import CallAttempt, Disposition
 
 __all__ = ["Window", "Count", "LIFE", "rolling", "hour", "columns", "counts", "rate"]

@@ -1,4 +1,4 @@
-"""Lead import: ``dialer leads load`` and :func:`dialer.leads.import_leads`."""
+"""Lead import: ``dialer leads load`` and :func:`dialer.leads.importer.import_leads`."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dialer import campaigns, dnc
+from dialer import campaigns
+from dialer.leads import dnc
 from dialer.cli import main
 from dialer.errors import UserError
-from dialer.leads import LeadFileError, import_leads
+from dialer.leads.importer import LeadFileError, import_leads
 from dialer.models import Lead
 
 REPO = Path(__file__).resolve().parents[1]

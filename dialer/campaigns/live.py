@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.orm import Session
 
+from dialer.db import DatabaseBusy
 from dialer.models import Campaign, LiveState
 
 INTERVAL = 0.2       # real seconds since the last write before another is due (so gaps stay within 0.25 s)
@@ -53,8 +54,6 @@ def _comparable(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 async def publish(engine: Any, *, interval: float = INTERVAL, min_gap: float = MIN_GAP) -> None:
     """Write the engine's live state on change (checked every ``min_gap``) and every ``interval``."""
-    from dialer.engine import DatabaseBusy
-
     last: dict[str, dict[str, Any]] | None = None
     last_at = -float("inf")
     while True:
@@ -64,6 +63,6 @@ async def publish(engine: Any, *, interval: float = INTERVAL, min_gap: float = M
         if docs and (not same or now_t - last_at >= interval):
             wall = dt.datetime.fromtimestamp(time.time(), dt.UTC).replace(tzinfo=None)
             with contextlib.suppress(DatabaseBusy):  # figures only: the next write catches up
-                await engine._db(write, engine.engine_id, docs, wall)
+                await engine.database.run(write, engine.engine_id, docs, wall)
                 last, last_at = docs, now_t
         await trio.sleep(min_gap)

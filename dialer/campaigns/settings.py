@@ -1,18 +1,19 @@
-"""Campaigns and their settings: parsing, validation, defaults, storage.
+"""Every campaign setting, once: its name, flag, text form, check and default.
 
 Every setting has a name (``ring_timeout``), a command-line flag
 (``--ring-timeout``), a text form accepted by ``dialer campaign set NAME
 key=value`` and a typed value stored in its own column of ``campaigns``.
 :data:`SETTINGS` is the single table of them; a bad value raises
-:class:`SettingError`, whose message names the setting.
-
-Functions that touch the database take a Session; the caller owns the unit of
-work (``with sessions.begin() as session: ...``).
+:class:`SettingError`, whose message names the setting. The compliance bounds
+come from :mod:`dialer.compliance.rules`. No database here: the settings are
+read from and written to a :class:`~dialer.models.Campaign` row.
 """
+
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 import string
@@ -20,32 +21,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Session
-
-from dialer import rules
+from dialer.compliance import rules
 from dialer.errors import UserError
-from dialer.models import Campaign, CampaignState, DialMode, Disposition, Lead
+from dialer.models import Campaign, DialMode, Disposition
 
-__all__ = [
-    "SETTINGS",
-    "Setting",
-    "SettingError",
-    "calling_window",
-    "campaign_settings",
-    "create_campaign",
-    "describe",
-    "format_setting",
-    "get_campaign",
-    "lead_counts",
-    "list_campaigns",
-    "parse_assignments",
-    "parse_setting",
-    "render_channel",
-    "set_campaign_settings",
-]
 
-# Compliance bounds: see dialer.rules for where each comes from.
+# Compliance bounds: see dialer.compliance.rules for where each comes from.
 MIN_RING_TIMEOUT = rules.MIN_RING
 MAX_ABANDON_TARGET = rules.MAX_ABANDON_RATE
 EARLIEST_CALL = rules.EARLIEST_CALL
@@ -63,7 +44,6 @@ _DAY_NAMES = {name: i for i, name in enumerate(WEEKDAYS)} | {
 PHONE_PLACEHOLDERS = ("e164", "digits", "national")
 LEAD_FIELDS = ("first_name", "last_name", "timezone", "region", "postal_code", "priority", "id")
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DIALPLAN_NAME = re.compile(r"[A-Za-z0-9_.+*#-]{1,80}")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?")
@@ -204,6 +184,12 @@ def _template_fields(template: str) -> list[str]:
             raise _Bad(f"{template!r}: placeholder {{{field}}} must be a plain field name")
         names.append(field)
     return names
+
+
+@functools.lru_cache(maxsize=256)
+def _channel_fields(template: str) -> tuple[str, ...]:
+    """The placeholders of a channel template (read once per template)."""
+    return tuple(_template_fields(template))
 
 
 def _check_dialplan_name(value: Any) -> str:
@@ -602,7 +588,7 @@ def _setting(name: str) -> Setting:
         ) from None
 
 
-def _check_combination(values: Mapping[str, Any]) -> None:
+def check_combination(values: Mapping[str, Any]) -> None:
     if values["dial_ratio"] > values["max_dial_level"]:
         raise SettingError(
             "dial_ratio",
@@ -631,117 +617,12 @@ def campaign_settings(campaign: Campaign) -> dict[str, Any]:
     return values
 
 
-def _apply(campaign: Campaign, values: Mapping[str, Any]) -> None:
+def apply_settings(campaign: Campaign, values: Mapping[str, Any]) -> None:
     for name, value in values.items():
         if name == "calling_window":
             campaign.calling_window_start, campaign.calling_window_end = value
         else:
             setattr(campaign, name, value)
-
-
-# --- Database helpers ---------------------------------------------------------
-
-
-def check_campaign_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise UserError(
-            f"campaign name {name!r}: use letters, digits and _ . - (starting with a letter"
-            " or digit, at most 100)"
-        )
-    return name
-
-
-def create_campaign(session: Session, name: str, **settings: Any) -> Campaign:
-    """Add a campaign (state ``stopped``) with defaults for the settings not given.
-
-    Values may be typed (``ring_timeout=30``) or text (``ring_timeout="30s"``).
-    """
-    check_campaign_name(name)
-    values = {n: s.default for n, s in SETTINGS.items()}
-    for key, value in settings.items():
-        values[key] = check_setting(key, value)
-    _check_combination(values)
-    if session.scalar(sa.select(Campaign.id).where(Campaign.name == name)) is not None:
-        raise UserError(f"campaign {name!r} already exists")
-    campaign = Campaign(name=name, state=CampaignState.STOPPED.value)
-    _apply(campaign, {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-                      for k, v in values.items()})
-    session.add(campaign)
-    session.flush()
-    return campaign
-
-
-def get_campaign(session: Session, name: str, *, for_update: bool = False) -> Campaign:
-    """The campaign called ``name``; UserError when there is none."""
-    stmt = sa.select(Campaign).where(Campaign.name == name)
-    if for_update:
-        stmt = stmt.with_for_update()
-    campaign = session.scalar(stmt)
-    if campaign is None:
-        raise UserError(f"campaign {name!r}: no such campaign (see 'dialer campaign list')")
-    return campaign
-
-
-def list_campaigns(session: Session) -> list[Campaign]:
-    return list(session.scalars(sa.select(Campaign).order_by(Campaign.name)))
-
-
-def set_campaign_settings(session: Session, campaign: Campaign | str, *, actor=None, **settings: Any) -> Campaign:
-    """Change some settings of a campaign; nothing changes if any value is refused.
-
-    With ``actor`` (a :class:`dialer.audit.Actor`) the change is written to the
-    audit log with the values before and after.
-    """
-    if isinstance(campaign, str):
-        campaign = get_campaign(session, campaign, for_update=True)
-    values = campaign_settings(campaign)
-    before = {k: format_setting(k, values[k]) for k in settings if k in values}
-    for key, value in settings.items():
-        values[key] = check_setting(key, value)
-    _check_combination(values)
-    _apply(campaign, {k: values[k] for k in settings})
-    if actor is not None:
-        from dialer import audit
-
-        audit.record(session, actor, "campaign.settings", campaign.name, before=before,
-                     after={k: format_setting(k, values[k]) for k in settings})
-    session.flush()
-    return campaign
-
-
-def lead_counts(session: Session, campaign: Campaign) -> dict[str, int]:
-    """Number of leads of a campaign in each lead state (states with none omitted)."""
-    rows = session.execute(
-        sa.select(Lead.state, sa.func.count())
-        .where(Lead.campaign_id == campaign.id)
-        .group_by(Lead.state)
-    )
-    return {state: count for state, count in rows}
-
-
-def describe(session: Session, campaign: Campaign) -> dict[str, Any]:
-    """A campaign as plain data: name, state, times, settings as text, leads by state."""
-    counts = lead_counts(session, campaign)
-    return {
-        "name": campaign.name,
-        "state": campaign.state,
-        "created_at": campaign.created_at.isoformat(sep=" ", timespec="seconds") + "Z",
-        "updated_at": campaign.updated_at.isoformat(sep=" ", timespec="seconds") + "Z",
-        "settings": {k: format_setting(k, v) for k, v in campaign_settings(campaign).items()},
-        "leads": {"total": sum(counts.values()), **counts},
-    }
-
-
-def calling_window(campaign: Campaign):
-    """The campaign's calling hours as a :class:`dialer.calling_hours.CallingWindow`."""
-    from dialer.calling_hours import CallingWindow
-
-    return CallingWindow(
-        start=campaign.calling_window_start,
-        end=campaign.calling_window_end,
-        days=frozenset(campaign.calling_days),
-        holidays=frozenset(dt.date.fromisoformat(d) for d in campaign.holidays),
-    )
 
 
 def render_channel(template: str, phone_e164: str, fields: Mapping[str, Any] | None = None) -> str:
@@ -753,16 +634,17 @@ def render_channel(template: str, phone_e164: str, fields: Mapping[str, Any] | N
     Raises ValueError when a placeholder has no value or the result would
     contain a control character.
     """
-    import phonenumbers
-
-    digits = phone_e164.lstrip("+")
-    try:
-        national = str(phonenumbers.parse(phone_e164).national_number)
-    except phonenumbers.NumberParseException:
-        raise ValueError(f"{phone_e164!r} is not an E.164 number") from None
+    names = _channel_fields(template)
     values: dict[str, Any] = dict(fields or {})
-    values.update(e164=phone_e164, digits=digits, national=national)
-    names = _template_fields(template)
+    values.update(e164=phone_e164, digits=phone_e164.lstrip("+"))
+    if "national" in names:
+        # Parsing the number costs more than the rest together: only when used.
+        import phonenumbers
+
+        try:
+            values["national"] = str(phonenumbers.parse(phone_e164).national_number)
+        except phonenumbers.NumberParseException:
+            raise ValueError(f"{phone_e164!r} is not an E.164 number") from None
     missing = [n for n in names if values.get(n) is None]
     if missing:
         raise ValueError(f"channel {template!r}: no value for {{{missing[0]}}}")

@@ -3,7 +3,7 @@
 A region is an ISO 3166 code: a country (``US``) or a subdivision (``US-FL``).
 Each lead carries the region(s) its rules come from (``leads.rules_region``,
 set when it is loaded: see :func:`dialer.leads.phones.lead_region`). The rules
-of a region are the shipped ones (:data:`dialer.rules.REGION_RULES`, each
+of a region are the shipped ones (:data:`dialer.compliance.rules.REGION_RULES`, each
 with its source), replaced or added to by the operators' rows of
 ``region_rules`` (``dialer rules set``). The database, not the configuration
 file, holds them: every engine dialing the same numbers must apply the same
@@ -29,11 +29,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from dialer import rules
-from dialer.calling_hours import CallingWindow
+from dialer.compliance import rules
+from dialer.leads.calling_hours import CallingWindow
 from dialer.errors import UserError
 from dialer.models import RegionRuleRow
-from dialer.rules import RegionRule
+from dialer.compliance.rules import RegionRule
 
 __all__ = [
     "AppliedRules",

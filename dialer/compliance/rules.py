@@ -11,7 +11,7 @@ none writes the number itself. Sources:
   abandoned and silent calls ("Ofcom").
 
 This module holds values only (no database, no trio); the abandon-rate query
-built on them is :mod:`dialer.abandon`.
+built on them is :mod:`dialer.compliance.abandon`.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class RegionRule:
 
 
 #: The rules shipped with the dialer, by region. Operators add regions and
-#: override these with ``dialer rules set`` (see :mod:`dialer.regions`).
+#: override these with ``dialer rules set`` (see :mod:`dialer.leads.regions`).
 REGION_RULES: dict[str, RegionRule] = {
     rule.region: rule
     for rule in (
