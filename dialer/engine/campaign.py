@@ -41,7 +41,8 @@ class CampaignRun:
     rules: RetryRules
     estimator: CallStatsEstimator
     calls: set[TrackedCall] = dataclasses.field(default_factory=set)
-    timezones: list[str] = dataclasses.field(default_factory=list)
+    #: the (time zone, rules region) pairs of its waiting leads (hopper.campaign_timezones)
+    timezones: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
     timezones_at: float = -math.inf
     hopper_empty_until: float = -math.inf
     abandon: tuple[int, ...] = (0, 0, 0, 0, 0, 0)
