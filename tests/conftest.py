@@ -15,8 +15,9 @@ the database (the engine against the simulator, a real Asterisk).
 
 Trio tests: ``clock`` is trio's mock clock (a test that takes it runs on it);
 ``ami_secret`` puts the simulator's AMI password where
-``tests.engine_harness.server()`` says to read it. Real Asterisk: see the end
-of this file.
+``tests.engine_harness.server()`` says to read it; ``no_engine_left_behind``
+kills the engine processes a test started and left running. Real Asterisk: see
+the end of this file.
 """
 
 from __future__ import annotations
@@ -236,6 +237,15 @@ def clock():
     """trio's mock clock: time stands still while any task can run, then jumps to
     the next deadline, so timeouts and rates are exact and nothing sleeps for real."""
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def no_engine_left_behind():
+    """After the test, kill any engine process it started (tests/engine_processes.py) and left running."""
+    yield
+    from tests.engine_processes import kill_leftovers
+
+    kill_leftovers()
 
 
 @pytest.fixture
