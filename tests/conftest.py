@@ -229,6 +229,16 @@ def sqlite_sessions(sqlite_url):
     eng.dispose()
 
 
+@pytest.fixture
+def impatient(sqlite_url):
+    """Sessions on the same SQLite file as ``sqlite_sessions`` that give up on a
+    locked database after 10 ms (to show what a busy database does)."""
+    engine = db.create_engine(sqlite_url)
+    sa.event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout = 10"))
+    yield db.session_factory(engine)
+    engine.dispose()
+
+
 # --- Trio and the simulated Asterisk -------------------------------------------
 
 
