@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 import trio
-import trio.testing
 
 from dialer.ami.codec import Message
 from dialer.calls.agents import AgentBoard

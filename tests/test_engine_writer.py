@@ -8,7 +8,6 @@ import logging
 
 import sqlalchemy as sa
 import trio
-import trio.testing
 
 from dialer.engine.database import Database
 from dialer.engine.settings import FINAL_FLUSH_SECONDS, EngineClock
