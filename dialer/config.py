@@ -224,42 +224,14 @@ _SERVER_KEYS = {
 # The settings of the [engine] table (one field each of dialer.engine.EngineSettings,
 # which holds their defaults). Checked here, so that every command that reads the
 # file (dialer run, dialer ami ...) refuses the same file with the same line.
-#: where the engine moves an answered call no agent took in time, unless
-#: ``[engine] drop_target`` says otherwise (dialer.calls.drops): context,exten,priority
-DEFAULT_DROP_TARGET = "dialer-drop,s,1"
-
-
-@dataclass(frozen=True)
-class DropTarget:
-    context: str
-    exten: str = "s"
-    priority: int = 1
-
-    @classmethod
-    def parse(cls, text: str) -> "DropTarget":
-        """``context[,exten[,priority]]``; ValueError saying what is wrong."""
-        parts = [p.strip() for p in str(text).split(",")]
-        if len(parts) > 3 or not parts[0]:
-            raise ValueError(f"{text!r}: expected context,exten,priority (e.g. {DEFAULT_DROP_TARGET})")
-        exten = parts[1] if len(parts) > 1 and parts[1] else "s"
-        try:
-            priority = int(parts[2]) if len(parts) > 2 and parts[2] else 1
-        except ValueError:
-            raise ValueError(f"{text!r}: the priority must be a whole number") from None
-        if priority < 1:
-            raise ValueError(f"{text!r}: the priority must be 1 or more")
-        return cls(parts[0], exten, priority)
-
-    def __str__(self) -> str:
-        return f"{self.context},{self.exten},{self.priority}"
-
-
-
 ENGINE_KEYS = frozenset({
     "poll_interval", "flush_interval", "lease", "drop_after", "stale_after",
     "housekeeping_interval", "stats_interval", "batch_interval", "speed", "db_timeout",
     "ping_interval", "ping_timeout", "breaker_failures", "breaker_within", "drop_target",
 })
+
+
+_DROP_TARGET = re.compile(r"[^,\s]+(,[^,\s]*(,[1-9][0-9]*)?)?")
 
 
 def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, Any]:
@@ -270,11 +242,10 @@ def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, 
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise _fail(source, line, f"engine.{key}", f"unknown setting{hint}")
         if key == "drop_target":
-            if value != "off":
-                try:
-                    DropTarget.parse(value if isinstance(value, str) else "")
-                except ValueError as exc:
-                    raise _fail(source, line, f"engine.{key}", str(exc)) from None
+            # The form dialer.calls.drops.DropTarget reads: context[,exten[,priority]].
+            if value != "off" and not (isinstance(value, str) and _DROP_TARGET.fullmatch(value)):
+                raise _fail(source, line, f"engine.{key}",
+                            f"{value!r}: expected context,exten,priority (e.g. dialer-drop,s,1) or off")
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise _fail(source, line, f"engine.{key}", "must be a positive number")

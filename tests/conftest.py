@@ -15,8 +15,9 @@ the database (the engine against the simulator, a real Asterisk).
 
 Trio tests: ``clock`` is trio's mock clock (a test that takes it runs on it);
 ``ami_secret`` puts the simulator's AMI password where
-``tests.engine_harness.server()`` says to read it. Real Asterisk: see the end
-of this file.
+``tests.engine_harness.server()`` says to read it; ``no_engine_left_behind``
+kills the engine processes a test started and left running. Real Asterisk: see
+the end of this file.
 """
 
 from __future__ import annotations
@@ -228,6 +229,16 @@ def sqlite_sessions(sqlite_url):
     eng.dispose()
 
 
+@pytest.fixture
+def impatient(sqlite_url):
+    """Sessions on the same SQLite file as ``sqlite_sessions`` that give up on a
+    locked database after 10 ms (to show what a busy database does)."""
+    engine = db.create_engine(sqlite_url)
+    sa.event.listen(engine, "connect", lambda conn, _: conn.execute("PRAGMA busy_timeout = 10"))
+    yield db.session_factory(engine)
+    engine.dispose()
+
+
 # --- Trio and the simulated Asterisk -------------------------------------------
 
 
@@ -236,6 +247,15 @@ def clock():
     """trio's mock clock: time stands still while any task can run, then jumps to
     the next deadline, so timeouts and rates are exact and nothing sleeps for real."""
     return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def no_engine_left_behind():
+    """After the test, kill any engine process it started (tests/engine_processes.py) and left running."""
+    yield
+    from tests.engine_processes import kill_leftovers
+
+    kill_leftovers()
 
 
 @pytest.fixture
@@ -325,3 +345,28 @@ def pytest_runtest_makereport(item, call):
             instances.insert(0, shared)
     for n, instance in enumerate(instances):
         report.sections.append((f"Asterisk log tail ({instance.run_dir})", instance.log_tail()))
+
+
+# The real-Asterisk tier's size and time, said at the end of every run that
+# collected it (setup, call and teardown of each test marked asterisk).
+_TIER: dict[str, dict[str, float | str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "asterisk" not in report.keywords:
+        return
+    entry = _TIER.setdefault(report.nodeid, {"seconds": 0.0, "outcome": "passed"})
+    entry["seconds"] = float(entry["seconds"]) + report.duration
+    if report.skipped:
+        entry["outcome"] = "skipped"
+    elif report.failed:
+        entry["outcome"] = "failed"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TIER:
+        return
+    outcomes = [str(e["outcome"]) for e in _TIER.values()]
+    seconds = sum(float(e["seconds"]) for e in _TIER.values())
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "skipped") if o in outcomes)
+    terminalreporter.write_line(f"real-Asterisk tier: {len(_TIER)} tests ({counts}), {seconds:.0f} s")

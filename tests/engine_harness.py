@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections import deque
 
 import sqlalchemy as sa
@@ -12,7 +13,9 @@ from dialer import db
 from dialer.campaigns import control, create_campaign
 from dialer.config import AMIServerConfig
 from dialer.engine import Engine, EngineSettings
-from dialer.models import Lead
+from dialer.calls.tracker import CallTracker, TrackedCall
+from dialer.leads import hopper
+from dialer.models import Campaign, Lead
 from dialer.sim import SimAsterisk
 
 SECRET_ENV = "DIALER_TEST_AMI_SECRET"
@@ -93,6 +96,7 @@ def lead_dispositions(sessions) -> dict[str, tuple[str, str | None]]:
 __all__ = [
     "BUSINESS_HOURS", "SECRET_ENV", "server", "numbers", "make_campaign", "originates",
     "max_in_window", "new_engine", "lead_dispositions", "control", "db", "trio",
+    "start_calls", "lock",
 ]
 
 
@@ -101,3 +105,32 @@ async def start_sim(nursery, **kwargs) -> tuple[SimAsterisk, int]:
     sim = SimAsterisk(**kwargs)
     port = await nursery.start(sim.serve)
     return sim, port
+
+
+def start_calls(sessions, count: int) -> tuple[CallTracker, list[TrackedCall]]:
+    """``count`` attempts of an unattended campaign started by engine e1 at
+    BUSINESS_HOURS, and a call tracker following them (for the engine's parts alone)."""
+    now = dt.datetime.fromtimestamp(BUSINESS_HOURS, dt.UTC).replace(tzinfo=None)
+    make_campaign(sessions, phones=numbers(count), mode="unattended", queue=None)
+    with sessions.begin() as s:
+        c = s.scalars(sa.select(Campaign)).one()
+        leads = hopper.claim_leads(s, c, engine_id="e1", now=now, limit=count,
+                                   timezones=hopper.campaign_timezones(s, c.id))
+        attempts = hopper.start_attempts(s, c, [(lead, "pbx1", "pbx1#1") for lead in leads],
+                                         engine_id="e1", now=now)
+    tracker = CallTracker()
+    calls = []
+    for a in attempts:
+        call = TrackedCall(attempt_id=a.attempt_id, campaign_id=c.id, lead_id=a.lead.id, action_id=a.action_id,
+                           channel_id=a.channel_id, other_channel_id=a.other_channel_id, server="pbx1",
+                           connection="pbx1#1", unattended=True, queued_at=BUSINESS_HOURS)
+        tracker.add(call)
+        calls.append(call)
+    return tracker, calls
+
+
+def lock(url: str) -> sqlite3.Connection:
+    """Hold the write lock of the SQLite database at ``url`` (BEGIN IMMEDIATE) until closed."""
+    blocker = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    return blocker

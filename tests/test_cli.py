@@ -53,7 +53,7 @@ def _format(parser):
 # saying what it did.
 DATA_COMMANDS = {
     ("campaign", "list"), ("campaign", "show"), ("status",), ("report",), ("ami", "events"),
-    ("web", "user", "list"), ("web", "token", "list"),
+    ("web", "user", "list"), ("web", "token", "list"), ("rules", "show"),
 }
 
 

@@ -4,10 +4,8 @@ tried again a second later while the database is busy)."""
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 import trio
-import trio.testing
 
 from dialer.ami.codec.message import Message
 from dialer.calls.agents import AgentBoard
@@ -18,8 +16,7 @@ from dialer.engine.follower import CallFollower
 from dialer.engine.settings import EngineClock, EngineSettings
 from dialer.engine.watcher import CampaignWatcher
 from dialer.models import DncNumber
-from tests.engine_harness import BUSINESS_HOURS
-from tests.test_engine_writer import clock, impatient, lock, sessions, start_calls, url  # noqa: F401
+from tests.engine_harness import BUSINESS_HOURS, lock, start_calls
 
 
 class Follower:
@@ -54,9 +51,9 @@ async def runs_of(sessions, breaker_failures=20) -> dict[int, CampaignRun]:
     return watcher.runs
 
 
-async def test_an_event_s_steps_go_to_the_writer_with_the_event(clock, sessions):
-    tracker, (call,) = start_calls(sessions, 1)
-    f = Follower(sessions, await runs_of(sessions), tracker)
+async def test_an_event_s_steps_go_to_the_writer_with_the_event(clock, sqlite_sessions):
+    tracker, (call,) = start_calls(sqlite_sessions, 1)
+    f = Follower(sqlite_sessions, await runs_of(sqlite_sessions), tracker)
     event = Message([("Event", "OriginateResponse"), ("ActionID", call.action_id), ("Response", "Success"),
                      ("Uniqueid", call.channel_id), ("Reason", "4")])
     await f.follower.on_event("pbx1", event)
@@ -69,8 +66,8 @@ async def test_an_event_s_steps_go_to_the_writer_with_the_event(clock, sessions)
     assert f.wakes == 2  # answered, then ended: the dialer looks again each time
 
 
-async def test_queue_member_events_wake_the_dialer_and_make_no_step(clock, sessions):
-    f = Follower(sessions, {}, CallTracker())
+async def test_queue_member_events_wake_the_dialer_and_make_no_step(clock, sqlite_sessions):
+    f = Follower(sqlite_sessions, {}, CallTracker())
     await f.follower.on_event("pbx1", Message([
         ("Event", "QueueMemberAdded"), ("Queue", "agents"), ("Interface", "Local/agent1@agents"),
         ("MemberName", "Agent1"), ("Status", "1"), ("Paused", "0")]))
@@ -78,11 +75,11 @@ async def test_queue_member_events_wake_the_dialer_and_make_no_step(clock, sessi
     assert f.follower.agents.counts("agents", BUSINESS_HOURS)[:2] == (1, 1)
 
 
-async def test_calls_failing_at_once_trip_the_breaker(clock, sessions):
-    tracker, calls = start_calls(sessions, 3)
-    runs = await runs_of(sessions, breaker_failures=2)
+async def test_calls_failing_at_once_trip_the_breaker(clock, sqlite_sessions):
+    tracker, calls = start_calls(sqlite_sessions, 3)
+    runs = await runs_of(sqlite_sessions, breaker_failures=2)
     (run,) = runs.values()
-    f = Follower(sessions, runs, tracker)
+    f = Follower(sqlite_sessions, runs, tracker)
     for call in calls:
         run.calls.add(call)
     for i, call in enumerate(calls[:2]):
@@ -106,17 +103,17 @@ def listed(sessions) -> set[str]:
         return set(s.scalars(sa.select(DncNumber.phone_e164)))
 
 
-async def test_an_opt_out_is_listed_at_once(clock, sessions):
-    tracker, (call,) = start_calls(sessions, 1)
-    f = Follower(sessions, {}, tracker)
+async def test_an_opt_out_is_listed_at_once(clock, sqlite_sessions):
+    tracker, (call,) = start_calls(sqlite_sessions, 1)
+    f = Follower(sqlite_sessions, {}, tracker)
     await f.follower.on_event("pbx1", opt_out(call.attempt_id))
-    assert listed(sessions) == {"+12125551000"} and f.follower.counters["opt_outs"] == 1
+    assert listed(sqlite_sessions) == {"+12125551000"} and f.follower.counters["opt_outs"] == 1
 
 
-async def test_an_opt_out_the_database_did_not_take_is_tried_again_a_second_later(clock, sessions, impatient, url):
-    tracker, (call,) = start_calls(sessions, 1)
+async def test_an_opt_out_the_database_did_not_take_is_tried_again_a_second_later(clock, sqlite_sessions, impatient, sqlite_url):
+    tracker, (call,) = start_calls(sqlite_sessions, 1)
     f = Follower(impatient, {}, tracker)
-    blocker = lock(url)
+    blocker = lock(sqlite_url)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(f.follower.run)
         await f.follower.on_event("pbx1", opt_out(call.attempt_id))
@@ -125,7 +122,7 @@ async def test_an_opt_out_the_database_did_not_take_is_tried_again_a_second_late
         blocker.rollback()
         blocker.close()
         await trio.sleep(0.499)
-        assert listed(sessions) == set()
+        assert listed(sqlite_sessions) == set()
         await trio.sleep(0.002)
-        assert listed(sessions) == {"+12125551000"} and f.follower.counters["opt_outs"] == 1
+        assert listed(sqlite_sessions) == {"+12125551000"} and f.follower.counters["opt_outs"] == 1
         nursery.cancel_scope.cancel()

@@ -4,12 +4,8 @@ engines sharing one PostgreSQL database."""
 from __future__ import annotations
 
 import collections
-import os
 import signal
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,55 +13,10 @@ import sqlalchemy as sa
 from dialer import db
 from dialer.models import CallAttempt, Lead
 from tests.engine_harness import business_zone, make_campaign, numbers
+from tests.engine_processes import start_engine, write_config
 from tests.sim_thread import SimThread
 
-DIALER = [sys.executable, "-m", "dialer"]
-
-
-def write_config(path: Path, port: int, *, rate=20, speed=10, lease=20, name="pbx") -> Path:
-    path.write_text(
-        f"""
-[[ami]]
-name = "{name}"
-host = "127.0.0.1"
-port = {port}
-username = "dialer"
-secret_env = "DIALER_AMI_SECRET"
-connections = 2
-originate_rate = {rate}
-burst = 2
-
-[engine]
-speed = {speed}
-lease = {lease}
-housekeeping_interval = 1
-"""
-    )
-    return path
-
-
-_started: list[subprocess.Popen] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_engine_left_behind():
-    """An engine a failing test left running is killed, not left dialing."""
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-
-
-def start_engine(config: Path, url: str, log: Path, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ, DIALER_AMI_SECRET="dialerpass")
-    proc = subprocess.Popen(
-        [*DIALER, "--config", str(config), "--db", url, "run", "--until-done", *extra],
-        stdout=subprocess.PIPE, stderr=log.open("ab"), env=env,
-    )
-    _started.append(proc)
-    return proc
+pytestmark = pytest.mark.usefixtures("no_engine_left_behind")  # conftest.py
 
 
 def pause(seconds: float) -> None:

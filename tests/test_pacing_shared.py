@@ -12,7 +12,9 @@ from dialer import db
 from dialer.models import CallAttempt, PacingDecisionRow
 from tests.engine_harness import business_zone, make_campaign, numbers
 from tests.sim_thread import SimThread
-from tests.test_engine_processes import _no_engine_left_behind, start_engine, write_config  # noqa: F401
+from tests.engine_processes import start_engine, write_config
+
+pytestmark = pytest.mark.usefixtures("no_engine_left_behind")  # conftest.py
 
 
 @pytest.mark.postgres

@@ -21,6 +21,9 @@ from tests.real_tier import EventLog, attempts, campaign, fast_settings, session
 
 pytestmark = pytest.mark.asterisk
 
+#: seconds of lateness allowed to what the engine does in real time
+CLOCK_SLACK = 1.0
+
 # The carrier's 1646555XXXX numbers answer after 1 s; a last digit 9 presses 9
 # PRESS_AFTER (4.5 s) after answering, while the message's Read() waits.
 PRESSES = "+16465550009"
@@ -54,16 +57,18 @@ async def test_opt_out_key_on_the_drop_message(asterisk, sqlite_url, context, mo
     assert autumn == {PRESSES: "dnc", SILENT: "new"}
     assert engine.counters["opt_outs"] == 1
     assert engine.counters["drop_redirects"] == moved
-    # Both heard the drop message: after the 2 s, and within the safety net's grace.
+    # Both heard the drop message: 2 s after joining the queue (the answer: both
+    # dialplans queue the call at once), or the safety net's grace later (CLOCK_SLACK
+    # for a loaded machine).
     for phone, attempt in rows.items():
         events = log.call_events(attempt.channel_id)
-        answered = next(log.at(e) for e in log.named("OriginateResponse")
-                        if e.get("Uniqueid") == attempt.channel_id)
+        joined = next(log.at(e) for e in events if e.name == "QueueCallerJoin")
         # (After a Redirect, the first Newexten in dialer-drop still names the
         # application the channel was in, Queue.)
         entered = [log.at(e) for e in events
                    if e.name == "Newexten" and e.get("Context") == "dialer-drop"]
         assert entered, phone
-        assert rules.CONNECT_DEADLINE <= entered[0] - answered < rules.CONNECT_DEADLINE + GRACE + 0.5, phone
+        waited = entered[0] - joined
+        assert rules.CONNECT_DEADLINE - 0.1 <= waited < rules.CONNECT_DEADLINE + GRACE + CLOCK_SLACK, phone
         pressed = [e for e in events if e.name == "UserEvent"]
         assert len(pressed) == (1 if phone == PRESSES else 0), phone

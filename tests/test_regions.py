@@ -95,6 +95,21 @@ def test_region_from_the_number(text, region):
     assert PhoneNormalizer().normalize(text).region == region
 
 
+def test_the_shipped_area_code_table_is_what_phonenumbers_says():
+    from dialer.leads import phones
+    from dialer.leads.area_codes import AREA_CODE_REGIONS
+
+    assert AREA_CODE_REGIONS == phones.derive_area_code_regions()
+    # Every valid geographic US area code has its state.
+    import phonenumbers
+
+    for npa, region in AREA_CODE_REGIONS.items():
+        number = phonenumbers.PhoneNumber(country_code=1, national_number=int(npa + "2345678"))
+        if (phonenumbers.region_code_for_number(number) == "US" and phonenumbers.is_valid_number(number)
+                and phonenumbers.number_type(number) in (0, 1, 2)):
+            assert region.startswith("US-"), npa
+
+
 def test_region_from_the_data_and_the_number():
     miami = PhoneNormalizer().normalize("305 555 0100")
     assert region_of_text("Florida", "US") == region_of_text("fl", "US") == region_of_text("US-FL", "US") == "US-FL"

@@ -7,7 +7,7 @@ import trio
 
 from dialer.ami.codec.errors import RemoteProtocolError
 from dialer.sim import SimAsterisk
-from tests.test_sim_server import Client, start
+from tests.sim_harness import Client, start
 
 
 async def closed(c: Client) -> bool:

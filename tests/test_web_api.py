@@ -536,12 +536,12 @@ async def test_metrics_carry_the_engines_figures(sessions, clock):
     import time as _time
 
     from dialer.models import LiveState
-    from tests.test_web_board import _doc
+    from tests.web_harness import live_doc
 
     wall = _time.time()
     with sessions.begin() as s:
         cid = s.scalar(sa.select(Campaign.id).where(Campaign.name == "spring"))
-        doc = _doc("spring", "e1", wall, health={"event_lag": {"median": 0.012, "max": 0.05, "samples": 4},
+        doc = live_doc("spring", "e1", wall, health={"event_lag": {"median": 0.012, "max": 0.05, "samples": 4},
                                                  "db_unit": {"median": 0.003, "max": 0.02, "samples": 9}})
         doc["connections"][0].update(originates_sent=120, failures=3)
         s.add(LiveState(engine_id="e1", campaign_id=cid, heartbeat_at=utcnow(), data=doc))

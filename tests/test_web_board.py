@@ -12,6 +12,7 @@ from dialer.calls.agents import AgentBoard
 from dialer.models import LiveState
 from dialer.web.board import read_figures, read_live
 from tests.engine_harness import make_campaign, numbers
+from tests.web_harness import live_doc
 
 
 def member_event(name: str, **fields) -> Message:
@@ -43,16 +44,6 @@ def test_agents_by_state_with_the_time_each_entered_it():
     assert board.board("agents", 161.0)["agents"][1] == {"name": "a2", "state": "free", "since": 160.0}
 
 
-def _doc(name: str, engine: str, wall: float, **figures) -> dict:
-    return {"campaign": name, "engine_id": engine, "wall_time": wall, "clock": wall * 1.0, "speed": 1,
-            "state": "running", "in_flight": 5, "ringing": 3, "waiting": 1, "connected": 1,
-            "agents_logged_in": 2, "agents_free": 1, "dial_level": 1.5, "decision": 2, "reason": "predictive",
-            "placed": 10, "agents": {"free": 1, "talking": 1, "wrapup": 0, "paused": 0,
-                                     "agents": [{"name": f"{engine}-a", "state": "talking", "since": wall - 30}]},
-            "connections": [{"server": "pbx", "connection": f"{engine}#1", "up": True, "rate_cap": 20.0,
-                             "rate_1s": 4}], **figures}
-
-
 def test_live_rows_of_two_engines_are_summed_and_a_stopped_one_left_out(sqlite_url):
     engine = db.create_engine(sqlite_url)
     sessions = db.session_factory(engine)
@@ -61,10 +52,10 @@ def test_live_rows_of_two_engines_are_summed_and_a_stopped_one_left_out(sqlite_u
     at = dt.datetime.fromtimestamp(wall, dt.UTC).replace(tzinfo=None)
     with sessions.begin() as s:
         s.add_all([
-            LiveState(engine_id="e1", campaign_id=c.id, heartbeat_at=at, data=_doc("spring", "e1", wall - 0.2)),
+            LiveState(engine_id="e1", campaign_id=c.id, heartbeat_at=at, data=live_doc("spring", "e1", wall - 0.2)),
             LiveState(engine_id="e2", campaign_id=c.id, heartbeat_at=at,
-                      data=_doc("spring", "e2", wall - 0.1, ringing=4, dial_level=2.0)),
-            LiveState(engine_id="e3", campaign_id=c.id, heartbeat_at=at, data=_doc("spring", "e3", wall - 9)),
+                      data=live_doc("spring", "e2", wall - 0.1, ringing=4, dial_level=2.0)),
+            LiveState(engine_id="e3", campaign_id=c.id, heartbeat_at=at, data=live_doc("spring", "e3", wall - 9)),
         ])
     with sessions.begin() as s:
         live = read_live(s, wall_now=wall)

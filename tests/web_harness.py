@@ -77,3 +77,14 @@ def start_web(url: str, log: Path, *extra: str) -> tuple[Process, str]:
     web = Process(["--db", url, "web", "--bind", "127.0.0.1:0", *extra], log)
     found = web.wait_for(r"serving on (https?://\S+)")
     return web, found.group(1)
+
+
+def live_doc(name: str, engine: str, wall: float, **figures) -> dict:
+    """A live_state document as an engine writes it (dialer.campaigns.live), with ``figures`` over the defaults."""
+    return {"campaign": name, "engine_id": engine, "wall_time": wall, "clock": wall * 1.0, "speed": 1,
+            "state": "running", "in_flight": 5, "ringing": 3, "waiting": 1, "connected": 1,
+            "agents_logged_in": 2, "agents_free": 1, "dial_level": 1.5, "decision": 2, "reason": "predictive",
+            "placed": 10, "agents": {"free": 1, "talking": 1, "wrapup": 0, "paused": 0,
+                                     "agents": [{"name": f"{engine}-a", "state": "talking", "since": wall - 30}]},
+            "connections": [{"server": "pbx", "connection": f"{engine}#1", "up": True, "rate_cap": 20.0,
+                             "rate_1s": 4}], **figures}

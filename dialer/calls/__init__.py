@@ -5,7 +5,7 @@
 names how a call ended; ``breaker`` stops dialing on a run of failures;
 ``outcomes`` writes each ended call's attempt and what becomes of its lead.
 
-May import: dialer.ami (its codec, errors and timestamps), dialer.config, dialer.models,
+May import: dialer.ami (its codec, errors and timestamps), dialer.models,
 dialer.compliance, dialer.campaigns, dialer.leads.hopper. Nothing that decides
 how many to dial (the engine, pacing) or shows them (reports, consoles).
 """

@@ -25,14 +25,40 @@ from typing import Any, Iterable
 
 from dialer.compliance import rules
 from dialer.ami.codec.errors import LocalProtocolError
-from dialer.ami.errors import AMIActionError, AMIError, NotConnected, PermissionDenied
+from dialer.ami.errors import AMIActionError, AMIError, PermissionDenied
 from dialer.calls.tracker import TrackedCall
-from dialer.config import DEFAULT_DROP_TARGET, DropTarget
 
 log = logging.getLogger("dialer.calls.drops")
 
+#: where dropped calls go unless configured otherwise: context,exten,priority
+DEFAULT_TARGET = "dialer-drop,s,1"
 #: seconds past the connect deadline before the net moves a call
 GRACE = 0.25
+
+
+@dataclass(frozen=True)
+class DropTarget:
+    context: str
+    exten: str = "s"
+    priority: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> "DropTarget":
+        """``context[,exten[,priority]]``; ValueError saying what is wrong."""
+        parts = [p.strip() for p in str(text).split(",")]
+        if len(parts) > 3 or not parts[0]:
+            raise ValueError(f"{text!r}: expected context,exten,priority (e.g. {DEFAULT_TARGET})")
+        exten = parts[1] if len(parts) > 1 and parts[1] else "s"
+        try:
+            priority = int(parts[2]) if len(parts) > 2 and parts[2] else 1
+        except ValueError:
+            raise ValueError(f"{text!r}: the priority must be a whole number") from None
+        if priority < 1:
+            raise ValueError(f"{text!r}: the priority must be 1 or more")
+        return cls(parts[0], exten, priority)
+
+    def __str__(self) -> str:
+        return f"{self.context},{self.exten},{self.priority}"
 
 
 @dataclass
@@ -66,16 +92,14 @@ class DropNet:
 
 
 
-async def move(member: Any, net: DropNet, call: TrackedCall, now: float, *,
+async def move(pool: Any, member: Any, net: DropNet, call: TrackedCall, now: float, *,
                denied: set[str]) -> bool:
-    """Redirect ``call`` to the drop message on its pool ``member`` (the connection
-    that placed it). Tried once: a refusal is logged (a missing ``write = call``
+    """Redirect ``call`` to the drop message on its ``pool`` connection ``member``
+    (the one that placed it). Tried once: a refusal is logged (a missing ``write = call``
     once per server, in ``denied``), never retried. True when Asterisk took it."""
     call.redirected_at = now
     try:
-        if member.ami is None or not member.up:
-            raise NotConnected(f"{member.name}: not connected")
-        await member.ami.action("Redirect", net.headers(call))
+        await pool.action(member, "Redirect", net.headers(call))
     except PermissionDenied as exc:
         if member.server not in denied:
             denied.add(member.server)

@@ -34,7 +34,7 @@ wall-clock seconds derived from trio's clock, optionally running ``speed``
 times faster (the demo runs against a simulated Asterisk sped up the same
 way), so everything time-dependent also runs under trio's ``MockClock``.
 
-May import: dialer.db, dialer.liveness, dialer.errors, dialer.config, dialer.models,
+May import: dialer.db, dialer.liveness, dialer.errors, dialer.models,
 dialer.compliance, dialer.campaigns, dialer.leads, dialer.calls, dialer.ami,
 dialer.pacing. Never the command line, the web console, reports or the
 simulator.

@@ -1,12 +1,22 @@
 """What the engine keeps for one campaign between polls (:class:`CampaignRun`).
 
-Each field has one writer: the watcher (``campaign``, ``settings``, ``rules``,
-``abandon``, ``others``, ``estimates_saved_at``), the dialer (``decision``,
-``pacing``, ``placed``, ``timezones*``, ``hopper_empty_until``, ``expected``,
-the decisions log ``log_*``), the follower (the ``estimator`` and ``breaker``
-as calls end) and the dialer and follower together for ``calls`` (added when
-placed, removed when ended). ``campaign`` is a snapshot: the watcher replaces
-it at each poll and nobody changes it in place.
+Who writes what: the watcher ``campaign``, ``settings``, ``rules``,
+``abandon``, ``others`` and ``estimates_saved_at`` (and it forgets
+``hopper_empty_until`` and the ``expected`` shares of engines gone when the
+state changes or a poll shows them); the dialer the decision and its record
+(``decision``, ``pacing``, ``placed``, ``timezones*``,
+``hopper_empty_until``, ``expected``, the decisions log ``log_*``, which the
+watcher takes to write); the follower the ``estimator`` and the ``breaker``
+as calls end. ``calls`` holds the campaign's calls in flight: added when
+placed (or adopted), removed when they end or were never sent. ``campaign``
+is a snapshot: the watcher replaces it at each poll and nobody changes it in
+place.
+
+Bounds: ``calls`` is capped by the pool's ``max_in_flight``; ``log_rows``
+gains one row a second and is written at each poll (the watcher keeps at most
+``LOG_ROWS_KEPT`` per campaign while the database cannot take them);
+``expected`` is pruned at each pacing decision of the entries the other
+engines' live states show.
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ class CampaignRun:
     rules: RetryRules
     estimator: CallStatsEstimator
     calls: set[TrackedCall] = dataclasses.field(default_factory=set)
-    timezones: list[str] = dataclasses.field(default_factory=list)
+    #: the (time zone, rules region) pairs of its waiting leads (hopper.campaign_timezones)
+    timezones: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
     timezones_at: float = -math.inf
     hopper_empty_until: float = -math.inf
     abandon: tuple[int, ...] = (0, 0, 0, 0, 0, 0)

@@ -136,31 +136,25 @@ class Engine:
             rules=lambda: {cid: run.rules for cid, run in runs.items()})
         self.follower = follower = CallFollower(
             database=self.database, clock=clock, speed=s.speed, tracker=self.tracker, agents=self.agents,
-            runs=runs, add=writer.add, uncharge=writer.uncharge, request_pause=watcher.request_pause,
-            on_ended=self._call_ended, wake=self._wake_dialer)
+            runs=runs, add=writer.add, uncharge=writer.uncharge, request_pause=watcher.request_pause)
         self.reconciler = reconciler = Reconciler(
             pool=pool, clock=clock, settings=s, tracker=self.tracker, agents=self.agents, runs=runs,
-            apply=follower.apply, is_unsent=self._is_unsent, on_gap=watcher.housekeep_soon)
-        self.dialer = Dialer(
+            apply=follower.apply, is_unsent=lambda call: dialer.is_unsent(call), on_gap=watcher.housekeep_soon)
+        self.dialer = dialer = Dialer(
             pool=pool, database=self.database, clock=clock, settings=s, tracker=self.tracker,
             agents=self.agents, runs=runs, engine_id=self.engine_id, lease_owner=self.lease_owner,
             apply=follower.apply, check=reconciler.check, cancel=writer.cancel,
             request_pause=watcher.request_pause)
+        release, forget = dialer.call_ended, reconciler.call_ended
+
+        def call_ended(call: TrackedCall) -> None:
+            release(call)   # its connection's place is free
+            forget(call)    # nothing to ask Asterisk about it
+
+        follower.on_ended = call_ended
+        follower.wake = dialer.poke
         if self._draining:
             self.dialer.drain()
-
-    def _call_ended(self, call: TrackedCall) -> None:
-        assert self.dialer is not None and self.reconciler is not None
-        self.dialer.call_ended(call)
-        self.reconciler.call_ended(call)
-
-    def _wake_dialer(self) -> None:
-        assert self.dialer is not None
-        self.dialer.poke()
-
-    def _is_unsent(self, call: TrackedCall) -> bool:
-        assert self.dialer is not None
-        return self.dialer.is_unsent(call)
 
     # -- running -----------------------------------------------------------------------
 
@@ -236,8 +230,12 @@ class Engine:
         campaigns = {}
         for run in self.runs.values():
             c = run.campaign
-            ringing = sum(1 for call in run.calls if call.answered_at is None)
-            connected = sum(1 for call in run.calls if call.connected_at is not None)
+            ringing = connected = 0
+            for call in run.calls:  # one pass: this runs 20 times a second
+                if call.answered_at is None:
+                    ringing += 1
+                if call.connected_at is not None:
+                    connected += 1
             if c.queue and c.mode != "unattended":
                 logged_in, free, _ = self.agents.counts(c.queue, now)
                 agents = self.agents.board(c.queue, now)

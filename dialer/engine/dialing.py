@@ -19,15 +19,15 @@ follower (:meth:`CallFollower.apply <dialer.engine.follower.CallFollower.apply>`
 
 Paused, stopping or draining campaigns place no new calls, but their ringing
 calls that no agent will be free for may still be cut (``hangup_after``).
-Every round also runs the drop message's safety net (:mod:`dialer.calls.drops`):
-an answered call no agent took in time, that the dialplan did not move itself,
-is moved to ``drop_target`` with ``Redirect`` on the connection that placed it.
 
 Bounds: one task and one entry of ``_members``/``_unsent`` per call in
 flight, which the pool caps (``max_in_flight`` per connection): a campaign
 places no more than the pool's capacity.
 
-May import: the AMI pool and errors, the call tracker, pacing, hopper, and
+The drop message's safety net (:mod:`dialer.calls.drops`) runs in the same loop:
+an answered call no agent took in time is moved there with AMI ``Redirect``.
+
+May import: the AMI pool and errors, the call tracker and the drop safety net, pacing, hopper, and
 :mod:`.campaign`, :mod:`.database`, :mod:`.settings`, :mod:`.shared`.
 """
 
@@ -52,8 +52,7 @@ from dialer.ami.errors import (
 from dialer.ami.pool import AMIPool, PoolMember
 from dialer.calls.agents import AgentBoard
 from dialer.calls.breaker import SHUTTING_DOWN
-from dialer.calls.drops import DropNet
-from dialer.config import DropTarget
+from dialer.calls.drops import DropNet, DropTarget
 from dialer.calls.drops import move as move_to_drop
 from dialer.calls.outcomes import to_datetime
 from dialer.calls.tracker import CallTracker, TrackedCall, Transition
@@ -131,13 +130,12 @@ class Dialer:
         self._members: dict[str, PoolMember] = {}   # action_id -> connection
         self._unsent: set[TrackedCall] = set()      # waiting for their send slot
         self._hangup_denied: set[str] = set()       # servers that refused Hangup (warned once)
-        self._wake = trio.Event()
-        self._draining = False
-        self._nursery: trio.Nursery | None = None
-        #: the drop message's safety net (dialer.calls.drops), unless drop_target is "off"
         self.drop_net = (None if settings.drop_target == "off"
                          else DropNet(DropTarget.parse(settings.drop_target)))
         self._redirect_denied: set[str] = set()     # servers that refused Redirect (warned once)
+        self._wake = trio.Event()
+        self._draining = False
+        self._nursery: trio.Nursery | None = None
         self.counters = {"originates": 0, "refused": 0, "lost": 0, "not_sent": 0, "hangups": 0,
                          "refused_stopping": 0, "drop_redirects": 0}
 
@@ -254,12 +252,7 @@ class Dialer:
         wanted = min(run.decision.calls, capacity)
         if wanted <= 0:
             return 0
-        members: list[PoolMember] = []
-        while len(members) < wanted:
-            member = self.pool.assign()
-            if member is None:
-                break
-            members.append(member)
+        members = self.pool.assign_many(wanted)
         if not members:
             return 0
         if now_t - run.timezones_at > 30.0:
@@ -290,10 +283,11 @@ class Dialer:
         except DatabaseBusy as exc:
             log.warning("%s: no leads claimed (%s); trying again", campaign.name, exc)
             attempts = []
-        for member in members[len(attempts):]:
-            self.pool.unassign(member)
+        self.pool.unassign_many(members[len(attempts):])
         if not attempts:
-            run.hopper_empty_until = now_t + 1.0
+            # From now, not from before the claim: a claim that took a second
+            # would otherwise leave the campaign never seen empty.
+            run.hopper_empty_until = trio.current_time() + 1.0
             return 0
         assert self._nursery is not None
         queued_at = self.clock.now()
@@ -384,10 +378,9 @@ class Dialer:
         else:
             self._apply(self.tracker.originated(call.action_id, self.clock.now()))
 
-    # -- hang-ups ------------------------------------------------------------------------
+    # -- the drop message's safety net ------------------------------------------------
 
     def _move_overdue(self, run: CampaignRun) -> None:
-        """The drop message's safety net (dialer.calls.drops)."""
         if self.drop_net is None or not run.calls:
             return
         assert self._nursery is not None
@@ -397,8 +390,11 @@ class Dialer:
 
     async def _redirect(self, call: TrackedCall, member: PoolMember) -> None:
         assert self.drop_net is not None
-        if await move_to_drop(member, self.drop_net, call, self.clock.now(), denied=self._redirect_denied):
+        if await move_to_drop(self.pool, member, self.drop_net, call, self.clock.now(),
+                              denied=self._redirect_denied):
             self.counters["drop_redirects"] += 1
+
+    # -- hang-ups ------------------------------------------------------------------------
 
     def _hang_ups_only(self, run: CampaignRun) -> None:
         """No new calls for this campaign now, but its ringing calls may still be too many."""

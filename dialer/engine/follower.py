@@ -59,8 +59,8 @@ class CallFollower:
                  add: Callable[[list[Transition], Message | None], None],
                  uncharge: Callable[[int, int], None],
                  request_pause: Callable[[CampaignRun, str], None],
-                 on_ended: Callable[[TrackedCall], None],
-                 wake: Callable[[], None]) -> None:
+                 on_ended: Callable[[TrackedCall], None] = lambda call: None,
+                 wake: Callable[[], None] = lambda: None) -> None:
         self.database = database
         self.clock = clock
         self.speed = speed
@@ -71,8 +71,10 @@ class CallFollower:
         self._add = add                      # steps to the writer
         self._uncharge = uncharge            # charges the breaker takes back, to the writer
         self._request_pause = request_pause  # breaker trips, to the watcher
-        self._on_ended = on_ended
-        self._wake = wake                    # the dialer: something changed
+        #: called with each call that ended, and when the dialer should look
+        #: again (the engine wires these once the dialer exists)
+        self.on_ended = on_ended
+        self.wake = wake
         self._server_clocks: dict[str, ServerClock] = {}  # events' Timestamps, per server
         self.lags: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         self._retry_send, self._retries = trio.open_memory_channel[tuple[str, Message]](OPT_OUT_RETRIES)
@@ -95,7 +97,7 @@ class CallFollower:
         name = event.name or ""
         if name.startswith("QueueMember"):
             if self.agents.handle(server, event, now):
-                self._wake()
+                self.wake()
             return
         if name == "UserEvent":
             if event.get("UserEvent") == OPT_OUT_EVENT:
@@ -124,11 +126,11 @@ class CallFollower:
             if t.step is Step.ENDED:
                 self._call_ended(t.call)
             elif t.step in (Step.ANSWERED, Step.CONNECTED):
-                self._wake()
+                self.wake()
 
     def _call_ended(self, call: TrackedCall) -> None:
         self.counters["ended"] += 1
-        self._on_ended(call)
+        self.on_ended(call)
         run = self.runs.get(call.campaign_id)
         if run is not None:
             run.calls.discard(call)
@@ -148,7 +150,7 @@ class CallFollower:
                 # (An Originate Asterisk refused placed no call: nothing to learn.)
                 est.call_not_answered(now, max(0.0, now - start))
             self._breaker(run, call)
-        self._wake()
+        self.wake()
 
     def _breaker(self, run: CampaignRun, call: TrackedCall) -> None:
         calls = run.breaker.call_ended(call)

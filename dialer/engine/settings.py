@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from dialer.compliance import rules
-from dialer.config import DEFAULT_DROP_TARGET, DropTarget
+from dialer.calls.drops import DEFAULT_TARGET, DropTarget
 from dialer.calls.outcomes import to_datetime
 from dialer.errors import UserError
 
@@ -55,7 +55,7 @@ class EngineSettings:
     breaker_within: float = 5.0      # a failure this soon after the Originate is "at once"
     # Where an answered call no agent took in time is moved (AMI Redirect), when the
     # dialplan did not move it itself: "context,exten,priority", or "off".
-    drop_target: str = DEFAULT_DROP_TARGET
+    drop_target: str = DEFAULT_TARGET
 
     @classmethod
     def from_config(cls, table: dict[str, Any], where: str = "[engine]") -> "EngineSettings":

@@ -4,7 +4,8 @@
 loads a CSV of leads into a campaign, reading the file through ``leadfile``
 (header, encoding, rejects file) and writing through ``loadsql`` (the bulk
 statements); ``dnc`` keeps the do-not-call list;
-``calling_hours`` says when a lead may be called in its own local time;
+``calling_hours`` says when a lead may be called in its own local time and
+``regions`` which calling rules its region adds (the stricter wins);
 ``hopper`` claims the leads that are due, atomically and under a lease, and
 hands them back.
 

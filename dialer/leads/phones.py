@@ -14,8 +14,9 @@ number. Everything else goes through ``phonenumbers.parse``.
 Each number also gets the region whose calling rules apply to it
 (:mod:`dialer.leads.regions`): an ISO 3166 code, a subdivision (``US-FL``,
 ``CA-ON``) when the area code belongs to one, else its country (``US`` for a
-toll-free number, ``GB``). A NANP area code's state or province is read from
-phonenumbers' own geocoding data ("Florida", "Miami, FL"), once per area code.
+toll-free number, ``GB``). A NANP area code's state or province comes from
+phonenumbers' own geocoding data ("Florida", "Miami, FL"), through a table
+made from it (:mod:`dialer.leads.area_codes`).
 """
 
 from __future__ import annotations
@@ -153,11 +154,19 @@ def _description_regions(country: str, description: str) -> str | None:
     return "|".join(sorted(f"{country}-{c}" for c in codes))
 
 
-@functools.cache
-def _nanp_regions() -> dict[str, str]:
-    """NANP area code -> its rules region (see the module docstring)."""
+def derive_area_code_regions() -> dict[str, str]:
+    """NANP area code -> its rules region, from phonenumbers' geocoding data:
+    the state or province of the area code's description ("Florida", or every
+    "City, ST" under it naming the same one), else the number's country. The
+    dialer ships the result (:mod:`dialer.leads.area_codes`): loading the
+    geocoding data costs about 100 MB."""
     from phonenumbers.geodata import GEOCODE_DATA
 
+    described: dict[str, set[str | None]] = {}
+    for key, names in GEOCODE_DATA.items():
+        if key.startswith("1") and len(key) >= 1 + _PREFIX and "en" in names:
+            described.setdefault(key[1 : 1 + _PREFIX], set()).add(
+                names["en"] if len(key) == 1 + _PREFIX else "\0" + names["en"])
     main = phonenumbers.region_code_for_country_code(1)
     regions: dict[str, str] = {}
     for npa in range(200, 1000):
@@ -166,10 +175,23 @@ def _nanp_regions() -> dict[str, str]:
         # decides it from the area code alone.
         sample = phonenumbers.PhoneNumber(country_code=1, national_number=int(digits + "2345678"))
         country = phonenumbers.region_code_for_number(sample) or main
-        description = (GEOCODE_DATA.get("1" + digits) or {}).get("en")
-        found = _description_regions(country, description) if description else None
+        names = described.get(digits, set())
+        whole = [n for n in names if not n.startswith("\0")]
+        found = None
+        if whole:
+            found = _description_regions(country, whole[0])
+        elif names:
+            parts = {_description_regions(country, n[1:]) for n in names}
+            if len(parts) == 1:
+                found = parts.pop()
         regions[digits] = found or country
     return regions
+
+
+def _nanp_regions() -> dict[str, str]:
+    from dialer.leads.area_codes import AREA_CODE_REGIONS
+
+    return AREA_CODE_REGIONS
 
 
 def _region_of(numobj) -> str | None:
