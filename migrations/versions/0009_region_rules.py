@@ -12,7 +12,7 @@ Revises: 0008
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0009_region_rules'
+revision = '0009'
 down_revision = '0008'
 branch_labels = None
 depends_on = None
