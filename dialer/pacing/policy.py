@@ -70,10 +70,11 @@ left, each counted in calls so that a small campaign keeps some in reserve:
 * the hour: the same against HOUR_LIMIT (4.5 %) for the drops of the last
   60 minutes, so that a burst (agents leaving at once, a list turning good
   again) is met at once rather than when it has moved the 24-hour rate, and
-  no rolling hour goes above 5 %. Its reserve, HOUR_RESERVE drops, is what
-  a small team needs: with 3 agents an hour has some 60 answered calls,
-  so two calls answered at once with no agent free are enough to go from
-  within the limit to over it;
+  no rolling hour goes above 5 %. A small team (SMALL_TEAM agents or
+  fewer) keeps SMALL_TEAM_HOUR_RESERVE drops in reserve instead of
+  HOUR_RESERVE: with 3 agents an hour has some 60 answered calls, so two
+  calls answered at once with no agent free are enough to go from within
+  the limit to over it;
 * a new campaign: a tenth at first, growing to all over its first 180
   answered calls, while its abandon rate rests on too few calls to say how
   much of the budget is left.
@@ -430,11 +431,14 @@ HOUR_MIN_SAMPLE = 60
 COLD_START_RAMP = 200
 COLD_START_FROM = 20
 #: drops (calls) kept in reserve against the day's and the hour's budgets:
-#: for calls already ringing when the budget runs out; the hour's covers two
-#: calls dropped at once, which with a small team (some 60 answered calls an
-#: hour) is the step from within the hour's limit to over it
+#: for calls already ringing when the budget runs out
 DAY_RESERVE = 1.5
-HOUR_RESERVE = 2.0
+HOUR_RESERVE = 1.5
+#: a team of at most SMALL_TEAM agents keeps this many against the hour's
+#: budget instead: two calls dropped at once, which with some 60 answered
+#: calls an hour is the step from within the hour's limit to over it
+SMALL_TEAM = 5
+SMALL_TEAM_HOUR_RESERVE = 2.0
 #: the maximum allowed marginal drop probability, by default; with hang-ups,
 #: calls that turn out unneeded while still ringing are cut, so the same
 #: abandon rate is reached with a higher one (see tests/bench/bench_pacing.py)
@@ -461,7 +465,8 @@ def _budget_left(stats: PacingStats, settings: PacingSettings) -> float:
         n = max(answered, floor)
         shares.append((target * n - drops - DAY_RESERVE) / (FEEDBACK_BAND * target * n))
     n = max(stats.answered_1h, HOUR_MIN_SAMPLE)
-    shares.append((HOUR_LIMIT * n - stats.drops_1h - HOUR_RESERVE) / (HOUR_BAND * n))
+    reserve = SMALL_TEAM_HOUR_RESERVE if stats.agents_logged_in <= SMALL_TEAM else HOUR_RESERVE
+    shares.append((HOUR_LIMIT * n - stats.drops_1h - reserve) / (HOUR_BAND * n))
     history = max(stats.answered_30d, stats.answered_24h)
     shares.append((history + COLD_START_FROM) / COLD_START_RAMP)
     return max(0.0, min(shares))
