@@ -79,6 +79,14 @@ left, each counted in calls so that a small campaign keeps some in reserve:
   answered calls, while its abandon rate rests on too few calls to say how
   much of the budget is left.
 
+With every share down to nothing (but the rate still under the target),
+a call is still placed while its chance of finding no agent stays under
+SURE_FLOOR (0.2 %), the ringing calls counted as SURE_MARGIN seconds
+younger than they are: a free agent whose only call has rung longer than
+any answer comes is given another instead of waiting out the ring
+timeout, which the 1:1 floor (counting that call as still to come) would
+make them do.
+
 A rate at or above the target ("budget spent") makes the campaign dial
 progressive 1:1, which cannot abandon a call while agents stay logged in,
 until the rate is below the target again.
@@ -403,6 +411,16 @@ def _decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     limit = max(0, min(room, line_cap))
     n, hangups, supply = _predictive(stats, settings.connect_deadline, allowed, limit,
                                      settings.hangup_after is not None)
+    sure = min(top, SURE_FLOOR)
+    if allowed < sure and stats.ringing_elapsed:
+        # The budget all but spent: still give a free agent another call when
+        # the one ringing for them will all but surely not be answered (rung
+        # longer than any answer comes, by SURE_MARGIN more than it has).
+        younger = dataclasses.replace(
+            stats, ringing_elapsed=tuple(max(0.0, a - SURE_MARGIN) for a in stats.ringing_elapsed),
+            hangup_candidates=())
+        allowed = sure
+        n = max(n, _predictive(younger, settings.connect_deadline, sure, limit)[0])
     if n <= one_to_one:
         return done(one_to_one, "predictive: 1:1 floor", allowed, hangups, supply)
     reason = "predictive"
@@ -448,6 +466,14 @@ MARGINAL_DROP_HANGUP = 0.20
 #: probability, however little of the abandon budget is left: cutting calls
 #: that are all but sure to find one only wastes leads
 HANGUP_FLOOR = 0.01
+#: however little of the abandon budget is left (short of spent), a call
+#: that would find no agent with at most SURE_FLOOR is still placed, judged
+#: with every ringing call taken as SURE_MARGIN seconds younger than it is:
+#: above all, another call for a free agent whose call has rung past any
+#: answer (by that margin), instead of waiting out its ring timeout. Never
+#: more than ``PacingSettings.max_marginal_drop``
+SURE_FLOOR = 0.002
+SURE_MARGIN = 1.0
 
 
 def _budget_left(stats: PacingStats, settings: PacingSettings) -> float:
