@@ -70,13 +70,22 @@ left, each counted in calls so that a small campaign keeps some in reserve:
 * the hour: the same against HOUR_LIMIT (4.5 %) for the drops of the last
   60 minutes, so that a burst (agents leaving at once, a list turning good
   again) is met at once rather than when it has moved the 24-hour rate, and
-  no rolling hour goes above 5 %. Its reserve, HOUR_RESERVE drops, is what
-  a small team needs: with 3 agents an hour has some 60 answered calls,
-  so two calls answered at once with no agent free are enough to go from
-  within the limit to over it;
+  no rolling hour goes above 5 %. A small team (SMALL_TEAM agents or
+  fewer) keeps SMALL_TEAM_HOUR_RESERVE drops in reserve instead of
+  HOUR_RESERVE: with 3 agents an hour has some 60 answered calls, so two
+  calls answered at once with no agent free are enough to go from within
+  the limit to over it;
 * a new campaign: a tenth at first, growing to all over its first 180
   answered calls, while its abandon rate rests on too few calls to say how
   much of the budget is left.
+
+With every share down to nothing (but the rate still under the target),
+a call is still placed while its chance of finding no agent stays under
+SURE_FLOOR (0.2 %), the ringing calls counted as SURE_MARGIN seconds
+younger than they are: a free agent whose only call has rung longer than
+any answer comes is given another instead of waiting out the ring
+timeout, which the 1:1 floor (counting that call as still to come) would
+make them do.
 
 A rate at or above the target ("budget spent") makes the campaign dial
 progressive 1:1, which cannot abandon a call while agents stay logged in,
@@ -402,6 +411,16 @@ def _decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     limit = max(0, min(room, line_cap))
     n, hangups, supply = _predictive(stats, settings.connect_deadline, allowed, limit,
                                      settings.hangup_after is not None)
+    sure = min(top, SURE_FLOOR)
+    if allowed < sure and stats.ringing_elapsed:
+        # The budget all but spent: still give a free agent another call when
+        # the one ringing for them will all but surely not be answered (rung
+        # longer than any answer comes, by SURE_MARGIN more than it has).
+        younger = dataclasses.replace(
+            stats, ringing_elapsed=tuple(max(0.0, a - SURE_MARGIN) for a in stats.ringing_elapsed),
+            hangup_candidates=())
+        allowed = sure
+        n = max(n, _predictive(younger, settings.connect_deadline, sure, limit)[0])
     if n <= one_to_one:
         return done(one_to_one, "predictive: 1:1 floor", allowed, hangups, supply)
     reason = "predictive"
@@ -430,11 +449,14 @@ HOUR_MIN_SAMPLE = 60
 COLD_START_RAMP = 200
 COLD_START_FROM = 20
 #: drops (calls) kept in reserve against the day's and the hour's budgets:
-#: for calls already ringing when the budget runs out; the hour's covers two
-#: calls dropped at once, which with a small team (some 60 answered calls an
-#: hour) is the step from within the hour's limit to over it
+#: for calls already ringing when the budget runs out
 DAY_RESERVE = 1.5
-HOUR_RESERVE = 2.0
+HOUR_RESERVE = 1.5
+#: a team of at most SMALL_TEAM agents keeps this many against the hour's
+#: budget instead: two calls dropped at once, which with some 60 answered
+#: calls an hour is the step from within the hour's limit to over it
+SMALL_TEAM = 5
+SMALL_TEAM_HOUR_RESERVE = 2.0
 #: the maximum allowed marginal drop probability, by default; with hang-ups,
 #: calls that turn out unneeded while still ringing are cut, so the same
 #: abandon rate is reached with a higher one (see tests/bench/bench_pacing.py)
@@ -444,6 +466,14 @@ MARGINAL_DROP_HANGUP = 0.20
 #: probability, however little of the abandon budget is left: cutting calls
 #: that are all but sure to find one only wastes leads
 HANGUP_FLOOR = 0.01
+#: however little of the abandon budget is left (short of spent), a call
+#: that would find no agent with at most SURE_FLOOR is still placed, judged
+#: with every ringing call taken as SURE_MARGIN seconds younger than it is:
+#: above all, another call for a free agent whose call has rung past any
+#: answer (by that margin), instead of waiting out its ring timeout. Never
+#: more than ``PacingSettings.max_marginal_drop``
+SURE_FLOOR = 0.002
+SURE_MARGIN = 1.0
 
 
 def _budget_left(stats: PacingStats, settings: PacingSettings) -> float:
@@ -461,7 +491,8 @@ def _budget_left(stats: PacingStats, settings: PacingSettings) -> float:
         n = max(answered, floor)
         shares.append((target * n - drops - DAY_RESERVE) / (FEEDBACK_BAND * target * n))
     n = max(stats.answered_1h, HOUR_MIN_SAMPLE)
-    shares.append((HOUR_LIMIT * n - stats.drops_1h - HOUR_RESERVE) / (HOUR_BAND * n))
+    reserve = SMALL_TEAM_HOUR_RESERVE if stats.agents_logged_in <= SMALL_TEAM else HOUR_RESERVE
+    shares.append((HOUR_LIMIT * n - stats.drops_1h - reserve) / (HOUR_BAND * n))
     history = max(stats.answered_30d, stats.answered_24h)
     shares.append((history + COLD_START_FROM) / COLD_START_RAMP)
     return max(0.0, min(shares))
