@@ -96,7 +96,7 @@ def lead_dispositions(sessions) -> dict[str, tuple[str, str | None]]:
 __all__ = [
     "BUSINESS_HOURS", "SECRET_ENV", "server", "numbers", "make_campaign", "originates",
     "max_in_window", "new_engine", "lead_dispositions", "control", "db", "trio",
-    "start_calls", "lock",
+    "start_calls", "lock", "start_sim", "run_scenario",
 ]
 
 
@@ -105,6 +105,21 @@ async def start_sim(nursery, **kwargs) -> tuple[SimAsterisk, int]:
     sim = SimAsterisk(**kwargs)
     port = await nursery.start(sim.serve)
     return sim, port
+
+
+async def run_scenario(sessions, text: str, **kwargs) -> tuple[SimAsterisk, Engine]:
+    """An engine (``new_engine``'s, at BUSINESS_HOURS, ``kwargs`` added) dialing every
+    running campaign to the end against a simulated Asterisk playing the scenario
+    ``text``: (the simulator, the engine)."""
+    from dialer.sim.scenario import parse_scenario
+
+    async with trio.open_nursery() as nursery:
+        sim, port = await start_sim(nursery, scenario=parse_scenario(text))
+        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS, **kwargs)
+        with trio.fail_after(7200):
+            await engine.run()
+        nursery.cancel_scope.cancel()
+    return sim, engine
 
 
 def start_calls(sessions, count: int) -> tuple[CallTracker, list[TrackedCall]]:

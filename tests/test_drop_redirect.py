@@ -4,8 +4,6 @@ drop context with AMI Redirect; against the simulator, under trio's MockClock.""
 
 import pytest
 import sqlalchemy as sa
-import trio
-import trio.testing
 
 from dialer.compliance import rules
 from dialer.calls.drops import GRACE, DropNet, DropTarget
@@ -14,27 +12,9 @@ from dialer.engine import EngineSettings
 from dialer.errors import UserError
 from dialer.models import CallAttempt, DncNumber, Lead
 from dialer.sim.scenario import ScenarioError, parse_scenario
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, new_engine, numbers, server
-from tests.test_engine import start_sim
+from tests.engine_harness import make_campaign, numbers, run_scenario
 
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sessions(sqlite_url):
-    from dialer import db
-
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
+pytestmark = pytest.mark.usefixtures("ami_secret")
 
 
 # Every call is answered after 3 s; one agent on a 30-second call, so every other
@@ -63,23 +43,12 @@ agent_talk_time = 30
 """
 
 
-async def run(sessions, text, settings=None):
-    async with trio.open_nursery() as nursery:
-        sim, port = await start_sim(nursery, scenario=parse_scenario(text))
-        engine = new_engine(sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS,
-                            settings=settings)
-        with trio.fail_after(7200):
-            await engine.run()
-        nursery.cancel_scope.cancel()
-    return sim, engine
-
-
 def redirects(sim):
     return [(t, m) for items in sim.received.values() for t, m in items if m.name == "Redirect"]
 
 
-def results(sessions):
-    with sessions.begin() as s:
+def results(sqlite_sessions):
+    with sqlite_sessions.begin() as s:
         by_phone = {p: d for p, d in s.execute(
             sa.select(Lead.phone_e164, CallAttempt.disposition)
             .join(CallAttempt, CallAttempt.lead_id == Lead.id).where(Lead.campaign_id == 1))}
@@ -89,13 +58,13 @@ def results(sessions):
 
 
 @pytest.mark.parametrize("opt_out", [1.0, 0.0])
-async def test_calls_no_agent_takes_are_redirected_to_the_drop_message(clock, sessions, opt_out):
+async def test_calls_no_agent_takes_are_redirected_to_the_drop_message(clock, sqlite_sessions, opt_out):
     phones = numbers(4)
-    make_campaign(sessions, phones=phones, mode="progressive", dial_ratio=4.0,
+    make_campaign(sqlite_sessions, phones=phones, mode="progressive", dial_ratio=4.0,
                   max_dial_level=4.0, max_concurrent=4)
-    make_campaign(sessions, "autumn", phones=phones, state="stopped")
-    sim, engine = await run(sessions, scenario(opt_out))
-    by_phone, listed, autumn = results(sessions)
+    make_campaign(sqlite_sessions, "autumn", phones=phones, state="stopped")
+    sim, engine = await run_scenario(sqlite_sessions, scenario(opt_out))
+    by_phone, listed, autumn = results(sqlite_sessions)
     dropped = {p for p, d in by_phone.items() if d == "dropped"}
     # Four calls at once to one agent: one reaches it, three are moved, once each.
     assert sorted(by_phone.values()) == ["connected", "dropped", "dropped", "dropped"]
@@ -116,26 +85,26 @@ async def test_calls_no_agent_takes_are_redirected_to_the_drop_message(clock, se
         assert listed == {} and set(autumn.values()) == {"new"}
 
 
-async def test_a_dialplan_that_gives_up_by_itself_is_left_alone(clock, sessions):
-    make_campaign(sessions, phones=numbers(4), mode="progressive", dial_ratio=4.0,
+async def test_a_dialplan_that_gives_up_by_itself_is_left_alone(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(4), mode="progressive", dial_ratio=4.0,
                   max_dial_level=4.0, max_concurrent=4)
-    make_campaign(sessions, "autumn", phones=(), state="stopped")
-    sim, engine = await run(sessions, scenario(1.0, drop_after=2))
-    by_phone, listed, _ = results(sessions)
+    make_campaign(sqlite_sessions, "autumn", phones=(), state="stopped")
+    sim, engine = await run_scenario(sqlite_sessions, scenario(1.0, drop_after=2))
+    by_phone, listed, _ = results(sqlite_sessions)
     assert sorted(by_phone.values()) == ["connected", "dropped", "dropped", "dropped"]
     assert redirects(sim) == [] and engine.counters["drop_redirects"] == 0
     assert len(listed) == 3
 
 
-async def test_drop_target_setting_and_off(clock, sessions):
-    make_campaign(sessions, phones=numbers(2), mode="progressive", dial_ratio=2.0,
+async def test_drop_target_setting_and_off(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(2), mode="progressive", dial_ratio=2.0,
                   max_dial_level=2.0, max_concurrent=2)
-    make_campaign(sessions, "autumn", phones=(), state="stopped")
+    make_campaign(sqlite_sessions, "autumn", phones=(), state="stopped")
     settings = EngineSettings(lease=30.0, drop_target="off")
     # Off: the waiting caller stays in the queue until the called party hangs up (30 s).
-    sim, engine = await run(sessions, scenario(1.0), settings)
+    sim, engine = await run_scenario(sqlite_sessions, scenario(1.0), settings=settings)
     assert redirects(sim) == [] and engine.counters["drop_redirects"] == 0
-    by_phone, listed, _ = results(sessions)
+    by_phone, listed, _ = results(sqlite_sessions)
     assert sorted(by_phone.values()) == ["connected", "dropped"] and listed == {}
 
 

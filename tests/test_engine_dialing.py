@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.testing
 
-from dialer import db
 from dialer.ami.pool import AMIPool
 from dialer.calls.agents import AgentBoard
 from dialer.calls.tracker import CallTracker, Step
@@ -17,24 +15,9 @@ from dialer.engine.dialing import Dialer
 from dialer.engine.settings import EngineClock, EngineSettings
 from dialer.engine.watcher import CampaignWatcher
 from dialer.sim import SimAsterisk
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, make_campaign, numbers, originates, server
+from tests.engine_harness import BUSINESS_HOURS, make_campaign, numbers, originates, server
 
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def sessions(sqlite_url):
-    engine = db.create_engine(sqlite_url)
-    yield db.session_factory(engine)
-    engine.dispose()
+pytestmark = pytest.mark.usefixtures("ami_secret")
 
 
 class Outlets:
@@ -51,7 +34,7 @@ async def ignore(*_args) -> None:
     pass
 
 
-async def start(nursery, sessions, *, rate=2.0, burst=1, max_in_flight=500):
+async def start(nursery, sqlite_sessions, *, rate=2.0, burst=1, max_in_flight=500):
     """A simulator, a pool on it, the campaigns loaded, and a dialer running: (sim, dialer, outlets)."""
     sim = SimAsterisk()
     port = await nursery.start(sim.serve)
@@ -61,7 +44,7 @@ async def start(nursery, sessions, *, rate=2.0, burst=1, max_in_flight=500):
     with trio.fail_after(30):
         while not pool.capacity():
             await pool.wait_changed()
-    database = Database(sessions, timeout=10.0, thread=False)
+    database = Database(sqlite_sessions, timeout=10.0, thread=False)
     clock = EngineClock(epoch=BUSINESS_HOURS)
     settings = EngineSettings(lease=30.0)
     watcher = CampaignWatcher(database, clock, settings, engine_id="e1", lease_owner="e1/run",
@@ -77,10 +60,10 @@ async def start(nursery, sessions, *, rate=2.0, burst=1, max_in_flight=500):
     return sim, dialer, out
 
 
-async def test_places_the_calls_within_the_connection_s_cap(clock, sessions):
-    make_campaign(sessions, phones=numbers(4), mode="unattended", queue=None, max_concurrent=10)
+async def test_places_the_calls_within_the_connection_s_cap(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(4), mode="unattended", queue=None, max_concurrent=10)
     async with trio.open_nursery() as nursery:
-        sim, dialer, out = await start(nursery, sessions, rate=2.0, burst=1)
+        sim, dialer, out = await start(nursery, sqlite_sessions, rate=2.0, burst=1)
         started = trio.current_time()
         await trio.sleep(5)
         nursery.cancel_scope.cancel()
@@ -95,11 +78,11 @@ async def test_places_the_calls_within_the_connection_s_cap(clock, sessions):
     assert run.pacing["mode"] == "unattended"
 
 
-async def test_a_campaign_that_may_not_dial_places_nothing(clock, sessions):
-    make_campaign(sessions, "spring", phones=numbers(2), mode="unattended", queue=None, state="paused")
-    make_campaign(sessions, "autumn", phones=numbers(2, "+1212666"), mode="unattended", queue=None)
+async def test_a_campaign_that_may_not_dial_places_nothing(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, "spring", phones=numbers(2), mode="unattended", queue=None, state="paused")
+    make_campaign(sqlite_sessions, "autumn", phones=numbers(2, "+1212666"), mode="unattended", queue=None)
     async with trio.open_nursery() as nursery:
-        sim, dialer, out = await start(nursery, sessions)
+        sim, dialer, out = await start(nursery, sqlite_sessions)
         autumn = next(r for r in dialer.runs.values() if r.campaign.name == "autumn")
         autumn.breaker.tripped = True  # as after a run of calls failing at once
         await trio.sleep(3)
@@ -108,11 +91,11 @@ async def test_a_campaign_that_may_not_dial_places_nothing(clock, sessions):
     assert out.steps == out.cancelled == []
 
 
-async def test_a_lead_the_channel_template_cannot_fill_is_refused_unsent(clock, sessions):
-    make_campaign(sessions, phones=numbers(1), mode="unattended", queue=None,
+async def test_a_lead_the_channel_template_cannot_fill_is_refused_unsent(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(1), mode="unattended", queue=None,
                   channel="Local/{trunk}/{digits}@carrier")
     async with trio.open_nursery() as nursery:
-        sim, dialer, out = await start(nursery, sessions)
+        sim, dialer, out = await start(nursery, sqlite_sessions)
         await trio.sleep(2)
         nursery.cancel_scope.cancel()
     assert originates(sim) == []
@@ -121,10 +104,10 @@ async def test_a_lead_the_channel_template_cannot_fill_is_refused_unsent(clock, 
     assert step.call.cause_txt == "channel template: channel 'Local/{trunk}/{digits}@carrier': no value for {trunk}"
 
 
-async def test_draining_places_no_new_call(clock, sessions):
-    make_campaign(sessions, phones=numbers(3), mode="unattended", queue=None)
+async def test_draining_places_no_new_call(clock, sqlite_sessions):
+    make_campaign(sqlite_sessions, phones=numbers(3), mode="unattended", queue=None)
     async with trio.open_nursery() as nursery:
-        sim, dialer, out = await start(nursery, sessions)
+        sim, dialer, out = await start(nursery, sqlite_sessions)
         dialer.drain()
         await trio.sleep(3)
         nursery.cancel_scope.cancel()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-import trio.testing
 
 from dialer.ami.pool import AMIPool
 from dialer.calls.agents import AgentBoard
@@ -15,19 +14,11 @@ from dialer.calls.tracker import CallTracker, Step, TrackedCall
 from dialer.engine.reconciler import Reconciler
 from dialer.engine.settings import EngineClock, EngineSettings
 from dialer.sim import SimAsterisk
-from tests.engine_harness import BUSINESS_HOURS, SECRET_ENV, server
+from tests.engine_harness import BUSINESS_HOURS, server
+
+pytestmark = pytest.mark.usefixtures("ami_secret")
 
 RING = 60  # the ring timeout assumed for a campaign the engine does not know
-
-
-@pytest.fixture(autouse=True)
-def _secret(monkeypatch):
-    monkeypatch.setenv(SECRET_ENV, "dialerpass")
-
-
-@pytest.fixture
-def clock():
-    return trio.testing.MockClock(autojump_threshold=0)
 
 
 async def ignore(*_args) -> None:

@@ -2,13 +2,10 @@
 
 import pytest
 import sqlalchemy as sa
-import trio
-import trio.testing
 
 from dialer.models import CallAttempt, DncNumber, Lead
 from dialer.sim.scenario import ScenarioError, parse_scenario
-from tests.engine_harness import BUSINESS_HOURS, make_campaign, new_engine, numbers, server
-from tests.engine_harness import start_sim
+from tests.engine_harness import make_campaign, numbers, run_scenario
 
 
 pytestmark = pytest.mark.usefixtures("ami_secret")  # the simulator's AMI password (conftest.py)
@@ -38,16 +35,6 @@ agent_talk_time = 600
 """
 
 
-async def run(sqlite_sessions, text):
-    async with trio.open_nursery() as nursery:
-        sim, port = await start_sim(nursery, scenario=parse_scenario(text))
-        engine = new_engine(sqlite_sessions, [server(port)], until_done=True, epoch=BUSINESS_HOURS)
-        with trio.fail_after(7200):
-            await engine.run()
-        nursery.cancel_scope.cancel()
-    return engine
-
-
 @pytest.mark.parametrize("opt_out", [1.0, 0.0])
 async def test_opt_out_key_puts_dropped_numbers_on_the_dnc_list(clock, sqlite_sessions, opt_out):
     phones = numbers(6)
@@ -55,7 +42,7 @@ async def test_opt_out_key_puts_dropped_numbers_on_the_dnc_list(clock, sqlite_se
                   max_dial_level=6.0, max_concurrent=6)
     # The same numbers waiting in another campaign: they become dnc as `dnc add` makes them.
     make_campaign(sqlite_sessions, "autumn", phones=phones, state="stopped")
-    engine = await run(sqlite_sessions, scenario(opt_out))
+    _, engine = await run_scenario(sqlite_sessions, scenario(opt_out))
     with sqlite_sessions.begin() as s:
         dropped = set(s.scalars(
             sa.select(Lead.phone_e164).join(CallAttempt, CallAttempt.lead_id == Lead.id)
