@@ -335,17 +335,11 @@ def start_attempts(
     ]
 
 
-def reclaim_expired(session: Session, *, now: dt.datetime) -> int:
-    """Hand back leads claimed by an engine whose lease ran out (it died before
-    dialing them). Leads that were being dialed are reconciled by the engine
-    that can ask their Asterisk (see the engine's recovery), not here."""
+def _hand_back(session: Session, *where: Any, now: dt.datetime) -> int:
+    """Claimed leads matching ``where`` back to the hopper, due at once."""
     result = session.execute(
         sa.update(Lead)
-        .where(
-            Lead.state == LeadState.CLAIMED.value,
-            Lead.lease_expires_at.is_not(None),
-            Lead.lease_expires_at < now,
-        )
+        .where(Lead.state == LeadState.CLAIMED.value, *where)
         .values(
             state=sa.case((Lead.attempts > 0, LeadState.RETRY.value), else_=LeadState.NEW.value),
             next_attempt_at=now,
@@ -355,6 +349,13 @@ def reclaim_expired(session: Session, *, now: dt.datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
+
+
+def reclaim_expired(session: Session, *, now: dt.datetime) -> int:
+    """Hand back leads claimed by an engine whose lease ran out (it died before
+    dialing them). Leads that were being dialed are reconciled by the engine
+    that can ask their Asterisk (see the engine's recovery), not here."""
+    return _hand_back(session, Lead.lease_expires_at.is_not(None), Lead.lease_expires_at < now, now=now)
 
 
 def lease_owners(session: Session) -> set[str]:
@@ -372,18 +373,7 @@ def reclaim_owned(session: Session, owners: Iterable[str], *, now: dt.datetime) 
     owners = list(owners)
     if not owners:
         return 0
-    result = session.execute(
-        sa.update(Lead)
-        .where(Lead.state == LeadState.CLAIMED.value, Lead.lease_owner.in_(owners))
-        .values(
-            state=sa.case((Lead.attempts > 0, LeadState.RETRY.value), else_=LeadState.NEW.value),
-            next_attempt_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
+    return _hand_back(session, Lead.lease_owner.in_(owners), now=now)
 
 
 def cancel_attempts(session: Session, attempts: Sequence[tuple[int, int]], *, now: dt.datetime) -> int:
