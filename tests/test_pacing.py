@@ -522,8 +522,8 @@ def test_the_last_hours_drops_slow_dialing_before_the_day_rate_moves():
     calm = decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=0, answered_1h=250), PREDICTIVE)
     assert calm.allowed_drop == pytest.approx(0.10)
     # 250 x 4.5 % = 11.25, less 1.5 in reserve: full up to 9.75 - 3.75 = 6 drops,
-    # from 9.75 only the sure floor (0.2 %, see the test below).
-    for drops, share in ((6, 1.0), (8, 1.75 / 3.75), (9, 0.75 / 3.75), (10, 0.02)):
+    # none from 9.75 (the sure floor of the test below is for small teams only).
+    for drops, share in ((6, 1.0), (8, 1.75 / 3.75), (9, 0.75 / 3.75), (10, 0.0)):
         d = decide(busy_floor(drops_30d=10, answered_30d=1000, drops_1h=drops, answered_1h=250), PREDICTIVE)
         assert d.allowed_drop == pytest.approx(0.10 * share), drops
         assert d.hour_rate == pytest.approx(drops / 250)
@@ -545,22 +545,27 @@ def test_the_last_hours_drops_slow_dialing_before_the_day_rate_moves():
 
 
 def test_a_spent_budget_still_gives_a_free_agent_a_call_for_the_one_that_will_not_be_answered():
-    # The hour's budget is spent (10 drops of 250 answered). The one free
-    # agent's call has rung 12 s, past the only answer time there is (10 s)
-    # by more than the margin (1 s): it will not be answered, so a new call
-    # for that agent finds them all but surely and is placed (0.2 % allowed),
-    # where the 1:1 floor (counting the ringing call as still to come) would
-    # place none.
+    # A small team (1 agent) whose hour's budget is spent (10 drops of 250
+    # answered). The one free agent's call has rung 12 s, past the only answer
+    # time there is (10 s) by more than the margin (0.5 s): it will not be
+    # answered, so a new call for that agent finds them all but surely and is
+    # placed (0.5 % allowed), where the 1:1 floor (counting the ringing call
+    # as still to come) would place none.
     late = CallEstimates(answer_rate=0.5, answer_delay=point(10), no_answer_timeout=25.0,
                          talk_time=point(30), wrapup_time=10.0)
     spent_hour = dict(drops_1h=10, answered_1h=250, agents_free=1, agents_logged_in=1,
                       calls_ringing=1, ringing_elapsed=(12.0,), in_flight=1, estimates=late)
     d = decide(stats(**spent_hour), PREDICTIVE)
-    assert d.allowed_drop == pytest.approx(0.002)
+    assert d.allowed_drop == pytest.approx(0.005)
     assert d.calls == 1 and d.reason.startswith("predictive")
-    # Rung 10.4 s: within the margin of the answer time, the agent waits for it.
-    assert decide(stats(**{**spent_hour, "ringing_elapsed": (10.4,)}), PREDICTIVE).calls == 0
+    # Rung 9.9 s: not past the answer time, the agent waits for it.
+    assert decide(stats(**{**spent_hour, "ringing_elapsed": (9.9,)}), PREDICTIVE).calls == 0
     assert decide(stats(**{**spent_hour, "ringing_elapsed": (5.0,)}), PREDICTIVE).calls == 0
+    # A larger team (6 agents, the other 5 talking) has no floor: one
+    # agent's wait is a small share of its time.
+    team = {**spent_hour, "agents_logged_in": 6, "talk_elapsed": (0.0,) * 5, "in_flight": 6}
+    d = decide(stats(**team), PREDICTIVE)
+    assert d.allowed_drop == 0.0 and d.calls == 0 and d.reason == "predictive: 1:1 floor"
     # No marginal drop allowed at all (max_marginal_drop 0): no floor either.
     nothing = PacingSettings(mode="predictive", max_marginal_drop=0.0)
     d = decide(stats(**spent_hour), nothing)
@@ -568,6 +573,7 @@ def test_a_spent_budget_still_gives_a_free_agent_a_call_for_the_one_that_will_no
     # The budget spent (the day's rate at the target): 1:1, no floor.
     d = decide(stats(**spent_hour, drops_24h=3, answered_24h=100), PREDICTIVE)
     assert d.calls == 0 and d.reason == "over abandon budget: 1:1"
+
 
 def test_a_new_campaign_ramps_up_over_its_first_answered_calls():
     # No history: a tenth of the allowed marginal drop, growing with the

@@ -80,12 +80,15 @@ left, each counted in calls so that a small campaign keeps some in reserve:
   much of the budget is left.
 
 With every share down to nothing (but the rate still under the target),
-a call is still placed while its chance of finding no agent stays under
-SURE_FLOOR (0.2 %), the ringing calls counted as SURE_MARGIN seconds
-younger than they are: a free agent whose only call has rung longer than
-any answer comes is given another instead of waiting out the ring
-timeout, which the 1:1 floor (counting that call as still to come) would
-make them do.
+a small team (SMALL_TEAM agents or fewer) still places a call while its
+chance of finding no agent stays under SURE_FLOOR (0.5 %), the ringing
+calls counted as SURE_MARGIN seconds younger than they are: a free agent
+whose only call has rung longer than any answer comes is given another
+instead of waiting out the ring timeout, which the 1:1 floor (counting
+that call as still to come) would make them do. With 3 agents that wait
+is a third of the team's time; a larger team loses little to it, and
+there the extra calls, placed with the budget spent, only slowed the
+return to full occupancy after a break.
 
 A rate at or above the target ("budget spent") makes the campaign dial
 progressive 1:1, which cannot abandon a call while agents stay logged in,
@@ -412,10 +415,10 @@ def _decide(stats: PacingStats, settings: PacingSettings) -> PacingDecision:
     n, hangups, supply = _predictive(stats, settings.connect_deadline, allowed, limit,
                                      settings.hangup_after is not None)
     sure = min(top, SURE_FLOOR)
-    if allowed < sure and stats.ringing_elapsed:
-        # The budget all but spent: still give a free agent another call when
-        # the one ringing for them will all but surely not be answered (rung
-        # longer than any answer comes, by SURE_MARGIN more than it has).
+    if allowed < sure and stats.ringing_elapsed and agents <= SMALL_TEAM:
+        # The budget all but spent, a small team: still give a free agent
+        # another call when the one ringing for them will all but surely not
+        # be answered (rung longer than any answer comes, by SURE_MARGIN).
         younger = dataclasses.replace(
             stats, ringing_elapsed=tuple(max(0.0, a - SURE_MARGIN) for a in stats.ringing_elapsed),
             hangup_candidates=())
@@ -466,14 +469,15 @@ MARGINAL_DROP_HANGUP = 0.20
 #: probability, however little of the abandon budget is left: cutting calls
 #: that are all but sure to find one only wastes leads
 HANGUP_FLOOR = 0.01
-#: however little of the abandon budget is left (short of spent), a call
-#: that would find no agent with at most SURE_FLOOR is still placed, judged
+#: however little of the abandon budget is left (short of spent), a small
+#: team (SMALL_TEAM agents or fewer) still places a call that would find no
+#: agent with at most SURE_FLOOR, judged
 #: with every ringing call taken as SURE_MARGIN seconds younger than it is:
 #: above all, another call for a free agent whose call has rung past any
 #: answer (by that margin), instead of waiting out its ring timeout. Never
 #: more than ``PacingSettings.max_marginal_drop``
-SURE_FLOOR = 0.002
-SURE_MARGIN = 1.0
+SURE_FLOOR = 0.005
+SURE_MARGIN = 0.5
 
 
 def _budget_left(stats: PacingStats, settings: PacingSettings) -> float:
