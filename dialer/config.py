@@ -231,7 +231,7 @@ ENGINE_KEYS = frozenset({
 })
 
 
-_DROP_TARGET = re.compile(r"[^,\s]+(,[^,\s]*(,[1-9][0-9]*)?)?")
+_DROP_TARGET = re.compile(r"\s*[^,\s]+\s*(,\s*[^,\s]*\s*(,\s*0*[1-9][0-9]*\s*)?)?")
 
 
 def _engine_table(raw: dict[str, Any], source: str, lines: _Lines) -> dict[str, Any]:

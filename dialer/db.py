@@ -70,11 +70,6 @@ class DatabaseTimeout(DatabaseError):
     (or its commit's fate is unknown, when the deadline passed during the commit)."""
 
 
-class DatabaseBusy(Exception):
-    """The database could not be reached or stayed locked (another writer, a
-    restart): the unit of work did not happen and may be tried again."""
-
-
 def timeout_from_env() -> float:
     """``$DIALER_DB_TIMEOUT`` (seconds), else :data:`DEFAULT_TIMEOUT`."""
     text = os.environ.get(TIMEOUT_ENV, "").strip()

@@ -5,8 +5,11 @@
 model, ``codec.serialize`` writes messages, ``codec.parser`` joins the first
 two and ``codec.errors`` holds its errors;
 ``dialer.ami.connection`` the trio client (:func:`open_ami`);
-``dialer.ami.errors`` the client's errors; ``dialer.ami.tools`` the operator's
-one-liners behind ``dialer ami`` (ping, command, events, originate); a replaying
+``dialer.ami.errors`` the client's errors; ``dialer.ami.pool`` the engine's
+connections, each within its rate cap (``dialer.ami.ratelimit``);
+``dialer.ami.timestamps`` maps Asterisk's event times onto the caller's clock;
+``dialer.ami.tools`` the operator's one-liners behind ``dialer ami`` (ping,
+command, events, originate) and ``dialer.ami.recorder`` ``dialer ami record``; a replaying
 AMI peer for tests is ``tests/ami_replay.py``. The names below are importable from ``dialer.ami``
 directly; they are loaded on first use, so importing the codec alone never
 imports trio.

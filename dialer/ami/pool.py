@@ -324,8 +324,9 @@ class AMIPool:
 
     def check_sendable(self, member: PoolMember) -> None:
         """Raise NotConnected unless an Originate may go out on ``member`` now:
-        it is up and may Originate, no Originate there has waited
-        ``stall_after`` seconds for its answer, and its server takes calls."""
+        it is up and may Originate, it is not stalled (an Originate there has
+        waited ``stall_after`` seconds for its answer while no answer at all
+        came, see :meth:`PoolMember.stalled`), and its server takes calls."""
         if member.ami is None or not member.up or member.originate_denied:
             raise NotConnected(f"{member.name}: not connected")
         if member.stalled(trio.current_time(), self.stall_after):

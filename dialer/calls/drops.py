@@ -69,10 +69,9 @@ class DropNet:
     deadline: float = rules.CONNECT_DEADLINE
     grace: float = GRACE
 
-    def overdue(self, calls: Iterable[TrackedCall], now: float) -> list[TrackedCall]:
-        """Answered calls without an agent ``deadline + grace`` seconds after the
-        answer, still in the queue as far as the events tell, not moved before."""
-        limit = self.deadline + self.grace
+    def _waiting(self, calls: Iterable[TrackedCall]) -> list[TrackedCall]:
+        """Answered calls without an agent, still in the queue as far as the events
+        tell, not moved before."""
         return [
             c for c in calls
             if c.answered_at is not None
@@ -82,8 +81,17 @@ class DropNet:
             and not c.ended
             and not c.unattended
             and c.channel_name
-            and now - c.answered_at >= limit
         ]
+
+    def overdue(self, calls: Iterable[TrackedCall], now: float) -> list[TrackedCall]:
+        """The waiting calls ``deadline + grace`` seconds or more after their answer."""
+        limit = self.deadline + self.grace
+        return [c for c in self._waiting(calls) if now - c.answered_at >= limit]  # type: ignore[operator]
+
+    def next_due(self, calls: Iterable[TrackedCall]) -> float | None:
+        """When the next waiting call becomes overdue (engine clock), if any."""
+        limit = self.deadline + self.grace
+        return min((c.answered_at + limit for c in self._waiting(calls)), default=None)  # type: ignore[operator]
 
     def headers(self, call: TrackedCall) -> list[tuple[str, str]]:
         assert call.channel_name is not None

@@ -99,12 +99,12 @@ REGION_RULES: dict[str, RegionRule] = {
                    "47 CFR 64.1200(c)(1); 16 CFR 310.4(c)"),
         # Florida Telephone Solicitation Act, as amended by ch. 2021-174, Laws of Florida.
         RegionRule("US-FL", dt.time(8, 0), dt.time(20, 0), 3,
-                   "Fla. Stat. 501.616(6)(a)-(b), as amended 2021"),
+                   "Fla. Stat. 501.616(6)(a) and (b), as amended by SB 1120 (2021)"),
         # Oklahoma Telephone Solicitation Act of 2022 (HB 3168), in force 2022-11-01.
         RegionRule("US-OK", dt.time(8, 0), dt.time(20, 0), 3,
-                   "Okla. Stat. tit. 15, 775C.1 et seq. (Telephone Solicitation Act of 2022)"),
+                   "Okla. Stat. tit. 15, 775C.1 et seq. (Telephone Solicitation Act of 2022, HB 3168)"),
         # Maryland Stop the Spam Calls Act of 2023 (SB 90), in force 2024-01-01.
         RegionRule("US-MD", dt.time(8, 0), dt.time(20, 0), 3,
-                   "Md. Code, Com. Law 14-4502 (Stop the Spam Calls Act of 2023)"),
+                   "Md. Code, Com. Law 14-4502 (Stop the Spam Calls Act of 2023, SB 90)"),
     )
 }

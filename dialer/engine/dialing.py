@@ -187,7 +187,7 @@ class Dialer:
                     # transaction, and calls wait for their send slot meanwhile.
                     await trio.sleep_until(started + self.settings.batch_interval)
                     continue
-                with trio.move_on_after(0.25):
+                with trio.move_on_after(self._idle_wait()):
                     await wake.wait()
 
     def stats_for(self, run: CampaignRun, capacity: int) -> tuple[PacingStats, list[TrackedCall]]:
@@ -380,11 +380,23 @@ class Dialer:
 
     # -- the drop message's safety net ------------------------------------------------
 
+    def _idle_wait(self) -> float:
+        """Real seconds the loop may rest: a quarter second, or less when a call
+        becomes due for the drop message's safety net sooner."""
+        wait = 0.25
+        if self.drop_net is not None:
+            due = self.drop_net.next_due(c for run in self.runs.values() for c in run.calls)
+            if due is not None:
+                wait = min(wait, max(0.0, self.clock.real(due - self.clock.now())))
+        return wait
+
     def _move_overdue(self, run: CampaignRun) -> None:
         if self.drop_net is None or not run.calls:
             return
         assert self._nursery is not None
-        for call in self.drop_net.overdue(run.calls, self.clock.now()):
+        now = self.clock.now()
+        for call in self.drop_net.overdue(run.calls, now):
+            call.redirected_at = now  # once per call, whether or not it can be sent
             if (member := self._members.get(call.action_id)) is not None:
                 self._nursery.start_soon(self._redirect, call, member)
 

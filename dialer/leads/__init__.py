@@ -5,7 +5,9 @@ loads a CSV of leads into a campaign, reading the file through ``leadfile``
 (header, encoding, rejects file) and writing through ``loadsql`` (the bulk
 statements); ``dnc`` keeps the do-not-call list;
 ``calling_hours`` says when a lead may be called in its own local time and
-``regions`` which calling rules its region adds (the stricter wins);
+``regions`` which calling rules its region adds (the stricter wins), its
+region read from its data or its number (``area_codes``: NANP area code to
+state or province);
 ``hopper`` claims the leads that are due, atomically and under a lease, and
 hands them back.
 

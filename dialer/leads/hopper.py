@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from dialer.compliance import rules
 from dialer.leads import regions
-from dialer.leads.calling_hours import CallingWindow, callable_timezones, is_callable
+from dialer.leads.calling_hours import CallingWindow, is_callable
 from dialer.campaigns import calling_window
 from dialer.leads.dnc import not_on_dnc_list
 from dialer.models import (
@@ -162,7 +162,7 @@ def claim_leads(
     engine_id: str,
     now: dt.datetime,
     limit: int,
-    timezones: Iterable[str],
+    timezones: Iterable[tuple[str, str | None] | str],
     lease: dt.timedelta = dt.timedelta(minutes=2),
 ) -> list[ClaimedLead]:
     """Lease up to ``limit`` dialable leads of a running campaign, oldest due first.

@@ -979,9 +979,13 @@ class PBX:
         self.sim.call_later(talk, self._outside_done, m)
 
     def _outside_done(self, m: Member) -> None:
+        if not m.outside:
+            return  # the server restarted meanwhile (SimAsterisk.reset): nothing to end
         m.outside = False
-        m.status = DEVICE_NOT_INUSE
-        self._dsc(m.interface, "NOT_INUSE")
+        if not m.in_call:
+            # A member that was on a queue call already stays in use for it.
+            m.status = DEVICE_NOT_INUSE
+            self._dsc(m.interface, "NOT_INUSE")
         self._qms(m)
         self.queue.refresh(m)
         self._check_available()
